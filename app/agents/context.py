@@ -1,0 +1,26 @@
+"""What every agent needs, built once per worker: settings, codec, topics, tables, sinks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.codec import Codec
+from app.config import Settings
+from app.deadletter import DeadLetterSink
+from app.policy.success_rate import SRParams
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    codec: Codec
+    sr_params: SRParams
+    requests: Any  # faust topics
+    outcomes: Any
+    decisions: Any
+    stats_updates: Any
+    dead_letter: Any
+    route_stats: Any  # Table: ring per route x key, owned by one partition
+    route_sr: Any  # GlobalTable: snapshots every worker reads
+    dlq: DeadLetterSink

@@ -1,0 +1,226 @@
+"""`authpilot` command line: broker, worker, traffic, demo, and the ML lifecycle commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from app.config import Settings, bootstrap_servers, get_settings
+
+
+def _broker(s: Settings):
+    from app.kafka_local import LocalBroker
+
+    return LocalBroker.from_settings(s)
+
+
+def cmd_kafka(args: argparse.Namespace, s: Settings) -> int:
+    from app import kafka_local
+
+    if s.kafka_bootstrap:
+        print(f"AUTHPILOT_KAFKA_BOOTSTRAP={s.kafka_bootstrap}: using that cluster, no local broker")
+        return 0
+    b = _broker(s)
+    if args.action == "start":
+        kafka_local.start(b)
+    elif args.action == "stop":
+        kafka_local.stop(b)
+    elif args.action == "reset":
+        kafka_local.reset(b)
+    elif args.action == "install":
+        kafka_local.install(b)
+    print(kafka_local.status(b))
+    return 0
+
+
+def ensure_kafka(s: Settings) -> str:
+    """The bootstrap address, starting the embedded broker when no cluster is configured."""
+    if not s.kafka_bootstrap:
+        from app import kafka_local
+
+        kafka_local.start(_broker(s))
+    return bootstrap_servers(s)
+
+
+def cmd_topics(args: argparse.Namespace, s: Settings) -> int:
+    from app.topics import ensure_topics
+
+    ensure_kafka(s)
+    created = ensure_topics(s)
+    print("created: " + (", ".join(created) if created else "nothing (all exist)"))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
+    from app.worker import run_worker
+
+    sys.argv = [sys.argv[0]]  # faust.Worker reads argv; ours are already parsed
+    run_worker(s)
+    return 0
+
+
+def make_world(name: str, seed: int):
+    """The traffic source for loadgen/demo."""
+    if name == "sample":
+        from app.sampleworld import SampleWorld
+
+        return SampleWorld(seed)
+    raise SystemExit(f"unknown world {name!r}")
+
+
+def cmd_loadgen(args: argparse.Namespace, s: Settings) -> int:
+    from app.loadgen import LoadGenerator
+    from app.topics import ensure_topics
+
+    ensure_kafka(s)
+    ensure_topics(s)
+    gen = LoadGenerator(
+        s,
+        make_world(args.world, args.seed),
+        args.rate,
+        args.duration,
+        args.requests,
+        outcomes=not args.open_loop,
+    )
+    st = gen.run(show=not args.quiet)
+    p50, p99 = st.percentiles()
+    print(
+        f"produced {st.produced} decided {st.decided} outcomes {st.outcomes} "
+        f"approval {st.approved / max(st.outcomes, 1):.2%} e2e p50 {p50 / 1000:.2f} ms "
+        f"p99 {p99 / 1000:.2f} ms duplicates {st.duplicates}"
+    )
+    return 0 if st.decided == st.produced else 1
+
+
+def wait_ready(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Block until the worker's /readyz answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"worker exited with code {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"worker not ready on port {port} after {timeout:.0f}s")
+
+
+def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
+    from app.loadgen import LoadGenerator
+    from app.topics import ensure_topics
+
+    print("== authpilot demo: local broker, one worker, closed-loop traffic ==", flush=True)
+    ensure_kafka(s)
+    ensure_topics(s)
+    log_path = Path("var/demo-worker.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "AUTHPILOT_DATA_DIR": str(Path("var/demo-worker").resolve())}
+    env["AUTHPILOT_KAFKA_BOOTSTRAP"] = bootstrap_servers(s)
+    with open(log_path, "ab") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker"], env=env, stdout=log, stderr=log
+        )
+    try:
+        print(f"worker pid {worker.pid}, log {log_path}; waiting for it to be ready", flush=True)
+        wait_ready(s.web_port, 120, worker)
+        print(f"worker ready; metrics on http://127.0.0.1:{s.web_port}/metrics", flush=True)
+        shown = [0]
+
+        def show(d: dict) -> None:
+            if shown[0] < args.show_decisions:
+                shown[0] += 1
+                sc = " ".join(
+                    f"{x['route_id']}={x['p_approve']:.2f}/{x['samples']}" for x in d["scores"]
+                )
+                print(
+                    f"decision {d['request_id']}: -> {d['chosen_route']} "
+                    f"(p={d['propensity']:.3f}, {','.join(d['reason_codes'][:1])}) {sc}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        gen = LoadGenerator(
+            s,
+            make_world(args.world, args.seed),
+            args.rate,
+            args.duration,
+            on_decision=show,
+        )
+        st = gen.run(show=True)
+        p50, p99 = st.percentiles()
+        print(
+            f"\nsummary: {st.decided}/{st.produced} requests decided, approval "
+            f"{st.approved / max(st.outcomes, 1):.2%}, e2e latency p50 {p50 / 1000:.2f} ms "
+            f"p99 {p99 / 1000:.2f} ms, routes {dict(sorted(st.by_route.items()))}",
+            flush=True,
+        )
+        return 0 if st.decided == st.produced else 1
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+def _delegate(module: str, func: str):
+    def run(args: argparse.Namespace, s: Settings) -> int:
+        import importlib
+
+        return int(getattr(importlib.import_module(module), func)(args.rest) or 0)
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="authpilot", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    k = sub.add_parser("kafka", help="the embedded local Kafka broker")
+    k.add_argument("action", choices=["start", "stop", "status", "reset", "install"])
+    k.set_defaults(func=cmd_kafka)
+
+    sub.add_parser("topics", help="create authpilot's topics").set_defaults(func=cmd_topics)
+    sub.add_parser("worker", help="run the stream worker").set_defaults(func=cmd_worker)
+
+    for name, func, helptext in (
+        ("loadgen", cmd_loadgen, "closed-loop traffic against a running worker"),
+        ("demo", cmd_demo, "broker + worker + traffic + live results"),
+    ):
+        c = sub.add_parser(name, help=helptext)
+        c.add_argument("--rate", type=float, default=500.0, help="requests per second")
+        c.add_argument("--duration", type=float, default=30.0 if name == "demo" else 10.0)
+        c.add_argument("--world", default="sample", help="traffic source")
+        c.add_argument("--seed", type=int, default=7)
+        c.set_defaults(func=func)
+        if name == "loadgen":
+            c.add_argument("--requests", type=int, default=None, help="stop after N requests")
+            c.add_argument("--quiet", action="store_true")
+            c.add_argument(
+                "--open-loop", action="store_true", help="do not publish outcomes (decisions only)"
+            )
+        else:
+            c.add_argument("--show-decisions", type=int, default=5)
+
+    for name, module, func in ():
+        c = sub.add_parser(name, add_help=False)
+        c.add_argument("rest", nargs=argparse.REMAINDER)
+        c.set_defaults(func=_delegate(module, func))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args, get_settings()) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""One frozen settings object, read once from AUTHPILOT_* environment variables.
+
+Every tunable lives here with its default and the reason for it, so the Helm chart's ConfigMap,
+the README's configuration table and the code agree on one list.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    """Runtime configuration of every authpilot command (worker, loadgen, CLI)."""
+
+    model_config = SettingsConfigDict(env_prefix="AUTHPILOT_", frozen=True, extra="ignore")
+
+    # --- Kafka -------------------------------------------------------------------------------
+    kafka_bootstrap: str | None = Field(
+        None,
+        description="host:port[,host:port] of an existing cluster; unset = the embedded local "
+        "broker on 127.0.0.1:kafka_port",
+    )
+    kafka_port: int = Field(19092, description="port of the embedded local broker")
+    kafka_controller_port: int = Field(19093, description="KRaft controller port (local broker)")
+    kafka_version: str = Field("4.1.1", description="Apache Kafka version the local broker runs")
+    kafka_home: Path = Field(
+        Path.home() / ".cache" / "authpilot",
+        description="cache for the resolved Kafka jars and the local broker's data",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = Field(None, description="e.g. SCRAM-SHA-512 or PLAIN")
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: str | None = None
+
+    # --- topics ------------------------------------------------------------------------------
+    topic_requests: str = "authpilot.requests"
+    topic_outcomes: str = "authpilot.outcomes"
+    topic_decisions: str = "authpilot.decisions"
+    topic_retry_decisions: str = "authpilot.retry-decisions"
+    topic_shadow: str = "authpilot.shadow-decisions"
+    topic_alerts: str = "authpilot.alerts"
+    topic_control: str = "authpilot.control"
+    topic_dead_letter: str = "authpilot.dead-letter"
+    partitions: int = Field(
+        4, description="partitions of requests/outcomes/decisions; tables follow this count"
+    )
+    replication_factor: int = Field(1, description="replication of topics authpilot creates")
+
+    # --- schemas -----------------------------------------------------------------------------
+    schema_dir: Path = REPO_ROOT / "schemas"
+    schema_registry_url: str | None = Field(
+        None, description="Confluent-compatible registry; unset = schemas/registry.json"
+    )
+
+    # --- worker ------------------------------------------------------------------------------
+    app_id: str = Field("authpilot", description="Faust app id = consumer group id")
+    data_dir: Path = Field(Path("var/worker"), description="RocksDB tables live here")
+    web_port: int = Field(6066, description="worker HTTP port: /metrics, /healthz, /readyz")
+    web_host: str = "0.0.0.0"
+    store: str = Field("rocksdb://", description="Faust table store; memory:// for unit tests")
+    table_standby_replicas: int = Field(
+        0, description="standby copies of each table partition on other workers (fast failover)"
+    )
+    log_level: str = "info"
+
+    # --- success-rate routing (the baseline and the no-model fallback) -----------------------
+    sr_window: int = Field(
+        125,
+        description="outcomes per route x key remembered (Juspay's default bucket is 125; "
+        "tune 100-2000: small reacts fast, large is less noisy)",
+    )
+    sr_min_samples: int = Field(
+        20, description="a key level is trusted once it holds this many outcomes"
+    )
+    sr_prior: float = Field(0.8, description="success rate assumed for a route with no history")
+    sr_explore: float = Field(0.05, description="share of traffic routed uniformly at random")
+    sr_eliminate_below: float = Field(
+        0.2, description="a route under this success rate is skipped unless all are"
+    )
+    sr_snapshot_every: int = Field(
+        5, description="publish a route stats snapshot to the GlobalTable every N updates"
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, built once."""
+    return Settings()
+
+
+def bootstrap_servers(settings: Settings) -> str:
+    """Where Kafka is: the configured cluster or the embedded local broker."""
+    return settings.kafka_bootstrap or f"127.0.0.1:{settings.kafka_port}"
+
+
+def confluent_config(settings: Settings) -> dict[str, str]:
+    """librdkafka connection settings (security included) for producers, consumers, admin."""
+    conf = {"bootstrap.servers": bootstrap_servers(settings)}
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        conf["security.protocol"] = settings.kafka_security_protocol
+    if settings.kafka_sasl_mechanism:
+        conf["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        conf["sasl.username"] = settings.kafka_sasl_username or ""
+        conf["sasl.password"] = settings.kafka_sasl_password or ""
+    if settings.kafka_ssl_cafile:
+        conf["ssl.ca.location"] = settings.kafka_ssl_cafile
+    return conf

@@ -1,0 +1,94 @@
+"""A small fixed world for smoke traffic: three routes whose approval differs by issuer.
+
+It exists so the worker can be exercised before (and independently of) the full simulator in
+app.simulate: integration tests and `authpilot demo --world sample` use it. Approval
+probabilities are a fixed route x issuer-country table, so a working success-rate router must
+learn to prefer the right route per issuer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import uuid
+from typing import Any
+
+ROUTES = ({"route_id": "acq-eu", "fee_minor": 12, "acquirer_country": "DE"},
+          {"route_id": "acq-us", "fee_minor": 10, "acquirer_country": "US"},
+          {"route_id": "proc-global", "fee_minor": 15, "acquirer_country": "GB"})  # fmt: skip
+# issuer: (bin, network, country, {route: p_approve})
+ISSUERS = (
+    ("411111", "VISA", "DE", {"acq-eu": 0.93, "acq-us": 0.78, "proc-global": 0.86}),
+    ("545454", "MASTERCARD", "US", {"acq-eu": 0.74, "acq-us": 0.92, "proc-global": 0.85}),
+    ("400012", "VISA", "GB", {"acq-eu": 0.82, "acq-us": 0.80, "proc-global": 0.90}),
+)
+
+
+class SampleWorld:
+    """Seeded request stream and outcome draws for the three-route world."""
+
+    def __init__(self, seed: int = 7, cards: int = 5000) -> None:
+        self._rng = random.Random(seed)
+        self._ids = itertools.count()
+        self._cards = cards
+        # Ids must be unique across runs (the decision stream outlives a run); routing and
+        # outcomes stay seeded.
+        self._prefix = f"s{seed}-{uuid.uuid4().hex[:12]}"
+
+    def next_request(self, now_ms: int) -> dict[str, Any]:
+        r = self._rng
+        n = next(self._ids)
+        bin_, network, country, _ = ISSUERS[r.randrange(len(ISSUERS))]
+        return {
+            "request_id": f"{self._prefix}-{n}",
+            "payment_id": f"{self._prefix}-p{n}",
+            "attempt": 1,
+            "event_time": now_ms,
+            "merchant_id": f"m{r.randrange(20)}",
+            "mcc": "5999",
+            "merchant_country": "DE",
+            "amount_minor": r.randrange(500, 20000),
+            "currency": "EUR",
+            "card_fingerprint": f"card-{r.randrange(self._cards)}",
+            "bin": bin_,
+            "network": network,
+            "funding": "CREDIT",
+            "issuer_country": country,
+            "channel": "ECOM",
+            "initiator": "CIT",
+            "recurring": False,
+            "sca_required": False,
+            "three_ds": True,
+            "sca_exemption": None,
+            "candidates": [dict(c) for c in ROUTES],
+            "previous_route": None,
+            "previous_response_code": None,
+        }
+
+    def outcome(self, request: dict[str, Any], route_id: str, now_ms: int) -> dict[str, Any]:
+        p = next(i[3] for i in ISSUERS if i[0] == request["bin"])[route_id]
+        approved = self._rng.random() < p
+        code = "00" if approved else self._rng.choice(("05", "51", "51", "96"))
+        side = "NONE" if approved else ("ROUTE" if code == "96" else "ISSUER")
+        return {
+            "request_id": request["request_id"],
+            "payment_id": request["payment_id"],
+            "attempt": request["attempt"],
+            "event_time": now_ms,
+            "request_time": request["event_time"],
+            "card_fingerprint": request["card_fingerprint"],
+            "bin": request["bin"],
+            "network": request["network"],
+            "issuer_country": request["issuer_country"],
+            "merchant_id": request["merchant_id"],
+            "amount_minor": request["amount_minor"],
+            "currency": request["currency"],
+            "initiator": request["initiator"],
+            "route_id": route_id,
+            "approved": approved,
+            "response_code": code,
+            "advice_code": None,
+            "latency_ms": self._rng.randrange(80, 400),
+            "failure_side": side,
+            "three_ds": request["three_ds"],
+        }

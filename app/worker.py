@@ -1,0 +1,150 @@
+"""The Faust worker: topics, tables, agents and the web endpoints, wired from one Settings.
+
+Run it with `authpilot worker`. Helm runs one per pod; more pods in the same consumer group
+(app id) share the partitions, Kafka does the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+import faust
+
+from app.agents import outcomes as outcome_agents
+from app.agents import score as score_agent
+from app.agents.context import WorkerContext
+from app.codec import Codec
+from app.config import Settings, bootstrap_servers
+from app.deadletter import DeadLetterSink
+from app.metrics import CONSUMER_LAG, exposition
+from app.policy.success_rate import SRParams
+
+log = logging.getLogger(__name__)
+
+
+def _credentials(s: Settings) -> Any:
+    if s.kafka_security_protocol == "PLAINTEXT":
+        return None
+    ssl_context = None
+    if s.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        import ssl
+
+        ssl_context = ssl.create_default_context(cafile=s.kafka_ssl_cafile)
+    if s.kafka_sasl_mechanism:
+        return faust.SASLCredentials(
+            username=s.kafka_sasl_username,
+            password=s.kafka_sasl_password,
+            mechanism=s.kafka_sasl_mechanism,
+            ssl_context=ssl_context,
+        )
+    return faust.SSLCredentials(ssl_context)
+
+
+def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
+    """A configured Faust app with every agent registered (nothing started)."""
+    rocks = s.store.startswith("rocksdb")
+    app = faust.App(
+        s.app_id,
+        broker=f"kafka://{bootstrap_servers(s)}",
+        broker_credentials=_credentials(s),
+        store=s.store,
+        datadir=str(s.data_dir),
+        web_port=s.web_port,
+        web_host=s.web_host,
+        web_bind=s.web_host,
+        topic_partitions=s.partitions,
+        topic_replication_factor=s.replication_factor,
+        table_standby_replicas=s.table_standby_replicas,
+        consumer_auto_offset_reset="earliest",
+        autodiscover=False,
+        # One decision per request must leave quickly: do not hold produce batches.
+        producer_linger_ms=0,
+        producer_acks=-1,
+    )
+    table_opts = {"driver": "rocksdict"} if rocks else None
+
+    def raw_topic(name: str, **kw: Any) -> Any:
+        return app.topic(name, key_serializer="raw", value_serializer="raw", **kw)
+
+    stats_updates = raw_topic(f"{s.app_id}-route-stats-updates", internal=True)
+    ctx = WorkerContext(
+        settings=s,
+        codec=Codec(s),
+        sr_params=SRParams.from_settings(s),
+        requests=raw_topic(s.topic_requests),
+        outcomes=raw_topic(s.topic_outcomes),
+        decisions=raw_topic(s.topic_decisions),
+        stats_updates=stats_updates,
+        dead_letter=raw_topic(s.topic_dead_letter),
+        route_stats=app.Table(
+            "route-stats",
+            key_type=bytes,
+            value_type=bytes,
+            partitions=s.partitions,
+            options=table_opts,
+        ),
+        # Every worker restores all of it. It has as many partitions as the updates topic
+        # because Faust writes a table change to the partition of the event being processed
+        # (partitions=1 fails with PartitionsMismatch when written from the stats agent);
+        # recovery_buffer_size=1 is the documented guard against the GlobalTable recovery loop.
+        route_sr=app.GlobalTable(
+            "route-sr",
+            key_type=bytes,
+            value_type=bytes,
+            partitions=s.partitions,
+            recovery_buffer_size=1,
+            options=table_opts,
+        ),
+        dlq=None,  # type: ignore[arg-type]
+    )
+    ctx.dlq = DeadLetterSink(ctx.dead_letter, ctx.codec.dead_letter, f"{socket.gethostname()}")
+    score_agent.register(app, ctx)
+    outcome_agents.register(app, ctx)
+    _register_web(app, ctx)
+    return app, ctx
+
+
+def _register_web(app: faust.App, ctx: WorkerContext) -> None:
+    s = ctx.settings
+    lag_topics = {s.topic_requests, s.topic_outcomes, ctx.stats_updates.get_topic_name()}
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        # aiohttp refuses parameters in content_type, so the full header goes in headers.
+        return web.bytes(
+            exposition(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+        )
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        ready = app.tables.recovery.completed.is_set() and not app.rebalancing
+        return web.json({"ready": ready}, status=200 if ready else 503)
+
+    @app.timer(5.0)
+    async def consumer_lag() -> None:
+        try:
+            for tp in app.consumer.assignment():
+                if tp.topic not in lag_topics:
+                    continue
+                pos = await app.consumer.position(tp)
+                hw = app.consumer.highwater(tp)
+                if pos is not None and hw is not None:
+                    CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(hw - pos, 0))
+        except Exception:  # lag is observability, never a reason to fail
+            log.debug("lag probe failed", exc_info=True)
+
+
+def run_worker(s: Settings) -> None:
+    """Create topics, then run the worker until SIGTERM/SIGINT (graceful: offsets committed)."""
+    from app.topics import ensure_topics
+
+    ensure_topics(s)
+    app, _ = build_app(s)
+    worker = faust.Worker(app, loglevel=s.log_level.upper())
+    worker.execute_from_commandline()
