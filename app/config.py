@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     table_standby_replicas: int = Field(
         0, description="standby copies of each table partition on other workers (fast failover)"
     )
+    fetch_max_wait_ms: int = Field(
+        10, description="longest the broker may hold a fetch (Faust hard-codes 1500 ms)"
+    )
+    changelog_buffer: int = Field(
+        5000, description="table changelog messages queued before streams pause (Faust: 100)"
+    )
     log_level: str = "info"
 
     # --- success-rate routing (the baseline and the no-model fallback) -----------------------

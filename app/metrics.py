@@ -62,3 +62,10 @@ ROUTE_DEMOTED = Gauge(
 def exposition() -> bytes:
     """The registry in Prometheus text format."""
     return generate_latest(REGISTRY)
+
+
+# Every family above, as Prometheus names it in the exposition (counters without _total).
+METRIC_NAMES = tuple(
+    m._name for m in (EVENTS_IN, EVENTS_OUT, DEAD_LETTERS, DECISION_LATENCY, DECISIONS,
+                      CONSUMER_LAG, MODEL_LOAD_FAILURES, MODEL_INFO, DRIFT_ALARM, ROUTE_DEMOTED)
+)  # fmt: skip
