@@ -1,0 +1,51 @@
+"""The embedded broker is idempotent and really serves both clients authpilot uses."""
+
+import pytest
+
+from app import kafka_local
+from app.config import Settings
+from tests.conftest import TEST_KAFKA_PORT
+
+pytestmark = pytest.mark.kafka
+
+
+def test_start_is_idempotent_and_status_reports_it(kafka_bootstrap):
+    broker = kafka_local.LocalBroker.from_settings(
+        Settings(kafka_port=TEST_KAFKA_PORT, kafka_controller_port=TEST_KAFKA_PORT + 1)
+    )
+    pid = kafka_local.running_pid(broker)
+    assert pid is not None
+    assert kafka_local.start(broker) == kafka_bootstrap
+    assert kafka_local.running_pid(broker) == pid, "a second start must not start a second broker"
+    assert kafka_local.status(broker).startswith("running: Kafka 4.1.1")
+    assert (broker.libs / ".complete").exists()
+
+
+def test_aiokafka_and_confluent_kafka_both_talk_to_it(kafka_bootstrap):
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic("compat-check", 1, 1)])["compat-check"].result()
+    p = Producer({"bootstrap.servers": kafka_bootstrap})
+    p.produce("compat-check", value=b"from-confluent")
+    assert p.flush(10) == 0
+
+    async def roundtrip() -> list[bytes]:
+        prod = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await prod.start()
+        await prod.send_and_wait("compat-check", b"from-aiokafka")
+        await prod.stop()
+        cons = AIOKafkaConsumer("compat-check", bootstrap_servers=kafka_bootstrap,
+                                group_id="compat", auto_offset_reset="earliest")  # fmt: skip
+        await cons.start()
+        got = await cons.getmany(timeout_ms=10000)
+        await cons.commit()
+        await cons.stop()
+        return [m.value for msgs in got.values() for m in msgs]
+
+    values = asyncio.run(roundtrip())
+    assert values == [b"from-confluent", b"from-aiokafka"]
