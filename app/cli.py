@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from app.config import Settings, bootstrap_servers, get_settings
@@ -113,16 +115,12 @@ def wait_ready(port: int, timeout: float, proc: subprocess.Popen | None = None) 
     raise RuntimeError(f"worker not ready on port {port} after {timeout:.0f}s")
 
 
-def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
-    from app.loadgen import LoadGenerator
-    from app.topics import ensure_topics
-
-    print("== authpilot demo: local broker, one worker, closed-loop traffic ==", flush=True)
-    ensure_kafka(s)
-    ensure_topics(s)
-    log_path = Path("var/demo-worker.log")
+@contextlib.contextmanager
+def running_worker(s: Settings, name: str) -> Iterator[subprocess.Popen]:
+    """A worker subprocess (log in var/<name>.log) that is ready on entry, stopped on exit."""
+    log_path = Path(f"var/{name}.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "AUTHPILOT_DATA_DIR": str(Path("var/demo-worker").resolve())}
+    env = {**os.environ, "AUTHPILOT_DATA_DIR": str(Path(f"var/{name}").resolve())}
     env["AUTHPILOT_KAFKA_BOOTSTRAP"] = bootstrap_servers(s)
     with open(log_path, "ab") as log:
         worker = subprocess.Popen(
@@ -132,43 +130,58 @@ def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
         print(f"worker pid {worker.pid}, log {log_path}; waiting for it to be ready", flush=True)
         wait_ready(s.web_port, 120, worker)
         print(f"worker ready; metrics on http://127.0.0.1:{s.web_port}/metrics", flush=True)
-        shown = [0]
-
-        def show(d: dict) -> None:
-            if shown[0] < args.show_decisions:
-                shown[0] += 1
-                sc = " ".join(
-                    f"{x['route_id']}={x['p_approve']:.2f}/{x['samples']}" for x in d["scores"]
-                )
-                print(
-                    f"decision {d['request_id']}: -> {d['chosen_route']} "
-                    f"(p={d['propensity']:.3f}, {','.join(d['reason_codes'][:1])}) {sc}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-
-        gen = LoadGenerator(
-            s,
-            make_world(args.world, args.seed),
-            args.rate,
-            args.duration,
-            on_decision=show,
-        )
-        st = gen.run(show=True)
-        p50, p99 = st.percentiles()
-        print(
-            f"\nsummary: {st.decided}/{st.produced} requests decided, approval "
-            f"{st.approved / max(st.outcomes, 1):.2%}, e2e latency p50 {p50 / 1000:.2f} ms "
-            f"p99 {p99 / 1000:.2f} ms, routes {dict(sorted(st.by_route.items()))}",
-            flush=True,
-        )
-        return 0 if st.decided == st.produced else 1
+        yield worker
     finally:
         worker.terminate()
         try:
             worker.wait(30)
         except subprocess.TimeoutExpired:
             worker.kill()
+
+
+def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
+    from app.loadgen import LoadGenerator
+    from app.topics import ensure_topics
+
+    print("== authpilot demo: local broker, one worker, closed-loop traffic ==", flush=True)
+    ensure_kafka(s)
+    ensure_topics(s)
+    shown = [0]
+
+    def show(d: dict) -> None:
+        if shown[0] < args.show_decisions:
+            shown[0] += 1
+            sc = " ".join(
+                f"{x['route_id']}={x['p_approve']:.2f}/{x['samples']}" for x in d["scores"]
+            )
+            print(
+                f"decision {d['request_id']}: -> {d['chosen_route']} "
+                f"(p={d['propensity']:.3f}, {','.join(d['reason_codes'][:1])}) {sc}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    with running_worker(s, "demo-worker"):
+        gen = LoadGenerator(
+            s, make_world(args.world, args.seed), args.rate, args.duration, on_decision=show
+        )
+        st = gen.run(show=True)
+    p50, p99 = st.percentiles()
+    print(
+        f"\nsummary: {st.decided}/{st.produced} requests decided, approval "
+        f"{st.approved / max(st.outcomes, 1):.2%}, e2e latency p50 {p50 / 1000:.2f} ms "
+        f"p99 {p99 / 1000:.2f} ms, routes {dict(sorted(st.by_route.items()))}",
+        flush=True,
+    )
+    return 0 if st.decided == st.produced else 1
+
+
+def cmd_bench_e2e(args: argparse.Namespace, s: Settings) -> int:
+    """Throughput and latency of the worker, next to a raw Kafka round trip in the same run."""
+    from app.bench_e2e import run_bench
+
+    ensure_kafka(s)
+    return run_bench(s, args.rates, args.duration, args.out, running_worker)
 
 
 def _delegate(module: str, func: str):
@@ -209,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
             )
         else:
             c.add_argument("--show-decisions", type=int, default=5)
+
+    b = sub.add_parser("bench-e2e", help="worker throughput/latency vs a raw Kafka round trip")
+    b.add_argument("--rates", type=lambda v: [float(x) for x in v.split(",")],
+                   default=[100.0, 300.0, 600.0, 1000.0])  # fmt: skip
+    b.add_argument("--duration", type=float, default=10.0)
+    b.add_argument("--out", type=Path, default=Path("reports/bench-e2e"))
+    b.set_defaults(func=cmd_bench_e2e)
 
     for name, module, func in ():
         c = sub.add_parser(name, add_help=False)

@@ -137,7 +137,9 @@ class LoadGenerator:
         ready.set()
         idle_since: float | None = None
         while not self._stop.is_set():
-            msgs = self._consumer.consume(500, timeout=0.1)
+            # consume() blocks until the batch is full or the timeout passes: a long timeout would
+            # add itself to every measured latency at low rates.
+            msgs = self._consumer.consume(200, timeout=0.005)
             now = time.perf_counter()
             if not msgs:
                 if self._done_producing.is_set():
