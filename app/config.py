@@ -91,8 +91,10 @@ class Settings(BaseSettings):
     sr_eliminate_below: float = Field(
         0.2, description="a route under this success rate is skipped unless all are"
     )
-    sr_snapshot_every: int = Field(
-        5, description="publish a route stats snapshot to the GlobalTable every N updates"
+    sr_persist_every: int = Field(
+        10,
+        description="write a mature key's ring to its table and snapshot every N updates "
+        "(a crash loses at most N-1 outcomes of the window)",
     )
 
 
