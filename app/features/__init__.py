@@ -1,0 +1,1 @@
+"""Features: one definition (definitions.py), computed online (online.py) and offline (offline.py)."""
