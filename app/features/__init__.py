@@ -1,1 +1,1 @@
-"""Features: one definition (definitions.py), computed online (online.py) and offline (offline.py)."""
+"""Features: one definition, computed online (online.py) and offline in SQL (offline.py)."""

@@ -146,7 +146,7 @@ def build_matrix(log_dir: Path, con: duckdb.DuckDBPyConnection | None = None,
         "r.cand.fee_minor * 10000.0 / r.amount_minor AS route_fee_bps",
     ]
     joins = []
-    for e, w, name, _ in outs:
+    for _e, _w, name, _ in outs:
         joins.append(f"JOIN {name} ON {name}.row_id = r.row_id")
     for e in ENTITIES:
         for wn, m in e.counts:

@@ -123,8 +123,9 @@ def test_no_feature_sees_the_outcome_of_its_own_request(tmp_path):
     assert np.array_equal(a, b, equal_nan=True)
     # ...while some later row of the same card does see it
     later = (after.event_time > victim["event_time"]).to_numpy()
-    diff = ~np.isclose(after[list(FEATURE_NAMES)].to_numpy(float)[later],
-                       base[list(FEATURE_NAMES)].to_numpy(float)[later], equal_nan=True)  # fmt: skip
+    a_later = after[list(FEATURE_NAMES)].to_numpy(float)[later]
+    b_later = base[list(FEATURE_NAMES)].to_numpy(float)[later]
+    diff = ~np.isclose(a_later, b_later, equal_nan=True)
     assert diff.any()
     # and online agrees at the same millisecond (requests are processed before outcomes)
     assert not mismatch_report(online_matrix(log), after, rtol=1e-12)
