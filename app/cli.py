@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, default=Path("reports/bench-e2e"))
     b.set_defaults(func=cmd_bench_e2e)
 
-    for name, module, func in ():
+    for name, module, func in (("features", "app.features.cli", "main"),):
         c = sub.add_parser(name, add_help=False)
         c.add_argument("rest", nargs=argparse.REMAINDER)
         c.set_defaults(func=_delegate(module, func))

@@ -89,16 +89,3 @@ def pack_snapshot(s: Snapshot) -> bytes:
 
 def unpack_snapshot(value: bytes | None) -> Snapshot | None:
     return None if value is None else Snapshot(*_SNAPSHOT.unpack(value))
-
-
-def encode_update(rec: dict[str, Any]) -> bytes:
-    """The repartitioned stats update of one outcome: route, bin, network, country, code."""
-    return (
-        f"{rec['route_id']}\x1f{rec['bin']}\x1f{rec['network']}\x1f{rec['issuer_country']}"
-        f"\x1f{outcome_code(rec)}"
-    ).encode()
-
-
-def decode_update(value: bytes) -> tuple[str, str, str, str, int]:
-    route, bin_, network, country, code = value.decode().split("\x1f")
-    return route, bin_, network, country, int(code)

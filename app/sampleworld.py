@@ -11,11 +11,17 @@ from __future__ import annotations
 import itertools
 import random
 import uuid
+from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 ROUTES = ({"route_id": "acq-eu", "fee_minor": 12, "acquirer_country": "DE"},
           {"route_id": "acq-us", "fee_minor": 10, "acquirer_country": "US"},
           {"route_id": "proc-global", "fee_minor": 15, "acquirer_country": "GB"})  # fmt: skip
+T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC
+HOUR = 3_600_000
 # issuer: (bin, network, country, {route: p_approve})
 ISSUERS = (
     ("411111", "VISA", "DE", {"acq-eu": 0.93, "acq-us": 0.78, "proc-global": 0.86}),
@@ -92,3 +98,31 @@ class SampleWorld:
             "failure_side": side,
             "three_ds": request["three_ds"],
         }
+
+
+def write_sample_log(tmp: Path, n: int = 6000, seed: int = 3, same_ms: bool = False) -> Path:
+    """A small event log from the sample world: ~12 days, few cards, retries after declines."""
+    rng = random.Random(seed)
+    world = SampleWorld(seed, cards=300)
+    requests, outcomes = [], []
+    t = T0
+    for _ in range(n):
+        t += rng.randrange(1, 3 * 60_000)
+        r = world.next_request(t)
+        r["merchant_id"] = f"m{rng.randrange(4)}"
+        r["amount_minor"] = rng.choice([999, 1999, 4999])
+        r["initiator"] = rng.choice(["CIT", "MIT"])
+        for attempt in (1, 2):
+            r = dict(r, attempt=attempt, event_time=t, request_id=f"{r['payment_id']}-{attempt}")
+            route = rng.choice(r["candidates"])["route_id"]
+            lat = 0 if same_ms else rng.randrange(50, 3000)
+            o = world.outcome(r, route, t + lat)
+            requests.append(r)
+            outcomes.append(o)
+            if o["approved"] or rng.random() < 0.5:
+                break
+            t += rng.randrange(1, 2 * HOUR)
+    tmp.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(requests), tmp / "requests.parquet")
+    pq.write_table(pa.Table.from_pylist(outcomes), tmp / "outcomes.parquet")
+    return tmp

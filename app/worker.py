@@ -18,6 +18,8 @@ from app.agents.context import WorkerContext
 from app.codec import Codec
 from app.config import Settings, bootstrap_servers
 from app.deadletter import DeadLetterSink
+from app.features.definitions import FEATURE_NAMES
+from app.features.online import FeatureState, new_buffer
 from app.metrics import CONSUMER_LAG, exposition
 from app.policy.success_rate import SRParams
 
@@ -99,7 +101,27 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
     def raw_topic(name: str, **kw: Any) -> Any:
         return app.topic(name, key_serializer="raw", value_serializer="raw", **kw)
 
-    stats_updates = raw_topic(f"{s.app_id}-route-stats-updates", internal=True)
+    stats_updates = raw_topic(f"{s.app_id}-owner-updates", internal=True)
+
+    def table(name: str) -> Any:
+        return app.Table(
+            name, key_type=bytes, value_type=bytes, partitions=s.partitions, options=table_opts
+        )
+
+    def global_table(name: str) -> Any:
+        # Every worker restores all of it. It has as many partitions as the updates topic
+        # because Faust writes a table change to the partition of the event being processed
+        # (partitions=1 fails with PartitionsMismatch when written from an owner agent);
+        # recovery_buffer_size=1 is the documented guard against the GlobalTable recovery loop.
+        return app.GlobalTable(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=s.partitions,
+            recovery_buffer_size=1,
+            options=table_opts,
+        )
+
     ctx = WorkerContext(
         settings=s,
         codec=Codec(s),
@@ -109,25 +131,11 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
         decisions=raw_topic(s.topic_decisions),
         stats_updates=stats_updates,
         dead_letter=raw_topic(s.topic_dead_letter),
-        route_stats=app.Table(
-            "route-stats",
-            key_type=bytes,
-            value_type=bytes,
-            partitions=s.partitions,
-            options=table_opts,
-        ),
-        # Every worker restores all of it. It has as many partitions as the updates topic
-        # because Faust writes a table change to the partition of the event being processed
-        # (partitions=1 fails with PartitionsMismatch when written from the stats agent);
-        # recovery_buffer_size=1 is the documented guard against the GlobalTable recovery loop.
-        route_sr=app.GlobalTable(
-            "route-sr",
-            key_type=bytes,
-            value_type=bytes,
-            partitions=s.partitions,
-            recovery_buffer_size=1,
-            options=table_opts,
-        ),
+        route_stats=table("route-stats"),
+        route_sr=global_table("route-sr"),
+        card_features=table("card-features"),
+        feature_state=table("feature-state"),
+        feature_snapshots=global_table("feature-snapshots"),
         dlq=None,  # type: ignore[arg-type]
     )
     ctx.dlq = DeadLetterSink(ctx.dead_letter, ctx.codec.dead_letter, f"{socket.gethostname()}")
@@ -147,6 +155,32 @@ def _register_web(app: faust.App, ctx: WorkerContext) -> None:
         return web.bytes(
             exposition(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
         )
+
+    reader = FeatureState(
+        {
+            "card": ctx.card_features,
+            "route": ctx.feature_snapshots,
+            "bin": ctx.feature_snapshots,
+            "merchant": ctx.feature_snapshots,
+        }
+    )
+
+    @app.page("/debug/features")
+    class DebugFeatures(faust.web.View):
+        """POST a JSON list of requests: the feature rows this worker would build for them now.
+
+        For operators asking "what did the model see", and for the restart test. Card-level
+        features are only on the worker that owns the card's partition.
+        """
+
+        async def post(self, request: Any) -> Any:
+            reqs = await request.json()
+            buf = new_buffer(64)
+            rows = {}
+            for r in reqs:
+                out = reader.fill(r, buf)
+                rows[r["request_id"]] = [[None if v != v else v for v in row] for row in out]
+            return self.json({"names": list(FEATURE_NAMES), "rows": rows})
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

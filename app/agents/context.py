@@ -23,4 +23,7 @@ class WorkerContext:
     dead_letter: Any
     route_stats: Any  # Table: ring per route x key, owned by one partition
     route_sr: Any  # GlobalTable: snapshots every worker reads
+    card_features: Any  # Table keyed by card entities, co-partitioned with requests/outcomes
+    feature_state: Any  # Table: route/bin/merchant feature rings, owned by one partition
+    feature_snapshots: Any  # GlobalTable: the same rings, readable by every worker
     dlq: DeadLetterSink

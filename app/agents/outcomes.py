@@ -1,16 +1,15 @@
-"""Outcome agent and route-stats owner: learn route x issuer success rates from outcomes.
+"""Outcome agent and state owners: learn from every outcome, one owner per key.
 
-Outcomes arrive keyed by card; the statistics are keyed by route x BIN / network+country / all,
-which spans every partition. So the outcome agent repartitions one small update per outcome,
-keyed by route, to an internal topic; the stats agent owning that route keeps the rings of all
-the route's keys in a RocksDB table (changelogged) and publishes compact snapshots to a
-GlobalTable that every worker's score agent reads. No two workers ever update the same key.
-Keying by route puts a route's whole update stream on one partition: fine for tens of routes
-at thousands of outcomes per second; a larger deployment would key by route x network x country
-and drop the route-wide level.
+Outcomes arrive keyed by card, so card-level features (velocity, reattempt counters, last
+decline) are updated right here, on the partition that also scores that card's requests.
+Statistics keyed by route, BIN or merchant span every partition: the outcome agent forwards the
+outcome's original Avro bytes once per owner kind (route, bin, merchant) to an internal topic
+keyed by that owner; the owner agent keeps the rings in a RocksDB table (changelogged) and
+publishes them to a GlobalTable every worker's score agent reads. No two workers ever update the
+same key. The route owner also keeps the success-rate windows of the fallback router.
 
-Guarantee: at-least-once; a replayed outcome after a crash is counted twice in a window of B
-outcomes, a bounded and self-healing error for a success-rate estimate.
+Guarantee: at-least-once; a replayed outcome after a crash is counted twice, a bounded error
+for window statistics that ages out with the window.
 """
 
 from __future__ import annotations
@@ -19,16 +18,20 @@ from typing import Any
 
 from app.agents.context import WorkerContext
 from app.agents.intake import decode_or_dead_letter, processing_failed
+from app.features.online import FeatureState
 from app.metrics import EVENTS_IN
 from app.routestats import (
-    decode_update,
-    encode_update,
+    outcome_code,
     pack_snapshot,
     ring_snapshot,
     ring_update,
     stat_keys,
 )
 from app.validate import validate_outcome
+
+# owner kind -> (1-byte tag, record field that keys it)
+OWNER_TAGS = {"route": (b"R", "route_id"), "bin": (b"B", "bin"), "merchant": (b"M", "merchant_id")}
+_BY_TAG = {tag[0]: owner for owner, (tag, _) in OWNER_TAGS.items()}
 
 
 def register(app: Any, ctx: WorkerContext) -> tuple[Any, Any]:
@@ -37,6 +40,10 @@ def register(app: Any, ctx: WorkerContext) -> tuple[Any, Any]:
     events_in = EVENTS_IN.labels(s.topic_outcomes)
     updates_topic = ctx.stats_updates
     dlq = ctx.dlq
+    card_features = FeatureState({"card": ctx.card_features})
+    owned_features = FeatureState(
+        {o: _Published(ctx.feature_state, ctx.feature_snapshots) for o in OWNER_TAGS}
+    )
 
     @app.agent(ctx.outcomes, name="outcomes")
     async def outcomes(stream: Any) -> None:
@@ -47,7 +54,9 @@ def register(app: Any, ctx: WorkerContext) -> tuple[Any, Any]:
             if rec is None:
                 continue
             try:
-                await updates_topic.send(key=rec["route_id"].encode(), value=encode_update(rec))
+                card_features.update_outcome(rec, "card")
+                for tag, field in OWNER_TAGS.values():
+                    await updates_topic.send(key=rec[field].encode(), value=tag + msg.value)
             except Exception as exc:
                 await processing_failed(msg, exc, dlq)
 
@@ -57,10 +66,9 @@ def register(app: Any, ctx: WorkerContext) -> tuple[Any, Any]:
     every = max(1, s.sr_persist_every)
     min_samples = s.sr_min_samples
     stats_in = EVENTS_IN.labels(updates_topic.get_topic_name())
-    # The newest ring of every key this worker owns, and updates not yet written to the table.
-    # Writing the table (and so its changelog) on every outcome cost three changelog messages
-    # per outcome and capped the closed loop at about 300 req/s; writing every N-th update
-    # of a mature key loses at most N-1 outcomes of a 125-outcome window on a crash.
+    # The newest success-rate ring of every key this worker owns, and updates not yet written.
+    # Writing the table (and so its changelog) every N-th update of a mature key loses at most
+    # N-1 outcomes of a 125-outcome window on a crash, for 10x fewer changelog messages.
     rings: dict[bytes, bytes] = {}
     unsaved: dict[bytes, int] = {}
 
@@ -70,28 +78,50 @@ def register(app: Any, ctx: WorkerContext) -> tuple[Any, Any]:
         rings.clear()
         unsaved.clear()
 
-    @app.agent(updates_topic, name="route-stats")
-    async def route_stats(stream: Any) -> None:
+    def update_success_rate(rec: dict[str, Any]) -> None:
+        code = outcome_code(rec)
+        for key in stat_keys(rec["route_id"], rec["bin"], rec["network"], rec["issuer_country"]):
+            k = key.encode()
+            old = rings.get(k)
+            value, _ = ring_update(old if old is not None else table.get(k), code, window)
+            rings[k] = value
+            n = unsaved.get(k, 0) + 1
+            snap = ring_snapshot(value)
+            # Persist and publish every update while a key is young (its estimate moves
+            # fast), then every N-th: the GlobalTable changelog is read by every worker.
+            if snap.samples <= min_samples or n >= every:
+                table[k] = value
+                snapshots[k] = pack_snapshot(snap)
+                n = 0
+            unsaved[k] = n
+
+    @app.agent(updates_topic, name="state-owner")
+    async def state_owner(stream: Any) -> None:
         async for event in stream.events():
             stats_in.inc()
             msg = event.message
             try:
-                route, bin_, network, country, code = decode_update(msg.value)
-                for key in stat_keys(route, bin_, network, country):
-                    k = key.encode()
-                    old = rings.get(k)
-                    value, _ = ring_update(old if old is not None else table.get(k), code, window)
-                    rings[k] = value
-                    n = unsaved.get(k, 0) + 1
-                    snap = ring_snapshot(value)
-                    # Persist and publish every update while a key is young (its estimate moves
-                    # fast), then every N-th: the GlobalTable changelog is read by every worker.
-                    if snap.samples <= min_samples or n >= every:
-                        table[k] = value
-                        snapshots[k] = pack_snapshot(snap)
-                        n = 0
-                    unsaved[k] = n
+                owner = _BY_TAG[msg.value[0]]
+                rec = serde.decode(msg.value[1:])
+                owned_features.update_outcome(rec, owner)
+                if owner == "route":
+                    update_success_rate(rec)
             except Exception as exc:
                 await processing_failed(msg, exc, dlq)
 
-    return outcomes, route_stats
+    return outcomes, state_owner
+
+
+class _Published:
+    """A mapping whose writes go to the owner's table and to the shared GlobalTable."""
+
+    def __init__(self, table: Any, published: Any) -> None:
+        self._table = table
+        self._published = published
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._table.get(key)
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._table[key] = value
+        self._published[key] = value

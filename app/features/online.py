@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from app.features.definitions import (
     N_FEATURES,
     NETWORKS,
     REQUEST_FEATURES,
+    Entity,
     M,
     increments,
 )
@@ -36,6 +38,41 @@ NAN = float("nan")
 
 def last_decline_key(card: str) -> str:
     return f"card_last|{card}"
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What fill()/update_outcome() need per entity, computed once (hashing a frozen Entity on
+    every lookup measured more than the ring arithmetic itself)."""
+
+    entity: Entity
+    owner: str
+    geo: rings.Geometry
+    count_w: np.ndarray
+    count_m: np.ndarray
+    rate_w: np.ndarray
+    rate_m: np.ndarray
+
+
+def _plan(e: Entity) -> _Plan:
+    w = {x.name: i for i, x in enumerate(e.windows)}
+    return _Plan(
+        e,
+        e.owner,
+        rings.geometry(e),
+        np.array([w[a] for a, _ in e.counts], dtype=np.intp),
+        np.array([M[b] for _, b in e.counts], dtype=np.intp),
+        np.array([w[a] for a, _ in e.rates], dtype=np.intp),
+        np.array([M[b] for _, b in e.rates], dtype=np.intp),
+    )
+
+
+PLANS = tuple(_plan(e) for e in ENTITIES)
+# fill() computes the card entities once per request and appends the per-route ones after
+# them, which is FEATURE_NAMES order only because definitions list card entities first.
+assert [p.owner == "card" for p in PLANS] == sorted(
+    (p.owner == "card" for p in PLANS), reverse=True
+), "card-owned entities must come first in ENTITIES"
 
 
 class FeatureState:
@@ -53,11 +90,11 @@ class FeatureState:
         store = self.stores[owner]
         t = outcome["event_time"]
         route = outcome["route_id"]
-        for e in ENTITIES:
-            if e.owner != owner:
+        for p in PLANS:
+            if p.owner != owner:
                 continue
-            k = e.key(outcome, route).encode()
-            store[k] = rings.update(store.get(k), e, t, incr)
+            k = p.entity.key(outcome, route).encode()
+            store[k] = rings.update(store.get(k), p.geo, t, incr)
         if owner == "card" and not outcome["approved"] and outcome["failure_side"] != "ROUTE":
             k = last_decline_key(outcome["card_fingerprint"]).encode()
             prev = store.get(k)
@@ -67,42 +104,47 @@ class FeatureState:
     def fill(self, req: dict[str, Any], out: np.ndarray) -> np.ndarray:
         """Write one feature row per candidate route of `req` into out[:k]; returns out[:k]."""
         cands = req["candidates"]
-        k = len(cands)
-        rows = out[:k]
+        rows = out[: len(cands)]
         t = req["event_time"]
         base = request_features(req)
-        card_cache: dict[str, list[float]] = {}
+        nb = len(base)
+        rows[:, :nb] = base
+        card_vals: list[float] = []
+        for p in PLANS:  # card entities do not depend on the route: computed once
+            if p.owner == "card":
+                card_vals += self._entity_values(p, req, None, t)
+        last = self._getters["card"](last_decline_key(req["card_fingerprint"]).encode())
+        if last is None:
+            extra = [NAN, NAN]
+        else:
+            lt, hard = _LAST.unpack(last)
+            extra = [(t - lt) / 1000.0, float(hard)] if lt < t else [NAN, NAN]
+        issuer_country = req["issuer_country"]
+        amount = req["amount_minor"]
         for i, c in enumerate(cands):
-            row = rows[i]
-            row[: len(base)] = base
             route = c["route_id"]
-            row[len(base) - 1] = c["fee_minor"] * 10000.0 / req["amount_minor"]
-            row[len(base) - 2] = float(
-                c.get("acquirer_country") is not None
-                and c["acquirer_country"] != req["issuer_country"]
-            )
-            j = len(base)
-            for e in ENTITIES:
-                if e.owner == "card" and e.name in card_cache:
-                    vals = card_cache[e.name]
-                else:
-                    key = e.key(req, route).encode()
-                    sums = rings.window_sums(self._getters[e.owner](key), e, t)
-                    vals = [float(sums[w][M[m]]) for w, m in e.counts]
-                    for w, m in e.rates:
-                        n = sums[w][0]
-                        vals.append(sums[w][M[m]] / n if n else NAN)
-                    if e.owner == "card":
-                        card_cache[e.name] = vals
-                row[j : j + len(vals)] = vals
-                j += len(vals)
-            last = self._getters["card"](last_decline_key(req["card_fingerprint"]).encode())
-            if last is None:
-                row[j : j + 2] = (NAN, NAN)
-            else:
-                lt, hard = _LAST.unpack(last)
-                row[j : j + 2] = ((t - lt) / 1000.0, float(hard)) if lt < t else (NAN, NAN)
+            acq = c.get("acquirer_country")
+            vals = list(card_vals)
+            for p in PLANS:
+                if p.owner != "card":
+                    vals += self._entity_values(p, req, route, t)
+            row = rows[i]
+            row[nb - 2] = float(acq is not None and acq != issuer_country)
+            row[nb - 1] = c["fee_minor"] * 10000.0 / amount
+            row[nb:] = vals + extra
         return rows
+
+    def _entity_values(
+        self, p: _Plan, req: dict[str, Any], route: str | None, t: int
+    ) -> list[float]:
+        value = self._getters[p.owner](p.entity.key(req, route).encode())
+        sums = rings.window_sums(value, p.geo, t)
+        vals = sums[p.count_w, p.count_m].tolist()
+        if len(p.rate_w):
+            ns = sums[p.rate_w, 0].tolist()
+            xs = sums[p.rate_w, p.rate_m].tolist()
+            vals += [x / n if n else NAN for x, n in zip(xs, ns, strict=True)]
+        return vals
 
 
 def request_features(req: dict[str, Any]) -> list[float]:

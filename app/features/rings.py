@@ -4,9 +4,15 @@ Layout: int64 array (slots, 1 + len(METRICS)); column 0 holds the absolute bucke
 slot (-1 = empty), the rest the metric sums of that bucket. An entity's windows are consecutive
 slot ranges. A slot is reused when a newer bucket maps to it, so there is no clock to advance
 and an outcome older than the ring is dropped instead of corrupting a newer bucket.
+
+Per-entity geometry (slot widths, bucket counts, window starts) is computed once: a read is a
+handful of vector operations over at most a few dozen slots, whatever the number of windows.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -15,49 +21,64 @@ from app.features.definitions import METRICS, Entity
 COLS = 1 + len(METRICS)
 
 
-def layout(entity: Entity) -> list[tuple[str, int, int, int]]:
-    """(window name, width_ms, buckets, first slot) for each window of the entity."""
-    out, off = [], 0
-    for w in entity.windows:
-        out.append((w.name, w.width_s * 1000, w.buckets, off))
-        off += w.buckets
-    return out
+@dataclass(frozen=True)
+class Geometry:
+    windows: tuple[str, ...]
+    width_ms: np.ndarray  # per window
+    buckets: np.ndarray  # per window
+    starts: np.ndarray  # first slot of each window
+    slot_width: np.ndarray  # per slot
+    slot_buckets: np.ndarray  # per slot
+    slots: int
+
+
+@cache
+def geometry(entity: Entity) -> Geometry:
+    widths = np.array([w.width_s * 1000 for w in entity.windows], dtype=np.int64)
+    buckets = np.array([w.buckets for w in entity.windows], dtype=np.int64)
+    starts = np.concatenate(([0], np.cumsum(buckets)[:-1])).astype(np.int64)
+    return Geometry(
+        tuple(w.name for w in entity.windows),
+        widths,
+        buckets,
+        starts,
+        np.repeat(widths, buckets),
+        np.repeat(buckets, buckets),
+        int(buckets.sum()),
+    )
 
 
 def empty(entity: Entity) -> np.ndarray:
-    slots = sum(w.buckets for w in entity.windows)
-    arr = np.zeros((slots, COLS), dtype=np.int64)
+    arr = np.zeros((geometry(entity).slots, COLS), dtype=np.int64)
     arr[:, 0] = -1
     return arr
 
 
-def update(value: bytes | None, entity: Entity, t_ms: int, incr: np.ndarray) -> bytes:
+def update(value: bytes | None, g: Geometry, t_ms: int, incr: np.ndarray) -> bytes:
     """Add one outcome's increments at time t_ms; returns the new value."""
-    arr = (
-        empty(entity) if value is None else np.frombuffer(value, np.int64).reshape(-1, COLS).copy()
-    )
-    for _, width, n, off in layout(entity):
-        b = t_ms // width
-        row = arr[off + b % n]
-        if row[0] == b:
-            row[1:] += incr
-        elif row[0] < b:
-            row[0] = b
-            row[1:] = incr
-        # else: the slot holds a newer bucket; this outcome is older than the window
+    if value is None:
+        arr = np.zeros((g.slots, COLS), dtype=np.int64)
+        arr[:, 0] = -1
+    else:
+        arr = np.frombuffer(value, np.int64).reshape(-1, COLS).copy()
+    b = t_ms // g.width_ms
+    slots = g.starts + b % g.buckets
+    held = arr[slots, 0]
+    same = slots[held == b]
+    arr[same, 1:] += incr
+    newer = held < b
+    if newer.any():  # the slot held an older bucket: it becomes this bucket
+        arr[slots[newer], 0] = b[newer]
+        arr[slots[newer], 1:] = incr
+    # slots holding a newer bucket are left alone: this outcome is older than the window
     return arr.tobytes()
 
 
-def window_sums(value: bytes | None, entity: Entity, t_ms: int) -> dict[str, np.ndarray]:
-    """Metric sums per window name as seen at time t_ms (zeros when the key has no state)."""
+def window_sums(value: bytes | None, g: Geometry, t_ms: int) -> np.ndarray:
+    """Metric sums, one row per window (entity.windows order), as seen at time t_ms."""
     if value is None:
-        zero = np.zeros(len(METRICS), dtype=np.int64)
-        return {w.name: zero for w in entity.windows}
+        return np.zeros((len(g.windows), len(METRICS)), dtype=np.int64)
     arr = np.frombuffer(value, np.int64).reshape(-1, COLS)
-    out = {}
-    for name, width, n, off in layout(entity):
-        b = t_ms // width
-        part = arr[off : off + n]
-        live = (part[:, 0] > b - n) & (part[:, 0] <= b)
-        out[name] = part[live, 1:].sum(axis=0)
-    return out
+    b = t_ms // g.slot_width
+    live = (arr[:, 0] > b - g.slot_buckets) & (arr[:, 0] <= b)
+    return np.add.reduceat(arr[:, 1:] * live[:, None], g.starts, axis=0)

@@ -121,10 +121,10 @@ def test_outcomes_teach_the_router(worker, settings_for):
             outcomes.append((r["card_fingerprint"], codec.outcome.encode(o)))
     produce(s, s.topic_outcomes, outcomes)
 
-    stats_topic = f"{s.app_id}-route-stats-updates"
+    owner_topic = f"{s.app_id}-owner-updates"  # one update per owner kind per outcome
 
     def learned() -> bool:
-        return f'authpilot_events_in_total{{topic="{stats_topic}"}} {len(outcomes)}.0' in (
+        return f'authpilot_events_in_total{{topic="{owner_topic}"}} {3 * len(outcomes)}.0' in (
             worker.metrics()
         )
 
@@ -154,8 +154,7 @@ def test_restarted_worker_resumes_without_reprocessing(worker, settings_for):
 
     second = _requests(120, seed=9)
     produce(s, s.topic_requests, [(r["card_fingerprint"], codec.request.encode(r)) for r in second])
-    WorkerProcess(worker.env, worker.log).start()
-    worker.proc = None  # the fixture must not stop the old handle
+    worker.proc = WorkerProcess(worker.env, worker.log).start().proc  # stopped at teardown
     msgs = read_topic(s, s.topic_decisions, expect=len(first) + len(second), settle=4.0)
     counts = Counter(codec.decision.decode(m.value())["request_id"] for m in msgs)
     assert set(counts) == {r["request_id"] for r in first + second}

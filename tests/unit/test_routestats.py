@@ -6,8 +6,6 @@ from hypothesis import strategies as st
 from app.routestats import (
     APPROVED,
     ROUTE_FAILURE,
-    decode_update,
-    encode_update,
     pack_snapshot,
     ring_snapshot,
     ring_update,
@@ -45,6 +43,3 @@ def test_snapshot_and_update_roundtrip():
     snap = ring_snapshot(ring_update(None, APPROVED, 10)[0])
     assert unpack_snapshot(pack_snapshot(snap)) == snap
     assert unpack_snapshot(None) is None
-    rec = {"route_id": "r1", "bin": "411111", "network": "VISA", "issuer_country": "DE",
-           "approved": False, "failure_side": "ROUTE"}  # fmt: skip
-    assert decode_update(encode_update(rec)) == ("r1", "411111", "VISA", "DE", ROUTE_FAILURE)
