@@ -69,10 +69,13 @@ class LocalRegistry:
 class RemoteRegistry:
     """A Confluent-compatible schema registry; subjects follow the record-name strategy."""
 
-    def __init__(self, url: str, schema_dir: Path) -> None:
+    def __init__(self, url: str, schema_dir: Path, user_info: str | None = None) -> None:
         from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
-        self._client = SchemaRegistryClient({"url": url})
+        conf = {"url": url}
+        if user_info:
+            conf["basic.auth.user.info"] = user_info
+        self._client = SchemaRegistryClient(conf)
         self._schema_cls = Schema
         self._schema_dir = schema_dir
         self._ids: dict[str, int] = {}
@@ -160,7 +163,9 @@ class Codec:
     def __init__(self, settings: Settings) -> None:
         schema_dir = settings.schema_dir
         self.registry: Registry = (
-            RemoteRegistry(settings.schema_registry_url, schema_dir)
+            RemoteRegistry(
+                settings.schema_registry_url, schema_dir, settings.schema_registry_user_info
+            )
             if settings.schema_registry_url
             else LocalRegistry(schema_dir)
         )

@@ -60,6 +60,13 @@ class Settings(BaseSettings):
         None, description="Confluent-compatible registry; unset = schemas/registry.json"
     )
 
+    schema_registry_user_info: str | None = Field(
+        None, description="user:password for the registry's basic auth"
+    )
+    model_dir: Path = Field(
+        REPO_ROOT / "compiled_models", description="compiled models: <name>/<version>/"
+    )
+
     # --- worker ------------------------------------------------------------------------------
     app_id: str = Field("authpilot", description="Faust app id = consumer group id")
     data_dir: Path = Field(Path("var/worker"), description="RocksDB tables live here")

@@ -130,7 +130,6 @@ def worker(worker_env: dict[str, str], settings_for: Settings, tmp_path: Path) -
         w.stop()
 
 
-
 def wait_until(cond: Any, timeout: float, interval: float = 0.2) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
