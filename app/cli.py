@@ -184,15 +184,6 @@ def cmd_bench_e2e(args: argparse.Namespace, s: Settings) -> int:
     return run_bench(s, args.rates, args.duration, args.out, running_worker)
 
 
-def _delegate(module: str, func: str):
-    def run(args: argparse.Namespace, s: Settings) -> int:
-        import importlib
-
-        return int(getattr(importlib.import_module(module), func)(args.rest) or 0)
-
-    return run
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="authpilot", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -230,14 +221,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, default=Path("reports/bench-e2e"))
     b.set_defaults(func=cmd_bench_e2e)
 
-    for name, module, func in (("features", "app.features.cli", "main"),):
-        c = sub.add_parser(name, add_help=False)
-        c.add_argument("rest", nargs=argparse.REMAINDER)
-        c.set_defaults(func=_delegate(module, func))
+    for name, (_, _, helptext) in DELEGATED.items():  # listed here, parsed by their module
+        sub.add_parser(name, help=helptext, add_help=False)
     return p
 
 
+# Commands whose arguments their own module parses: name -> (module, function, help).
+DELEGATED = {
+    "features": ("app.features.cli", "main", "features build|bench (offline SQL, online cost)"),
+    "train": ("app.model.train", "main", "train, calibrate and evaluate a model"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        module, func, _ = DELEGATED[argv[0]]
+        return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     return int(args.func(args, get_settings()) or 0)
 
