@@ -230,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
 DELEGATED = {
     "features": ("app.features.cli", "main", "features build|bench (offline SQL, online cost)"),
     "train": ("app.model.train", "main", "train, calibrate and evaluate a model"),
+    "compile": ("app.model.compile", "main", "compile a trained model to a shared library"),
+    "bench-model": ("app.model.bench", "main", "scoring core vs raw C vs Predictor vs LightGBM"),
 }
 
 

@@ -1,8 +1,8 @@
 """`authpilot compile`: a trained model -> Treelite -> TL2cgen C -> a shared library + manifest.
 
-The library carries one extra entry point next to TL2cgen's `predict`: authpilot_predict_batch
-scores n rows of a dense float64 matrix (NaN = missing) in one call, so a request with k
-candidate routes costs one ctypes call instead of k, and it applies the guard against the
+The library carries one extra entry point next to TL2cgen's `predict`: authpilot_score scores
+and calibrates n rows of a dense float64 matrix (NaN = missing) in one call, so a request with
+k candidate routes costs one ctypes call instead of k, and it applies the guard against the
 tl2cgen 1.0.0 union bug (an int `missing` overlapping the double: a value whose low 32 bits are
 all ones would read as missing; it is nudged one ulp toward zero, a relative change of 2^-52).
 
@@ -43,9 +43,30 @@ static inline double authpilot_guard(double x) {
   return x;
 }
 
-/* Score n rows of X (row-major, nf columns, NaN = missing) into out; returns 0, or -1 when
-   nf does not match the model. */
-int authpilot_predict_batch(const double* X, int n, int nf, double* out) {
+/* Calibration in C, the same maps as app.model.calibration (kind 0 none, 1 isotonic knots
+   with np.interp semantics, 2 Platt on the clipped logit): in numpy it cost more than the trees. */
+static double authpilot_calibrate(double p, int kind, double a, double b,
+                                  const double* kx, const double* ky, int nk) {
+  if (kind == 2) {
+    double q = p < 1e-6 ? 1e-6 : (p > 1 - 1e-6 ? 1 - 1e-6 : p);
+    double z = a * log(q / (1 - q)) + b;
+    return 1.0 / (1.0 + exp(-z));
+  }
+  if (kind == 1 && nk > 0) {
+    if (p <= kx[0]) return ky[0];
+    if (p >= kx[nk - 1]) return ky[nk - 1];
+    int lo = 0, hi = nk - 1;               /* kx[lo] <= p < kx[hi] */
+    while (hi - lo > 1) { int mid = (lo + hi) / 2; if (kx[mid] <= p) lo = mid; else hi = mid; }
+    double dx = kx[hi] - kx[lo];
+    return dx > 0 ? ky[lo] + (p - kx[lo]) * (ky[hi] - ky[lo]) / dx : ky[hi];
+  }
+  return p;
+}
+
+/* Score n rows of X (row-major, nf columns, NaN = missing) into out, calibrated; returns 0,
+   or -1 when nf does not match the model. */
+int authpilot_score(const double* X, int n, int nf, double* out, int kind, double a, double b,
+                    const double* kx, const double* ky, int nk) {
   if (nf != get_num_feature()) return -1;
   union Entry row[nf];
   for (int r = 0; r < n; ++r) {
@@ -56,7 +77,7 @@ int authpilot_predict_batch(const double* X, int n, int nf, double* out) {
     }
     double res[1] = {0.0};  /* predict() accumulates into result */
     predict(row, 0, res);
-    out[r] = res[0];
+    out[r] = authpilot_calibrate(res[0], kind, a, b, kx, ky, nk);
   }
   return 0;
 }
