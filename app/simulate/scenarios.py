@@ -54,9 +54,11 @@ def _resolve(spec: dict[str, Any], origin: Path, depth: int = 0) -> dict[str, An
         return spec
     if depth >= _MAX_DEPTH:
         raise ValueError(f"scenario 'extends' chain too deep at {origin}")
-    base, base_path = _read(parent if str(parent).endswith(".json") else str(parent))
-    if str(parent).endswith(".json") and not Path(parent).is_absolute():
-        base, base_path = _read(origin.parent / parent)
+    if str(parent).endswith(".json"):  # a file, relative to the extending file
+        pp = Path(parent)
+        base, base_path = _read(pp if pp.is_absolute() else origin.parent / pp)
+    else:
+        base, base_path = _read(str(parent))
     merged = deep_merge(_resolve(base, base_path, depth + 1), spec)
     merged.pop("extends", None)
     return merged

@@ -1,0 +1,47 @@
+"""Calendar terms of the truth: hour of day, weekday, and where a moment sits between paydays.
+
+Vectorized over epoch-millisecond arrays (UTC). Kept apart from truth.py because the traffic
+sampler needs the same calendar for arrival volume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from app.simulate.world import DAY_MS, HOUR_MS
+
+
+def hour_weekday(t_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """UTC hour 0-23 and weekday 0-6 (Monday = 0; 1970-01-01 was a Thursday = 3)."""
+    t = np.asarray(t_ms, np.int64)
+    return (t // HOUR_MS) % 24, (t // DAY_MS + 3) % 7
+
+
+def payday_phase(t_ms: np.ndarray, paydays: Sequence[int]) -> np.ndarray:
+    """Fraction of the way from the last payday to the next one, in [0, 1).
+
+    0 right after a payday (funds just arrived), close to 1 the day before the next. Paydays are
+    days of month (1..28, so they exist in every month); the gap from the last payday of a month
+    to the first of the next uses the real month length.
+    """
+    t = np.asarray(t_ms, np.int64)
+    month = t.astype("datetime64[ms]").astype("datetime64[M]")
+    m0 = month.astype("datetime64[ms]").astype(np.int64)
+    m1 = (month + 1).astype("datetime64[ms]").astype(np.int64)
+    mprev = (month - 1).astype("datetime64[ms]").astype(np.int64)
+    day = (t - m0) / DAY_MS  # 0-based fractional day of month
+    offs = np.array(sorted(d - 1 for d in paydays), float)
+    k = np.searchsorted(offs, day, side="right") - 1
+    last = np.where(k >= 0, offs[np.clip(k, 0, None)], offs[-1] - (m0 - mprev) / DAY_MS)
+    nxt = np.where(
+        k + 1 < len(offs), offs[np.clip(k + 1, 0, len(offs) - 1)], (m1 - m0) / DAY_MS + offs[0]
+    )
+    return (day - last) / (nxt - last)
+
+
+def hour_buckets(start_ms: int, days: float) -> np.ndarray:
+    """Start times (epoch ms) of the hour buckets covering [start, start + days)."""
+    n = int(np.ceil(days * 24))
+    return start_ms + np.arange(n, dtype=np.int64) * HOUR_MS

@@ -1,0 +1,470 @@
+"""Ground truth: the true approval probability of a request on a route, outcome draws, oracle.
+
+An attempt passes five independent stages, each with its own probability, so every decline has
+one cause and the code that cause sends:
+
+1. route technical failure      p_route_fail  route, outages, surge load   91/96, failure_side ROUTE
+2. SCA soft decline             p_sca         issuer; only sca_required and no 3-D Secure   1A/65
+3. hard card state              p_hard        hidden card state (lost/stolen/expired/invalid)
+4. insufficient funds           p_nsf         card funds (payday cycle), amount, funding    51
+5. generic issuer decision      p_ok          issuer base + route affinity + acquiring
+                                              geography + MCC/channel/amount/initiator/3DS +
+                                              seasonality + events  (decline code from the
+                                              network's mix: mostly 05)
+
+    p_approve = (1 - p_route_fail)(1 - p_sca)(1 - p_hard)(1 - p_nsf) p_ok
+
+Only stages 1 and 5 depend on the route, which is what makes routing matter (and what makes
+a route-side failure the only thing a router should penalise a route for). Stages 2-4 are what
+retries and 3-D Secure step-ups act on.
+
+The API comes in two shapes with one implementation: `*_many` functions take a `Batch` of
+column arrays (used by the offline generator, millions of rows); `p_approve` / `draw_outcome` /
+`oracle_route` take one Avro-shaped request dict (used by the closed-loop Kafka load generator)
+and run the same vectorized code on a batch of one, so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from app.simulate.seasonality import hour_weekday, payday_phase
+from app.simulate.world import (
+    CHANNELS,
+    DAY_MS,
+    EXEMPTIONS,
+    FUNDING,
+    NETWORKS,
+    IssuerShift,
+    RouteOutage,
+    Surge,
+    World,
+)
+
+# outcome kinds (the stage that decided), stored as int8
+APPROVED, ROUTE_FAIL, SCA, HARD, NSF, ISSUER = range(6)
+KINDS = ("APPROVED", "ROUTE_FAIL", "SCA", "HARD", "NSF", "ISSUER")
+FAILURE_SIDE = ("NONE", "ROUTE", "ISSUER", "ISSUER", "ISSUER", "ISSUER")  # by kind
+_MC = NETWORKS.index("MASTERCARD")
+
+
+@dataclass
+class Batch:
+    """Requests as column arrays, already mapped to world indices (see batch_from_columns)."""
+
+    t_ms: np.ndarray  # int64 request time
+    card: np.ndarray  # card index; world.n_cards = unknown card
+    issuer: np.ndarray  # issuer index; world.unknown_issuer = unknown BIN
+    funding: np.ndarray  # index into FUNDING
+    network: np.ndarray  # index into NETWORKS
+    issuer_country: np.ndarray  # index into world.countries
+    merchant_country: np.ndarray
+    mcc_logit: np.ndarray  # float, the MCC's approval logit
+    amount: np.ndarray  # float, minor units
+    amount_ref: np.ndarray  # float, the merchant's median amount (amount effects are relative)
+    channel: np.ndarray  # index into CHANNELS
+    mit: np.ndarray  # bool
+    recurring: np.ndarray  # bool
+    sca_required: np.ndarray  # bool
+    three_ds: np.ndarray  # bool
+
+    def __len__(self) -> int:
+        return len(self.t_ms)
+
+    def take(self, idx: np.ndarray) -> Batch:
+        return Batch(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+
+@dataclass
+class Parts:
+    """The stage probabilities of one batch on one route per row."""
+
+    p_route_fail: np.ndarray
+    p_sca: np.ndarray
+    p_hard: np.ndarray
+    p_nsf: np.ndarray
+    p_ok: np.ndarray
+    latency_mult: np.ndarray
+
+    @property
+    def p_approve(self) -> np.ndarray:
+        return (
+            (1 - self.p_route_fail)
+            * (1 - self.p_sca)
+            * (1 - self.p_hard)
+            * (1 - self.p_nsf)
+            * self.p_ok
+        )
+
+
+def _window(days: np.ndarray, start: float, end: float) -> np.ndarray:
+    return (days >= start) & (days < end)
+
+
+def components(world: World, b: Batch, route: np.ndarray) -> Parts:
+    """Stage probabilities for each row of `b` sent on `route[row]` at time b.t_ms."""
+    n = len(b)
+    route = np.broadcast_to(np.asarray(route, np.int64), (n,))
+    days = (b.t_ms - world.start_ms) / DAY_MS
+    hour, dow = hour_weekday(b.t_ms)
+    a, q = world.approval, world.acquiring
+    ratio = b.amount / b.amount_ref
+    logit = (
+        world.issuer_logit[b.issuer]
+        + world.affinity[route, b.issuer]
+        + world.route_quality[route]
+        + world.funding_logit[b.funding]
+        + world.channel_logit[b.channel]
+        + b.mcc_logit
+        + a.amount_slope * np.log(ratio)
+        + a.mit_logit * b.mit
+        + a.recurring_logit * b.recurring
+        + a.three_ds_logit * b.three_ds
+        + world.hourly_logit[hour]
+        + world.weekday_logit[dow]
+    )
+    rc = world.route_country[route]
+    domestic = rc == b.issuer_country
+    intra = ~domestic & (world.country_region[rc] == world.country_region[b.issuer_country])
+    logit += q.domestic_logit * domestic + q.intra_region_logit * intra
+    logit += q.cross_border_logit * (b.merchant_country != b.issuer_country)
+
+    p_rf = world.route_failure[route].astype(float)
+    nsf_mult = np.ones(n)
+    lat = np.ones(n)
+    for e in world.events:
+        if isinstance(e, RouteOutage):
+            m = (route == world.route_idx[e.route_id]) & _window(days, e.start_day, e.end_day)
+            p_rf = np.where(m, np.maximum(p_rf, e.failure_rate), p_rf)
+            logit += e.approval_logit * m
+            lat = np.where(m, lat * e.latency_mult, lat)
+        elif isinstance(e, IssuerShift):
+            m = (b.issuer == world.issuer_idx[e.issuer_id]) & (days < e.end_day)
+            if e.route_id is not None:
+                m &= route == world.route_idx[e.route_id]
+            ramp = (
+                np.clip((days - e.start_day) / e.ramp_days, 0, 1)
+                if e.ramp_days > 0
+                else (days >= e.start_day)
+            )
+            logit += e.approval_logit * ramp * m
+        elif isinstance(e, Surge):
+            m = _window(days, e.start_day, e.end_day)
+            logit += e.approval_logit * m
+            nsf_mult = np.where(m, nsf_mult * e.nsf_mult, nsf_mult)
+            p_rf = np.where(m, np.minimum(p_rf * e.route_failure_mult, 1.0), p_rf)
+    p_ok = 1.0 / (1.0 + np.exp(-logit))
+
+    p_sca = np.where(b.sca_required & ~b.three_ds, world.issuer_sca_rate[b.issuer], 0.0)
+    p_hard = np.where(world.card_hard[b.card] >= 0, world.cards.hard_decline_prob, 0.0)
+    f = world.funds
+    payday = f.min_mult + (f.max_mult - f.min_mult) * payday_phase(b.t_ms, f.paydays) ** f.shape
+    p_nsf = (
+        f.base_rate
+        * world.issuer_nsf[b.issuer]
+        * world.funding_nsf[b.funding]
+        * world.card_nsf[b.card]
+        * payday
+        * ratio**f.amount_elasticity
+        * nsf_mult
+    )
+    return Parts(p_rf, p_sca, p_hard, np.minimum(p_nsf, f.max_rate), p_ok, lat)
+
+
+# ---------------------------------------------------------------- vectorized API
+def p_approve_many(world: World, b: Batch, route: np.ndarray) -> np.ndarray:
+    """True approval probability of each row on route[row] (route indices)."""
+    return components(world, b, route).p_approve
+
+
+def p_approve_matrix(world: World, b: Batch) -> np.ndarray:
+    """(rows x routes) true approval probability on every route of the world."""
+    return np.stack(
+        [p_approve_many(world, b, np.full(len(b), r)) for r in range(len(world.routes))], 1
+    )
+
+
+def fee_matrix(world: World, b: Batch) -> np.ndarray:
+    """(rows x routes) fee of one attempt in the request's minor units (no FX: fees are nominal)."""
+    xb = world.route_country[None, :] != b.issuer_country[:, None]
+    bps = world.route_fee_bps[None, :] + xb * world.route_xb_bps[None, :]
+    return np.rint(world.route_fee_fixed[None, :] + b.amount[:, None] * bps / 1e4)
+
+
+def oracle_many(
+    world: World,
+    b: Batch,
+    cand_mask: np.ndarray | None = None,
+    margin_minor: np.ndarray | float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The route an all-knowing router would pick per row, and its true p_approve.
+
+    Without `margin_minor` it maximises p_approve (ties to the cheaper route). With it, it
+    maximises expected value p_approve * margin - fee, where margin is what an approval is
+    worth to the merchant in minor units (scalar or per row).
+    """
+    P = p_approve_matrix(world, b)
+    fees = fee_matrix(world, b)
+    if margin_minor is None:
+        score = P - 1e-9 * fees
+    else:
+        score = P * np.asarray(margin_minor, float).reshape(-1, 1) - fees
+    if cand_mask is not None:
+        score = np.where(cand_mask, score, -np.inf)
+    best = score.argmax(1)
+    return best, P[np.arange(len(b)), best]
+
+
+@dataclass
+class Drawn:
+    """Outcome draws for a batch: all indices into world tables."""
+
+    kind: np.ndarray  # int8, APPROVED..ISSUER
+    code: np.ndarray  # index into world.codes
+    mac: np.ndarray  # index into world.macs (0 = none)
+    latency_ms: np.ndarray  # int32
+    p_approve: np.ndarray  # the true probability the draw was made with
+
+
+def draw_many(world: World, b: Batch, route: np.ndarray, rng: np.random.Generator) -> Drawn:
+    """Draw outcomes for every row on route[row]; seven uniforms and one normal per row."""
+    n = len(b)
+    parts = components(world, b, route)
+    u = rng.random((n, 7))
+    z = rng.standard_normal(n)
+    route = np.broadcast_to(np.asarray(route, np.int64), (n,))
+    kind = np.zeros(n, np.int8)
+    left = np.ones(n, bool)
+    for k, p, col in (
+        (ROUTE_FAIL, parts.p_route_fail, 0),
+        (SCA, parts.p_sca, 1),
+        (HARD, parts.p_hard, 2),
+        (NSF, parts.p_nsf, 3),
+    ):
+        hit = left & (u[:, col] < p)
+        kind[hit] = k
+        left &= ~hit
+    kind[left & (u[:, 4] >= parts.p_ok)] = ISSUER
+
+    code = np.zeros(n, np.int64)
+    m = kind == ROUTE_FAIL
+    code[m] = np.searchsorted(world.route_fail_cum, u[m, 5], side="right")
+    m = kind == SCA
+    code[m] = world.sca_code[b.network[m]]
+    m = kind == HARD
+    code[m] = world.card_hard[b.card[m]]
+    code[kind == NSF] = world.nsf_code
+    m = kind == ISSUER
+    if m.any():
+        cum = world.decline_cum[b.network[m]]
+        code[m] = np.minimum((u[m, 5, None] >= cum).sum(1), len(world.codes) - 1)
+    mac = np.zeros(n, np.int64)
+    m = (b.network == _MC) & (kind >= SCA)  # the issuer answered: route failures carry none
+    if m.any():
+        cum = world.mac_cum[code[m]]
+        mac[m] = np.minimum((u[m, 6, None] >= cum).sum(1), len(world.macs) - 1)
+    lat = world.route_lat_median[route] * np.exp(world.route_lat_sigma[route] * z)
+    lat = np.where(kind == ROUTE_FAIL, world.route_fail_latency[route] * np.exp(0.2 * z), lat)
+    lat = np.maximum(lat * parts.latency_mult, 1.0)
+    return Drawn(kind, code, mac, lat.astype(np.int32), parts.p_approve)
+
+
+# ---------------------------------------------------------------- columns and single requests
+def _map(values: Any, table: Mapping[Any, int], default: int) -> np.ndarray:
+    """Map an array of labels through a dict, one lookup per distinct label."""
+    arr = np.asarray(values, dtype=object)
+    if arr.size == 0:
+        return np.zeros(0, np.int64)
+    uniq, inv = np.unique(arr.astype(str), return_inverse=True)
+    return np.array([table.get(u, default) for u in uniq], np.int64)[inv]
+
+
+def batch_from_columns(world: World, cols: Mapping[str, Any], t_ms: Any = None) -> Batch:
+    """A Batch from AuthorizationRequest-shaped columns (lists, numpy or pyarrow arrays).
+
+    Known cards (fingerprints the world issued) carry their hidden state; unknown ones get
+    neutral funds and no hard state, with the issuer taken from the BIN.
+    """
+
+    def col(name: str) -> np.ndarray:
+        v = cols[name]
+        return np.asarray(v.to_numpy(zero_copy_only=False) if hasattr(v, "to_numpy") else v)
+
+    fp = col("card_fingerprint")
+    if world._fp_index is None:
+        world.card_of("")
+    card = _map(fp, world._fp_index or {}, world.n_cards)
+    bins = np.array([int(str(x)[:6]) if str(x)[:6].isdigit() else -1 for x in col("bin")])
+    issuer = np.where(card < world.n_cards, world.card_issuer[card], world.issuer_of_bin(bins))
+    mid = _map(col("merchant_id"), world.merchant_idx, -1)
+    amount = col("amount_minor").astype(float)
+    med = np.where(mid >= 0, world.merchant_amount_median[np.maximum(mid, 0)], amount)
+    mcc = _map(col("mcc"), {k: i for i, k in enumerate(world.approval.mcc_logit)}, -1)
+    mcc_vals = np.append(np.array(list(world.approval.mcc_logit.values()), float), 0.0)
+    cidx = world.country_idx
+    t = col("event_time") if t_ms is None else np.broadcast_to(np.asarray(t_ms), amount.shape)
+    return Batch(
+        t_ms=np.asarray(t, np.int64),
+        card=card,
+        issuer=issuer,
+        funding=_map(col("funding"), {f: i for i, f in enumerate(FUNDING)}, 3),
+        network=_map(col("network"), {n: i for i, n in enumerate(NETWORKS)}, 4),
+        issuer_country=_map(col("issuer_country"), cidx, world.unknown_country),
+        merchant_country=_map(col("merchant_country"), cidx, world.unknown_country),
+        mcc_logit=mcc_vals[mcc],
+        amount=amount,
+        amount_ref=np.maximum(med, 1.0),
+        channel=_map(col("channel"), {c: i for i, c in enumerate(CHANNELS)}, 0),
+        mit=np.asarray(col("initiator") == "MIT", bool),
+        recurring=col("recurring").astype(bool),
+        sca_required=col("sca_required").astype(bool),
+        three_ds=col("three_ds").astype(bool),
+    )
+
+
+def _batch1(world: World, request: Mapping[str, Any], t_ms: int | None) -> Batch:
+    """A batch of one, built without np.unique (the closed-loop path is one request at a time)."""
+    card = world.card_of(request["card_fingerprint"])
+    if card < world.n_cards:
+        issuer = int(world.card_issuer[card])
+    else:
+        b6 = str(request["bin"])[:6]
+        issuer = int(world.issuer_of_bin(np.array([int(b6) if b6.isdigit() else -1]))[0])
+    mid = world.merchant_idx.get(request["merchant_id"], -1)
+    amount = float(request["amount_minor"])
+    ref = float(world.merchant_amount_median[mid]) if mid >= 0 else amount
+    ci = world.country_idx
+    f = FUNDING.index(request["funding"]) if request.get("funding") in FUNDING else 3
+    nw = NETWORKS.index(request["network"]) if request.get("network") in NETWORKS else 4
+    ch = CHANNELS.index(request["channel"]) if request.get("channel") in CHANNELS else 0
+
+    def a(x: Any, dt: Any) -> np.ndarray:
+        return np.array([x], dt)
+
+    return Batch(
+        t_ms=a(request["event_time"] if t_ms is None else t_ms, np.int64),
+        card=a(card, np.int64),
+        issuer=a(issuer, np.int64),
+        funding=a(f, np.int64),
+        network=a(nw, np.int64),
+        issuer_country=a(ci.get(request["issuer_country"], world.unknown_country), np.int64),
+        merchant_country=a(ci.get(request["merchant_country"], world.unknown_country), np.int64),
+        mcc_logit=a(world.approval.mcc_logit.get(request["mcc"], 0.0), float),
+        amount=a(amount, float),
+        amount_ref=a(max(ref, 1.0), float),
+        channel=a(ch, np.int64),
+        mit=a(request.get("initiator") == "MIT", bool),
+        recurring=a(bool(request.get("recurring", False)), bool),
+        sca_required=a(bool(request.get("sca_required", False)), bool),
+        three_ds=a(bool(request.get("three_ds", False)), bool),
+    )
+
+
+def _route(world: World, route_id: str) -> int:
+    try:
+        return world.route_idx[route_id]
+    except KeyError:
+        raise KeyError(f"route {route_id!r} is not in world {world.name!r}") from None
+
+
+def p_approve(
+    world: World, request: Mapping[str, Any], route_id: str, t_ms: int | None = None
+) -> float:
+    """True P(approve) of one AuthorizationRequest dict on a route at t_ms (default: event_time)."""
+    b = _batch1(world, request, t_ms)
+    return float(p_approve_many(world, b, np.array([_route(world, route_id)]))[0])
+
+
+def draw_outcome(
+    world: World,
+    request: Mapping[str, Any],
+    route_id: str,
+    t_ms: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> dict[str, Any]:
+    """One AuthorizationOutcome dict for a request sent on route_id at t_ms.
+
+    event_time is the request time plus the drawn latency. Pass a seeded Generator for
+    reproducible streams; the default draws from fresh OS entropy.
+    """
+    rng = rng if rng is not None else np.random.default_rng()
+    t = int(request["event_time"] if t_ms is None else t_ms)
+    b = _batch1(world, request, t)
+    d = draw_many(world, b, np.array([_route(world, route_id)]), rng)
+    kind = int(d.kind[0])
+    mac = int(d.mac[0])
+    lat = int(d.latency_ms[0])
+    return {
+        "request_id": request["request_id"],
+        "payment_id": request["payment_id"],
+        "attempt": request["attempt"],
+        "event_time": t + lat,
+        "request_time": t,
+        "card_fingerprint": request["card_fingerprint"],
+        "bin": request["bin"],
+        "network": request["network"],
+        "issuer_country": request["issuer_country"],
+        "merchant_id": request["merchant_id"],
+        "amount_minor": request["amount_minor"],
+        "currency": request["currency"],
+        "initiator": request.get("initiator", "CIT"),
+        "route_id": route_id,
+        "approved": kind == APPROVED,
+        "response_code": world.codes[int(d.code[0])],
+        "advice_code": None if mac == 0 else world.macs[mac],
+        "latency_ms": lat,
+        "failure_side": FAILURE_SIDE[kind],
+        "three_ds": bool(request.get("three_ds", False)),
+    }
+
+
+def oracle_route(
+    world: World,
+    request: Mapping[str, Any],
+    t_ms: int | None = None,
+    margin_minor: float | None = None,
+) -> str:
+    """The candidate route with the highest true p_approve (or p * margin - fee with a margin).
+
+    Fees come from the request's candidates when present, else from the world's route fees.
+    """
+    b = _batch1(world, request, t_ms)
+    cands = [c["route_id"] for c in request.get("candidates") or []] or world.route_ids
+    idx = np.array([_route(world, r) for r in cands])
+    p = p_approve_matrix(world, b)[0, idx]
+    if request.get("candidates"):
+        fees = np.array([float(c.get("fee_minor", 0)) for c in request["candidates"]])
+    else:
+        fees = fee_matrix(world, b)[0, idx]
+    score = p - 1e-9 * fees if margin_minor is None else p * margin_minor - fees
+    return cands[int(np.argmax(score))]
+
+
+__all__ = [
+    "APPROVED",
+    "EXEMPTIONS",
+    "FAILURE_SIDE",
+    "HARD",
+    "ISSUER",
+    "KINDS",
+    "NSF",
+    "ROUTE_FAIL",
+    "SCA",
+    "Batch",
+    "Drawn",
+    "Parts",
+    "batch_from_columns",
+    "components",
+    "draw_many",
+    "draw_outcome",
+    "fee_matrix",
+    "oracle_many",
+    "oracle_route",
+    "p_approve",
+    "p_approve_many",
+    "p_approve_matrix",
+]
