@@ -6,7 +6,9 @@ sampler needs the same calendar for arrival volume.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -27,6 +29,8 @@ def payday_phase(t_ms: np.ndarray, paydays: Sequence[int]) -> np.ndarray:
     to the first of the next uses the real month length.
     """
     t = np.asarray(t_ms, np.int64)
+    if t.size == 1:  # the closed-loop path: datetime arithmetic is 20x cheaper than numpy here
+        return np.full(t.shape, _phase1(int(t.reshape(-1)[0]), paydays))
     month = t.astype("datetime64[ms]").astype("datetime64[M]")
     m0 = month.astype("datetime64[ms]").astype(np.int64)
     m1 = (month + 1).astype("datetime64[ms]").astype(np.int64)
@@ -37,6 +41,23 @@ def payday_phase(t_ms: np.ndarray, paydays: Sequence[int]) -> np.ndarray:
     last = np.where(k >= 0, offs[np.clip(k, 0, None)], offs[-1] - (m0 - mprev) / DAY_MS)
     nxt = np.where(
         k + 1 < len(offs), offs[np.clip(k + 1, 0, len(offs) - 1)], (m1 - m0) / DAY_MS + offs[0]
+    )
+    return (day - last) / (nxt - last)
+
+
+def _phase1(t_ms: int, paydays: Sequence[int]) -> float:
+    """payday_phase of one time, same arithmetic in plain Python."""
+    d = datetime.fromtimestamp(t_ms / 1000, tz=UTC)
+    m0 = datetime(d.year, d.month, 1, tzinfo=UTC)
+    m1 = datetime(d.year + d.month // 12, d.month % 12 + 1, 1, tzinfo=UTC)
+    mp = datetime(d.year - (d.month == 1), (d.month - 2) % 12 + 1, 1, tzinfo=UTC)
+    ms0 = int(m0.timestamp()) * 1000
+    day = (t_ms - ms0) / DAY_MS
+    offs = sorted(p - 1 for p in paydays)
+    k = bisect.bisect_right(offs, day) - 1
+    last = offs[k] if k >= 0 else offs[-1] - (ms0 - int(mp.timestamp()) * 1000) / DAY_MS
+    nxt = (
+        offs[k + 1] if k + 1 < len(offs) else (int(m1.timestamp()) * 1000 - ms0) / DAY_MS + offs[0]
     )
     return (day - last) / (nxt - last)
 
