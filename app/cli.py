@@ -184,6 +184,17 @@ def cmd_bench_e2e(args: argparse.Namespace, s: Settings) -> int:
     return run_bench(s, args.rates, args.duration, args.out, running_worker)
 
 
+def cmd_promote(args: argparse.Namespace, s: Settings) -> int:
+    from app.model.registry import promote
+
+    path = s.model_dir / args.name / args.version / "manifest.json"
+    if not path.exists():
+        print(f"warning: {path} is not on this machine; workers must have it", file=sys.stderr)
+    rec = promote(s, args.name, args.version, args.role)
+    print(f"promoted {rec['name']}/{rec['version']} as {rec['role']} on {s.topic_control}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="authpilot", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -194,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("topics", help="create authpilot's topics").set_defaults(func=cmd_topics)
     sub.add_parser("worker", help="run the stream worker").set_defaults(func=cmd_worker)
+    pr = sub.add_parser("promote", help="make a compiled model champion or challenger")
+    pr.add_argument("name")
+    pr.add_argument("version")
+    pr.add_argument("--role", choices=["champion", "challenger"], default="champion")
+    pr.set_defaults(func=cmd_promote)
 
     for name, func, helptext in (
         ("loadgen", cmd_loadgen, "closed-loop traffic against a running worker"),

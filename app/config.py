@@ -98,6 +98,19 @@ class Settings(BaseSettings):
     sr_eliminate_below: float = Field(
         0.2, description="a route under this success rate is skipped unless all are"
     )
+    ev_margin_bps: float = Field(
+        250.0, description="value of an approval as basis points of the amount (EV routing)"
+    )
+    ev_merchant_margin_bps: dict[str, float] = Field(
+        default_factory=dict, description='per-merchant margins, JSON: {"m1": 180}'
+    )
+    ev_explore: float = Field(0.03, description="share of EV-routed traffic that explores")
+    ev_eliminate_below: float = Field(
+        0.05, description="routes with p_approve under this are skipped unless all are"
+    )
+    model_poll_seconds: float = Field(
+        1.0, description="how often a worker checks the model registry for a promotion"
+    )
     sr_persist_every: int = Field(
         10,
         description="write a mature key's ring to its table and snapshot every N updates "

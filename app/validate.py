@@ -11,6 +11,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+# The scorer's buffers are preallocated for this many routes per request.
+MAX_CANDIDATES = 64
+
 
 class ValidationError(ValueError):
     """One invalid field; the worker dead-letters the message with reason invalid_field."""
@@ -51,6 +54,7 @@ def validate_request(rec: dict[str, Any]) -> None:
     _require(len(mcc) == 4 and mcc.isdigit(), "mcc", f"{mcc!r} is not 4 digits")
     cands = rec["candidates"]
     _require(len(cands) > 0, "candidates", "empty candidate list")
+    _require(len(cands) <= MAX_CANDIDATES, "candidates", f"more than {MAX_CANDIDATES} routes")
     seen: set[str] = set()
     for c in cands:
         rid = c["route_id"]

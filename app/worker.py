@@ -18,9 +18,11 @@ from app.agents.context import WorkerContext
 from app.codec import Codec
 from app.config import Settings, bootstrap_servers
 from app.deadletter import DeadLetterSink
-from app.features.definitions import FEATURE_NAMES
+from app.features.definitions import FEATURE_NAMES, feature_hash
 from app.features.online import FeatureState, new_buffer
 from app.metrics import CONSUMER_LAG, exposition
+from app.model.registry import ModelSlots
+from app.policy.expected_value import EVParams
 from app.policy.success_rate import SRParams
 
 log = logging.getLogger(__name__)
@@ -139,6 +141,17 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
         dlq=None,  # type: ignore[arg-type]
     )
     ctx.dlq = DeadLetterSink(ctx.dead_letter, ctx.codec.dead_letter, f"{socket.gethostname()}")
+    ctx.features = FeatureState(
+        {
+            "card": ctx.card_features,
+            "route": ctx.feature_snapshots,
+            "bin": ctx.feature_snapshots,
+            "merchant": ctx.feature_snapshots,
+        }
+    )
+    ctx.models = ModelSlots(s.model_dir, feature_hash())
+    ctx.ev_params = EVParams.from_settings(s)
+    _register_models(app, ctx)
     score_agent.register(app, ctx)
     outcome_agents.register(app, ctx)
     _register_web(app, ctx)
@@ -156,14 +169,7 @@ def _register_web(app: faust.App, ctx: WorkerContext) -> None:
             exposition(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
         )
 
-    reader = FeatureState(
-        {
-            "card": ctx.card_features,
-            "route": ctx.feature_snapshots,
-            "bin": ctx.feature_snapshots,
-            "merchant": ctx.feature_snapshots,
-        }
-    )
+    reader = ctx.features
 
     @app.page("/debug/features")
     class DebugFeatures(faust.web.View):
@@ -203,6 +209,31 @@ def _register_web(app: faust.App, ctx: WorkerContext) -> None:
                     CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(hw - pos, 0))
         except Exception:  # lag is observability, never a reason to fail
             log.debug("lag probe failed", exc_info=True)
+
+
+def _register_models(app: faust.App, ctx: WorkerContext) -> None:
+    """Watch the control topic; load promoted models off the loop; swap them on it."""
+    import asyncio
+
+    from app.model.registry import ControlWatcher
+    from app.model.scoring import ModelRejected
+
+    s = ctx.settings
+    watcher: list[ControlWatcher] = []
+
+    @app.timer(s.model_poll_seconds)
+    async def reconcile_models() -> None:
+        if not watcher:
+            watcher.append(ControlWatcher(s).start())
+        loop = asyncio.get_running_loop()
+        for key, rec in ctx.models.pending(watcher[0].snapshot()):
+            try:
+                model = await loop.run_in_executor(None, ctx.models.load, rec)
+                ctx.models.install(key, rec, model, None)
+            except ModelRejected as exc:
+                ctx.models.install(key, rec, None, exc)
+            except Exception as exc:  # never let a bad artifact take the worker down
+                ctx.models.install(key, rec, None, ModelRejected("load", repr(exc)))
 
 
 def run_worker(s: Settings) -> None:

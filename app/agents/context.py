@@ -27,3 +27,6 @@ class WorkerContext:
     feature_state: Any  # Table: route/bin/merchant feature rings, owned by one partition
     feature_snapshots: Any  # GlobalTable: the same rings, readable by every worker
     dlq: DeadLetterSink
+    models: Any = None  # app.model.registry.ModelSlots
+    features: Any = None  # app.features.online.FeatureState reading the tables above
+    ev_params: Any = None  # app.policy.expected_value.EVParams

@@ -11,10 +11,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
+
 from app.agents.context import WorkerContext
 from app.agents.intake import decode_or_dead_letter, processing_failed
+from app.features.online import new_buffer
 from app.metrics import DECISION_LATENCY, DECISIONS, EVENTS_IN, EVENTS_OUT
-from app.policy import success_rate
+from app.policy import expected_value, success_rate
 from app.routestats import Snapshot, unpack_snapshot
 from app.validate import validate_request
 
@@ -31,6 +34,12 @@ def register(app: Any, ctx: WorkerContext) -> Any:
     decisions_topic = ctx.decisions
     dlq = ctx.dlq
     counters: dict[str, Any] = {}
+    slots = ctx.models
+    features = ctx.features
+    ev_params = ctx.ev_params
+    # Preallocated once: feature rows and probabilities for up to 64 candidate routes.
+    xbuf = new_buffer(64)
+    pbuf = np.empty(64)
 
     def lookup(key: str) -> Snapshot | None:
         return unpack_snapshot(sr_get(key.encode()))
@@ -48,7 +57,14 @@ def register(app: Any, ctx: WorkerContext) -> Any:
             if req is None:
                 continue
             try:
-                decision = success_rate.decide(req, lookup, params)
+                champion = slots.champion
+                if champion is not None:
+                    rows = features.fill(req, xbuf)
+                    p = champion.score_many(rows, pbuf)
+                    decision = expected_value.decide(req, p, champion.label, ev_params)
+                else:
+                    decision = success_rate.decide(req, lookup, params)
+                    decision["reason_codes"].append("NO_MODEL")
                 decision["arm"] = "default"
                 decision["decided_at"] = int(time.time() * 1000)
                 decision["decision_latency_us"] = int((time.perf_counter() - t0) * 1e6)

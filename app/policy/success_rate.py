@@ -12,11 +12,11 @@ same decision on any worker, after a restart or in a replay.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from app.policy.choice import choose
 from app.routestats import LEVELS, Snapshot, stat_keys
 
 POLICY_NAME = "success_rate"
@@ -34,12 +34,6 @@ class SRParams:
     @classmethod
     def from_settings(cls, s: Any) -> SRParams:
         return cls(s.sr_min_samples, s.sr_prior, s.sr_explore, s.sr_eliminate_below)
-
-
-def uniform_draws(request_id: str) -> tuple[float, float]:
-    """Two independent uniforms in [0, 1) from the request id (deterministic exploration)."""
-    d = hashlib.blake2b(request_id.encode(), digest_size=8).digest()
-    return int.from_bytes(d[:4], "big") / 2**32, int.from_bytes(d[4:], "big") / 2**32
 
 
 def estimate(
@@ -86,16 +80,14 @@ def decide(
         eligible = list(range(k))
         for s in scores:
             s["eliminated"] = False
-    best = max(eligible, key=lambda i: (scores[i]["score"], -scores[i]["fee_minor"], -i))
-    u_explore, u_pick = uniform_draws(req["request_id"])
-    m = len(eligible)
-    if u_explore < p.explore and m > 1:
-        chosen = eligible[min(int(u_pick * m), m - 1)]
-        reasons.insert(0, "EXPLORE")
-    else:
-        chosen = best
-        reasons.insert(0, "SR_BEST")
-    propensity = (1.0 - p.explore) * (chosen == best) + p.explore / m if m > 1 else 1.0
+    chosen, propensity, explored = choose(
+        req["request_id"],
+        [sc["score"] for sc in scores],
+        [sc["fee_minor"] for sc in scores],
+        eligible,
+        p.explore,
+    )
+    reasons.insert(0, "EXPLORE" if explored else "SR_BEST")
     return {
         "request_id": req["request_id"],
         "payment_id": req["payment_id"],

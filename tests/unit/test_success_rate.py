@@ -1,6 +1,7 @@
 import pytest
 
-from app.policy.success_rate import SRParams, decide, uniform_draws
+from app.policy.choice import uniform_draws
+from app.policy.success_rate import SRParams, decide
 from app.routestats import Snapshot
 from app.sampleworld import SampleWorld
 

@@ -1,0 +1,40 @@
+"""The shared last step of every routing policy: pick the best eligible route, explore a little,
+and log the exact propensity of the choice.
+
+The exploration draw is a hash of the request id, not a process RNG: the same request gets the
+same decision on any worker, after a restart or in a replay, and off-policy estimators get the
+true probability of the logged action.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+
+def uniform_draws(request_id: str) -> tuple[float, float]:
+    """Two independent uniforms in [0, 1) from the request id (deterministic exploration)."""
+    d = hashlib.blake2b(request_id.encode(), digest_size=8).digest()
+    return int.from_bytes(d[:4], "big") / 2**32, int.from_bytes(d[4:], "big") / 2**32
+
+
+def choose(
+    request_id: str,
+    scores: Sequence[float],
+    fees: Sequence[int],
+    eligible: Sequence[int],
+    explore: float,
+) -> tuple[int, float, bool]:
+    """(chosen index, propensity, explored). Best = highest score, ties to the cheaper route,
+    then to candidate order; with probability `explore` a uniform pick among the eligible."""
+    best = max(eligible, key=lambda i: (scores[i], -fees[i], -i))
+    m = len(eligible)
+    if m == 1:
+        return best, 1.0, False
+    u_explore, u_pick = uniform_draws(request_id)
+    if u_explore < explore:
+        chosen, explored = eligible[min(int(u_pick * m), m - 1)], True
+    else:
+        chosen, explored = best, False
+    propensity = (1.0 - explore) * (chosen == best) + explore / m
+    return chosen, propensity, explored

@@ -1,0 +1,81 @@
+"""Expected-value routing: p_approve x margin(amount) - route fee, with exploration.
+
+p_approve comes from the calibrated champion model (one row per candidate route, scored in one
+call). The value of an approval is the merchant's margin on the amount (AUTHPILOT_EV_MARGIN_BPS,
+per-merchant overrides in AUTHPILOT_EV_MERCHANT_MARGIN_BPS); the cost of an attempt is the
+route's fee from the request. A route whose approval estimate is under the elimination
+threshold is skipped unless every route is. Reason codes say which route won and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from app.policy.choice import choose
+
+POLICY_NAME = "expected_value"
+
+
+@dataclass(frozen=True)
+class EVParams:
+    margin_bps: float = 250.0
+    merchant_margin_bps: dict[str, float] = field(default_factory=dict)
+    explore: float = 0.03
+    eliminate_below: float = 0.05
+
+    @classmethod
+    def from_settings(cls, s: Any) -> EVParams:
+        return cls(s.ev_margin_bps, dict(s.ev_merchant_margin_bps), s.ev_explore,
+                   s.ev_eliminate_below)  # fmt: skip
+
+
+def decide(req: dict[str, Any], p_approve: np.ndarray, model_version: str,
+           params: EVParams) -> dict[str, Any]:  # fmt: skip
+    """A RoutingDecision body (without timing and arm) from per-route approval probabilities."""
+    cands = req["candidates"]
+    bps = params.merchant_margin_bps.get(req["merchant_id"], params.margin_bps)
+    value = req["amount_minor"] * bps / 10000.0
+    probs = p_approve.tolist()
+    scores, eligible, evs, fees = [], [], [], []
+    for i, (c, p) in enumerate(zip(cands, probs, strict=True)):
+        ev = p * value - c["fee_minor"]
+        out = p < params.eliminate_below
+        scores.append({"route_id": c["route_id"], "p_approve": p, "score": ev,
+                       "fee_minor": c["fee_minor"], "samples": 0, "eliminated": out})  # fmt: skip
+        evs.append(ev)
+        fees.append(c["fee_minor"])
+        if not out:
+            eligible.append(i)
+    reasons = []
+    if not eligible:
+        reasons.append("ALL_ELIMINATED")
+        eligible = list(range(len(cands)))
+        for s in scores:
+            s["eliminated"] = False
+    chosen, propensity, explored = choose(req["request_id"], evs, fees, eligible,
+                                          params.explore)  # fmt: skip
+    c = scores[chosen]
+    reasons.insert(0, "EXPLORE" if explored else "EV_BEST")
+    reasons.append(
+        f"EV:{c['route_id']}={c['score']:.1f}(p={c['p_approve']:.3f},fee={c['fee_minor']})"
+    )
+    ranked = sorted(range(len(scores)), key=lambda i: -evs[i])
+    if ranked[0] != chosen and not explored:
+        reasons.append("TIE_CHEAPER_ROUTE")
+    for s in scores:
+        if s["eliminated"]:
+            reasons.append(f"ELIMINATED:{s['route_id']}")
+    return {
+        "request_id": req["request_id"],
+        "payment_id": req["payment_id"],
+        "attempt": req["attempt"],
+        "chosen_route": cands[chosen]["route_id"],
+        "scores": scores,
+        "propensity": propensity,
+        "policy": POLICY_NAME,
+        "model_version": model_version,
+        "reason_codes": reasons,
+    }
