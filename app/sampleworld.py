@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import random
 import uuid
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +72,19 @@ class SampleWorld:
             "previous_response_code": None,
         }
 
-    def outcome(self, request: dict[str, Any], route_id: str, now_ms: int) -> dict[str, Any]:
+    def p_approve(self, request: dict[str, Any], route_id: str) -> float:
+        """True approval probability: issuer x route, lowered for cards short of funds (a
+        fixed 15% of cards, by fingerprint) and for large amounts: signal that a model can
+        learn from card history and amount and a success-rate router cannot."""
         p = next(i[3] for i in ISSUERS if i[0] == request["bin"])[route_id]
-        approved = self._rng.random() < p
+        if zlib.crc32(request["card_fingerprint"].encode()) % 100 < 15:
+            p *= 0.55
+        if request["amount_minor"] > 10000:
+            p *= 0.9
+        return p
+
+    def outcome(self, request: dict[str, Any], route_id: str, now_ms: int) -> dict[str, Any]:
+        approved = self._rng.random() < self.p_approve(request, route_id)
         code = "00" if approved else self._rng.choice(("05", "51", "51", "96"))
         side = "NONE" if approved else ("ROUTE" if code == "96" else "ISSUER")
         return {
