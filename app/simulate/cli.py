@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TextIO
 
 from app.simulate.generate import CHUNK_PAYMENTS, simulate
 from app.simulate.scenarios import list_scenarios
@@ -13,8 +14,8 @@ from app.simulate.scenarios import list_scenarios
 class _Progress:
     """One self-overwriting stderr line: stage, attempts done, rate. Throttled to 5 Hz."""
 
-    def __init__(self, stream=sys.stderr) -> None:  # type: ignore[no-untyped-def]
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
         self.t0 = time.perf_counter()
         self.last = 0.0
 
@@ -29,7 +30,7 @@ class _Progress:
             pct = 100.0 * done / total if total else 100.0
             msg = f"simulate {done:>12,}/{total:,} attempts {pct:5.1f}%  {rate:,.0f}/s"
         else:
-            msg = f"{stage} parquet ..." if done < total else f"{stage} done"
+            msg = f"write  {done:>12,}/{total:,} rows"
         self.stream.write(f"\r[authpilot simulate {el:6.1f}s] {msg:<60}")
         self.stream.flush()
 

@@ -59,6 +59,7 @@ from app.simulate.world import (
 Progress = Callable[[str, int, int], None]
 CHUNK_PAYMENTS = 200_000  # ~50 MB of columns per chunk; big enough that numpy dominates
 _PILOT_MAX = 40_000
+WRITE_ROWS = 1 << 20  # rows per Parquet row group / Arrow slice
 _OVERSIZE = 1.01
 
 
@@ -232,7 +233,7 @@ def _tables(world: World, c: Mapping[str, np.ndarray], prefix: str) -> dict[str,
     pay_ids = _ids(prefix, c["pay"])
     req_ids = _ids(prefix, c["pay"], c["attempt"])
     t = pa.array(c["t_ms"], pa.int64())
-    bins = [f"{b:06d}" for b in world.card_bin[: world.n_cards]]
+    bins = world.bin_labels
     common = {
         "card_fingerprint": _labels(world.card_fingerprint, card),
         "bin": _labels(bins, card),
@@ -293,27 +294,51 @@ def _tables(world: World, c: Mapping[str, np.ndarray], prefix: str) -> dict[str,
         "three_ds": three_ds,
         "decline_kind": _labels(list(KINDS), kind),
     })  # fmt: skip
+    return {"requests": requests, "attempts": pa.table(attempts), "outcomes": outcomes}
+
+
+def _cards_table(world: World) -> pa.Table:
+    """The card population with its hidden state (truth, for analysis)."""
     n = world.n_cards
     hard_names = {v: k for k, v in world.hard_state_code.items()}
-    cards = pa.table({
+    assert set(hard_names.values()) <= set(HARD_STATES)
+    issuer = world.card_issuer[:n]
+    return pa.table({
         "card_fingerprint": pa.array(world.card_fingerprint),
-        "bin": pa.array(bins),
-        "issuer_id": _labels(world.issuer_ids, world.card_issuer[:n]),
-        "network": _labels(list(NETWORKS), world.issuer_network[world.card_issuer[:n]]),
+        "bin": pa.array([f"{b:06d}" for b in world.card_bin[:n]]),
+        "issuer_id": _labels(world.issuer_ids, issuer),
+        "network": _labels(list(NETWORKS), world.issuer_network[issuer]),
         "funding": _labels(list(FUNDING), world.card_funding[:n]),
-        "issuer_country": _labels(world.countries, world.issuer_country[world.card_issuer[:n]]),
+        "issuer_country": _labels(world.countries, world.issuer_country[issuer]),
         "activity": pa.array(world.card_activity[:n]),
         "nsf_mult": pa.array(world.card_nsf[:n]),
         "hard_state": pa.array([hard_names.get(int(h)) for h in world.card_hard[:n]], pa.string()),
         "active_from_day": pa.array(world.card_active_day[:n]),
     })  # fmt: skip
-    assert set(hard_names.values()) <= set(HARD_STATES)
-    return {
-        "requests": requests,
-        "attempts": pa.table(attempts),
-        "outcomes": outcomes,
-        "cards": cards,
-    }
+
+
+def _write(world: World, cols: Mapping[str, np.ndarray], prefix: str, out: Path,
+           progress: Progress | None) -> dict[str, Path]:  # fmt: skip
+    """Tables in slices of WRITE_ROWS rows, one Parquet row group each: the Arrow string
+    columns are the big allocation, so building them a slice at a time bounds memory."""
+    n = len(cols["pay"])
+    files = {name: out / f"{name}.parquet" for name in ("requests", "attempts", "outcomes")}
+    writers: dict[str, pq.ParquetWriter] = {}
+    try:
+        for a in range(0, n, WRITE_ROWS):
+            part = {k: v[a : a + WRITE_ROWS] for k, v in cols.items()}
+            for name, table in _tables(world, part, prefix).items():
+                if name not in writers:
+                    writers[name] = pq.ParquetWriter(files[name], table.schema, compression="zstd")
+                writers[name].write_table(table, row_group_size=WRITE_ROWS)
+            if progress:
+                progress("write", min(a + WRITE_ROWS, n), n)
+    finally:
+        for w in writers.values():
+            w.close()
+    files["cards"] = out / "cards.parquet"
+    pq.write_table(_cards_table(world), files["cards"], compression="zstd")
+    return files
 
 
 # ---------------------------------------------------------------- entry point
@@ -347,17 +372,10 @@ def simulate(
         if len(cols["pay"]) >= attempts:
             break
         n_pay = math.ceil(n_pay * attempts / len(cols["pay"]) * 1.02) + 16  # rare: pilot was off
-    keep = np.argsort(cols["pay"] * 16 + cols["attempt"], kind="stable")[:attempts]
+    keep = np.lexsort((cols["attempt"], cols["pay"]))[:attempts]  # first N in payment order
     order = keep[np.lexsort((cols["attempt"][keep], cols["pay"][keep], cols["t_ms"][keep]))]
     cols = {k: v[order] for k, v in cols.items()}
-    if progress:
-        progress("write", 0, 1)
-    tables = _tables(world, cols, f"{world.name}-s{seed}")
-    files = {}
-    for name, table in tables.items():
-        path = out / f"{name}.parquet"
-        pq.write_table(table, path, compression="zstd")
-        files[name] = path
+    files = _write(world, cols, f"{world.name}-s{seed}", out, progress)
     meta = world.to_json()
     meta["run"] = {
         "seed": seed,
@@ -373,6 +391,4 @@ def simulate(
     path = out / "world.json"
     path.write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n")
     files["world"] = path
-    if progress:
-        progress("write", 1, 1)
     return SimulationResult(out, attempts, meta["run"]["payments"], time.perf_counter() - t0, files)

@@ -560,6 +560,7 @@ class World:
         self.card_activity = np.append(activity, 0.0)
         self.card_nsf = np.append(nsf, 1.0)
         self.card_hard = np.append(hard, -1)
+        self.bin_labels = [f"{b:06d}" for b in bins]
         self.card_fingerprint = [
             "fp_" + hashlib.blake2b(f"{self.world_seed}:{k}".encode(), digest_size=8).hexdigest()
             for k in range(n)
