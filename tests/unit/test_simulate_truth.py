@@ -142,3 +142,19 @@ def test_unknown_card_and_bin_are_neutral(world: World) -> None:
     p = p_approve(world, r, "acq-de")
     assert 0.5 < p < 1.0
     assert draw_outcome(world, r, "acq-de", rng=rng)["response_code"]
+
+
+def test_block_draws_match_single_draws(world: World) -> None:
+    from app.simulate import draw_outcomes
+
+    rng = np.random.default_rng(3)
+    reqs = sample_requests(world, world.start_ms + np.arange(6000) * 300_000, rng)
+    routes = [world.route_ids[i % len(world.route_ids)] for i in range(len(reqs))]
+    block = draw_outcomes(world, reqs, routes, rng)
+    assert [o["request_id"] for o in block] == [r["request_id"] for r in reqs]
+    assert all(o["route_id"] == r for o, r in zip(block, routes, strict=True))
+    p = np.mean([p_approve(world, r, route) for r, route in zip(reqs, routes, strict=True)])
+    rate = np.mean([o["approved"] for o in block])
+    assert abs(rate - p) < 4 * np.sqrt(p * (1 - p) / len(block))
+    single = draw_outcome(world, reqs[0], routes[0], rng=rng)
+    assert set(single) == set(block[0])
