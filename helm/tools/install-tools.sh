@@ -8,8 +8,9 @@
 #   schemas     Kubernetes JSON schemas from the PyPI package kubernetes-validate, rewritten
 #               into a directory kubeconform reads offline (refs point at a local file)
 #   promtool    from Debian's prometheus package
+#   dockerfile-check  helm/tools/dockerfile-check (BuildKit's Dockerfile parser + build checks)
 #
-# Prints KEY=VALUE lines on stdout (HELM, KUBECONFORM, PROMTOOL, K8S_SCHEMAS, CRD_SCHEMAS,
+# Prints KEY=VALUE lines on stdout (HELM, KUBECONFORM, DOCKERFILE_CHECK, PROMTOOL, K8S_SCHEMAS, CRD_SCHEMAS,
 # K8S_VERSION); progress and tool output go to stderr.
 # Environment: AUTHPILOT_TOOLS (cache dir, default ~/.cache/authpilot/tools), PYTHON (a Python
 # with pip, default python3), and the *_VERSION variables below.
@@ -88,6 +89,17 @@ if ! [ -x "$kc_bin" ] || ! [ -f "$tools/bin/.kubeconform-$KUBECONFORM_VERSION" ]
   touch "$tools/bin/.kubeconform-$KUBECONFORM_VERSION"
 fi
 
+# --- dockerfile-check (BuildKit's Dockerfile parser and build checks; source in this repo) ------
+dfc_bin="$tools/bin/dockerfile-check"
+dfc_sum="$(cat "$here/dockerfile-check/go.mod" "$here/dockerfile-check/go.sum" "$here/dockerfile-check/main.go" | sha256sum | cut -c1-16)"
+if ! [ -x "$dfc_bin" ] || ! [ -f "$tools/bin/.dockerfile-check-$dfc_sum" ]; then
+  need_go
+  log "building dockerfile-check (github.com/moby/buildkit frontend)"
+  (cd "$here/dockerfile-check" && CGO_ENABLED=0 go build -mod=readonly -buildvcs=false -trimpath -o "$dfc_bin" .) >&2
+  rm -f "$tools/bin"/.dockerfile-check-*
+  touch "$tools/bin/.dockerfile-check-$dfc_sum"
+fi
+
 # --- Kubernetes JSON schemas (offline) ---------------------------------------------------------
 # kubernetes-validate ships v<k8s>-local[-strict]/<kind>-<group>-<version>.json, the file names
 # kubeconform looks for. Their "$ref": "/api/_definitions.json#..." resolves against an https
@@ -127,6 +139,7 @@ fi
 
 echo "HELM=$helm_bin"
 echo "KUBECONFORM=$kc_bin"
+echo "DOCKERFILE_CHECK=$dfc_bin"
 echo "PROMTOOL=$(command -v promtool)"
 echo "K8S_SCHEMAS=$schemas"
 echo "CRD_SCHEMAS=$here/crd-schemas"

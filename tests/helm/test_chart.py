@@ -54,7 +54,7 @@ def tools() -> dict[str, str]:
     )
     assert res.returncode == 0, f"install-tools.sh failed ({res.returncode}):\n{res.stderr[-4000:]}"
     found = dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
-    for key in ("HELM", "KUBECONFORM", "PROMTOOL"):
+    for key in ("HELM", "KUBECONFORM", "DOCKERFILE_CHECK", "PROMTOOL"):
         assert Path(found[key]).is_file(), f"{key} not installed: {found.get(key)}"
     return found
 
@@ -468,6 +468,16 @@ def test_dockerfile_shape():
         assert (REPO / src).exists(), f"COPY {src}: missing from the repository"
 
 
+def test_dockerfile_parses_and_passes_buildkit_checks(tools, tmp_path):
+    out = run([tools["DOCKERFILE_CHECK"], str(DOCKER / "Dockerfile")]).stdout
+    assert "2 stages [builder runtime]" in out and "0 problems" in out, out
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:3.11-slim as Builder\nRUN true\n")  # casing checks
+    assert run([tools["DOCKERFILE_CHECK"], str(bad)], check=False).returncode != 0
+    bad.write_text("FROM python:3.11-slim\nRUNN true\n")
+    assert run([tools["DOCKERFILE_CHECK"], str(bad)], check=False).returncode != 0
+
+
 def _fake_authpilot(tmp_path: Path, with_rebuild: bool) -> dict[str, str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -511,3 +521,16 @@ def test_image_model_compile_step(tmp_path, with_rebuild):
             ["sh", str(step), str(models)], env=env, capture_output=True, text=True
         )
         assert res.returncode == 0 and "2 model(s)" in res.stdout
+
+
+def test_dashboard_queries_are_valid_promql(tools, tmp_path):
+    """promtool parses every dashboard query (as a recording rule), Grafana variables filled."""
+    dash = json.loads((FILES / "dashboard.json").read_text())
+    exprs = [e.replace("$namespace", ".*") for e in _dashboard_exprs(dash)]
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"authpilot:dashboard_query:{i}", "expr": e} for i, e in enumerate(exprs)
+    ]}]}  # fmt: skip
+    path = tmp_path / "dashboard-queries.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    out = run([tools["PROMTOOL"], "check", "rules", str(path)]).stdout
+    assert f"SUCCESS: {len(exprs)} rules found" in out, out
