@@ -245,6 +245,24 @@ def test_secrets_and_kafka_security(tools):
     assert "kafka-user" not in json.dumps(cm)
 
 
+def test_network_policy_egress_allow_list(tools):
+    np_of = lambda text: next(d for d in docs_of(text) if d["kind"] == "NetworkPolicy")  # noqa: E731
+    default = np_of(template(tools).stdout)["spec"]
+    assert default["policyTypes"] == ["Ingress"] and "egress" not in default
+    (rule,) = default["ingress"]
+    assert rule["ports"] == [{"port": 6066, "protocol": "TCP"}]
+    text = template(tools, sets=(
+        "networkPolicy.egress[0].to[0].ipBlock.cidr=10.20.0.0/16",
+        "networkPolicy.egress[0].ports[0].port=9093",
+    )).stdout  # fmt: skip
+    kubeconform(tools, text)
+    spec = np_of(text)["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    dns, kafka = spec["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert kafka["to"][0]["ipBlock"]["cidr"] == "10.20.0.0/16"
+
+
 @pytest.mark.parametrize("source", ["image", "volume", "initContainer"])
 def test_model_sources(tools, source):
     sets = {
