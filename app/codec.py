@@ -158,7 +158,8 @@ class Serde:
 class Codec:
     """All serdes of the process, built once from the settings."""
 
-    SUBJECTS = ("AuthorizationRequest", "AuthorizationOutcome", "RoutingDecision", "DeadLetter")
+    SUBJECTS = ("AuthorizationRequest", "AuthorizationOutcome", "RoutingDecision", "DeadLetter",
+                "RetryDecision")  # fmt: skip
 
     def __init__(self, settings: Settings) -> None:
         schema_dir = settings.schema_dir
@@ -192,6 +193,10 @@ class Codec:
     @property
     def decision(self) -> Serde:
         return self.serde("RoutingDecision")
+
+    @property
+    def retry(self) -> Serde:
+        return self.serde("RetryDecision")
 
     @property
     def dead_letter(self) -> Serde:

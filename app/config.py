@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     ev_eliminate_below: float = Field(
         0.05, description="routes with p_approve under this are skipped unless all are"
     )
+    visa_rules_variant: Literal["current", "2026-04"] = Field(
+        "current", description="Visa reattempt regime: before or after April 2026"
+    )
+    retry_attempt_cost_minor: float = Field(
+        10.0, description="cost of one more attempt (fees, network charges), minor units"
+    )
     model_poll_seconds: float = Field(
         1.0, description="how often a worker checks the model registry for a promotion"
     )

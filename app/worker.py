@@ -133,6 +133,7 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
         decisions=raw_topic(s.topic_decisions),
         stats_updates=stats_updates,
         dead_letter=raw_topic(s.topic_dead_letter),
+        retry_decisions=raw_topic(s.topic_retry_decisions),
         route_stats=table("route-stats"),
         route_sr=global_table("route-sr"),
         card_features=table("card-features"),

@@ -21,6 +21,7 @@ class WorkerContext:
     decisions: Any
     stats_updates: Any
     dead_letter: Any
+    retry_decisions: Any
     route_stats: Any  # Table: ring per route x key, owned by one partition
     route_sr: Any  # GlobalTable: snapshots every worker reads
     card_features: Any  # Table keyed by card entities, co-partitioned with requests/outcomes

@@ -14,12 +14,15 @@ for window statistics that ages out with the window.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from app.agents.context import WorkerContext
 from app.agents.intake import decode_or_dead_letter, processing_failed
 from app.features.online import FeatureState
-from app.metrics import EVENTS_IN
+from app.metrics import EVENTS_IN, EVENTS_OUT
+from app.policy.network_rules import Counters, NetworkRules
+from app.policy.retry import RetryParams, decide_retry
 from app.routestats import (
     outcome_code,
     pack_snapshot,
@@ -45,6 +48,28 @@ def register(app: Any, ctx: WorkerContext) -> tuple[Any, Any]:
         {o: _Published(ctx.feature_state, ctx.feature_snapshots) for o in OWNER_TAGS}
     )
 
+    rules = NetworkRules(s.visa_rules_variant)
+    retry_params = RetryParams(s.ev_margin_bps, s.retry_attempt_cost_minor)
+    retry_serde = ctx.codec.retry
+    retry_out = EVENTS_OUT.labels(s.topic_retry_decisions)
+
+    async def decide_retry_for(rec: dict[str, Any]) -> None:
+        """One RetryDecision per decline, from the card's counters as they stand now."""
+        t = rec["event_time"]
+        card = card_features.card_window("card", rec, t)
+        cm = card_features.card_window("card_merchant", rec, t)
+        cma = card_features.card_window("card_merchant_amount", rec, t)
+        counters = Counters(
+            declines_24h=card["n"] - card["ok"],
+            reattempts_30d_cit=cm["reatt_cit"],
+            reattempts_30d_mit=cm["reatt_mit"],
+            declines_card_merchant_amount_30d=cma["n"] - cma["ok"],
+        )
+        d = decide_retry(rec, counters, rules, retry_params, int(time.time() * 1000))
+        await ctx.retry_decisions.send(key=rec["card_fingerprint"].encode(),
+                                       value=retry_serde.encode(d))  # fmt: skip
+        retry_out.inc()
+
     @app.agent(ctx.outcomes, name="outcomes")
     async def outcomes(stream: Any) -> None:
         async for event in stream.events():
@@ -55,6 +80,8 @@ def register(app: Any, ctx: WorkerContext) -> tuple[Any, Any]:
                 continue
             try:
                 card_features.update_outcome(rec, "card")
+                if not rec["approved"]:
+                    await decide_retry_for(rec)
                 for tag, field in OWNER_TAGS.values():
                     await updates_topic.send(key=rec[field].encode(), value=tag + msg.value)
             except Exception as exc:

@@ -134,6 +134,13 @@ class FeatureState:
             row[nb:] = vals + extra
         return rows
 
+    def card_window(self, entity_name: str, rec: dict[str, Any], t: int) -> dict[str, int]:
+        """Metric sums of a card-owned entity's first window at time t (inclusive of t)."""
+        p = next(p for p in PLANS if p.entity.name == entity_name)
+        value = self._getters["card"](p.entity.key(rec, None).encode())
+        sums = rings.window_sums(value, p.geo, t)[0]
+        return {m: int(sums[i]) for m, i in M.items()}
+
     def _entity_values(
         self, p: _Plan, req: dict[str, Any], route: str | None, t: int
     ) -> list[float]:

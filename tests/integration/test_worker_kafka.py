@@ -182,3 +182,38 @@ def test_metrics_endpoint_exports_the_contract(worker, settings_for):
     names = set(contract.read_text().split())
     base = {n.removesuffix("_bucket").removesuffix("_total") for n in names}
     assert base <= exported_base, base - exported_base
+
+
+def test_every_decline_gets_one_retry_decision(worker, settings_for):
+    s = settings_for
+    codec = Codec(s)
+    world = SampleWorld(21)
+    cases = [("00", "NONE", True), ("41", "ISSUER", False), ("96", "ROUTE", False),
+             ("51", "ISSUER", False), ("1A", "ISSUER", False)] * 8  # fmt: skip
+    outs = []
+    for i, (code, side, ok) in enumerate(cases):
+        r = world.next_request(1_767_225_600_000 + i * 60_000)
+        o = world.outcome(r, "acq-eu", r["event_time"] + 100)
+        if code == "1A" and o["network"] == "MASTERCARD":
+            code = "65"  # the SCA soft decline of each network
+        # three_ds=False: an SCA decline of a 3DS attempt is a STOP, not a step-up
+        o.update(response_code=code, failure_side=side, approved=ok, initiator="MIT",
+                 three_ds=False)  # fmt: skip
+        outs.append(o)
+    produce(s, s.topic_outcomes, [(o["card_fingerprint"], codec.outcome.encode(o)) for o in outs])
+    declines = [o for o in outs if not o["approved"]]
+    msgs = read_topic(s, s.topic_retry_decisions, expect=len(declines))
+    got = {d["request_id"]: d for d in (codec.retry.decode(m.value()) for m in msgs)}
+    assert len(msgs) == len(declines) and set(got) == {o["request_id"] for o in declines}
+    for o in declines:
+        d = got[o["request_id"]]
+        if o["response_code"] == "41":
+            assert d["action"] == "STOP"
+            assert d["reason_codes"][0].split(":")[0] in {"VISA_CATEGORY_1_NEVER_RETRY",
+                                                          "MC_HARD_DECLINE"}  # fmt: skip
+        elif o["response_code"] == "96":
+            assert d["action"] == "RETRY" and d["avoid_route"] == "acq-eu", d
+        elif o["response_code"] in ("1A", "65"):
+            assert d["action"] == "RETRY" and d["three_ds"], d
+        else:
+            assert d["not_before"] >= o["event_time"]

@@ -1,0 +1,119 @@
+"""The retry engine: after a decline, network rules first, then value against cost.
+
+1. Network rules (app.policy.network_rules) are hard constraints: STOP, or RETRY not before a
+   time, with or without 3-D Secure.
+2. Technical failures on the route's side cascade at once to another route (avoid_route).
+3. SCA soft declines are answered by a 3-D Secure step-up, at once, never a blind retry.
+4. Otherwise the engine weighs candidate delays (app/data/retry_recovery.json: recovery priors
+   by decline class, paydays) by p_recover x value - attempt cost, discounting waiting, and
+   retries at the best delay if it is worth it. Customer-initiated payments are not retried
+   later (the customer has left the checkout): only cascades and step-ups apply to them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from app.policy.network_rules import HOUR_MS, Counters, NetworkRules
+
+RECOVERY = Path(__file__).resolve().parents[1] / "data" / "retry_recovery.json"
+
+
+@dataclass(frozen=True)
+class RetryParams:
+    margin_bps: float = 250.0  # value of an approval as bps of the amount (as EV routing)
+    attempt_cost_minor: float = 10.0  # fee + network charge of one more attempt
+    wait_discount_per_day: float = 0.01  # value lost per day of waiting (churn, working capital)
+    max_attempts: int = 4
+
+
+@cache
+def _recovery() -> dict[str, Any]:
+    return json.loads(RECOVERY.read_text())
+
+
+def decline_class(code: str) -> str:
+    for name, c in _recovery()["classes"].items():
+        if code in c["codes"]:
+            return name
+    return "other_soft"
+
+
+def crosses_payday(t0_ms: int, t1_ms: int) -> bool:
+    """True when a payday (day of month in the table) starts in (t0, t1]."""
+    d0 = datetime.fromtimestamp(t0_ms / 1000, tz=UTC).date()
+    d1 = datetime.fromtimestamp(t1_ms / 1000, tz=UTC).date()
+    paydays = set(_recovery()["paydays"])
+    d = d0 + timedelta(days=1)
+    while d <= d1:
+        if d.day in paydays:
+            return True
+        d += timedelta(days=1)
+    return False
+
+
+def p_recover(code: str, decline_ms: int, retry_ms: int) -> float:
+    """Prior probability that a retry at retry_ms approves, from the decline class table."""
+    table = _recovery()
+    c = table["classes"][decline_class(code)]
+    hours = (retry_ms - decline_ms) / HOUR_MS
+    delays = table["delays_hours"]
+    i = max(j for j, h in enumerate(delays) if h <= max(hours, 0))
+    p = c["p"][i]
+    if c["payday_boost"] and crosses_payday(decline_ms, retry_ms):
+        p += c["payday_boost"]
+    return min(p, 0.99)
+
+
+def decide_retry(outcome: dict[str, Any], counters: Counters, rules: NetworkRules,
+                 params: RetryParams, now_ms: int) -> dict[str, Any]:  # fmt: skip
+    """A RetryDecision body for one declined outcome."""
+    t = outcome["event_time"]
+    code = outcome["response_code"]
+    base = {"request_id": outcome["request_id"], "payment_id": outcome["payment_id"],
+            "attempt": outcome["attempt"], "decided_at": now_ms, "route_id": None,
+            "avoid_route": None, "three_ds": False, "p_recover": None,
+            "expected_value": None}  # fmt: skip
+
+    def stop(*reasons: str) -> dict[str, Any]:
+        return {**base, "action": "STOP", "not_before": t, "reason_codes": list(reasons)}
+
+    if outcome["attempt"] >= params.max_attempts:
+        return stop(f"MAX_ATTEMPTS:{params.max_attempts}")
+    verdict = rules.check(outcome, counters)
+    reasons = list(verdict.reasons)
+    if not verdict.allowed:
+        return stop(*reasons)
+    value = outcome["amount_minor"] * params.margin_bps / 10000.0
+    if outcome["failure_side"] == "ROUTE":
+        p = p_recover(code, t, t)
+        return {**base, "action": "RETRY", "not_before": max(verdict.not_before_ms, t),
+                "avoid_route": outcome["route_id"], "p_recover": p,
+                "expected_value": p * value - params.attempt_cost_minor,
+                "reason_codes": [*reasons, f"CASCADE:{outcome['route_id']}"]}  # fmt: skip
+    if verdict.require_3ds:
+        return {**base, "action": "RETRY", "not_before": verdict.not_before_ms, "three_ds": True,
+                "reason_codes": reasons}  # fmt: skip
+    if outcome.get("initiator") != "MIT":
+        return stop(*reasons, "CIT_NO_DELAYED_RETRY")
+    best: tuple[float, int, float] | None = None
+    for h in _recovery()["delays_hours"]:
+        when = max(t + h * HOUR_MS, verdict.not_before_ms)
+        p = p_recover(code, t, when)
+        wait_days = (when - t) / (24 * HOUR_MS)
+        ev = p * value * (1 - params.wait_discount_per_day * wait_days) - params.attempt_cost_minor
+        if best is None or ev > best[0]:
+            best = (ev, when, p)
+    assert best is not None
+    ev, when, p = best
+    if ev <= 0:
+        return stop(*reasons, f"NOT_WORTH_IT:ev={ev:.1f}")
+    hours = (when - t) / HOUR_MS
+    return {**base, "action": "RETRY", "not_before": when, "p_recover": p, "expected_value": ev,
+            "reason_codes": [*reasons, f"DELAY_{hours:.0f}H:p={p:.2f}",
+                             *(["PAYDAY"] if crosses_payday(t, when) else [])]}  # fmt: skip
