@@ -67,12 +67,17 @@ def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
 
 
 def make_world(name: str, seed: int):
-    """The traffic source for loadgen/demo."""
+    """The traffic source for loadgen/demo: a simulator scenario, or the small sample world."""
     if name == "sample":
         from app.sampleworld import SampleWorld
 
         return SampleWorld(seed)
-    raise SystemExit(f"unknown world {name!r}")
+    from app.simulate.scenarios import list_scenarios
+    from app.simworld import SimulatedWorld
+
+    if name not in list_scenarios():
+        raise SystemExit(f"unknown world {name!r}: sample or one of {list_scenarios()}")
+    return SimulatedWorld(name, seed)
 
 
 def cmd_loadgen(args: argparse.Namespace, s: Settings) -> int:
@@ -216,9 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("demo", cmd_demo, "broker + worker + traffic + live results"),
     ):
         c = sub.add_parser(name, help=helptext)
-        c.add_argument("--rate", type=float, default=500.0, help="requests per second")
+        c.add_argument("--rate", type=float, default=100.0, help="requests per second")
         c.add_argument("--duration", type=float, default=30.0 if name == "demo" else 10.0)
-        c.add_argument("--world", default="sample", help="traffic source")
+        c.add_argument("--world", default="steady",
+                       help="simulator scenario (steady, ...) or sample")  # fmt: skip
         c.add_argument("--seed", type=int, default=7)
         c.set_defaults(func=func)
         if name == "loadgen":
@@ -245,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Commands whose arguments their own module parses: name -> (module, function, help).
 DELEGATED = {
     "features": ("app.features.cli", "main", "features build|bench (offline SQL, online cost)"),
+    "simulate": ("app.simulate.cli", "main_simulate", "write a simulated event log"),
     "train": ("app.model.train", "main", "train, calibrate and evaluate a model"),
     "compile": ("app.model.compile", "main", "compile a trained model to a shared library"),
     "bench-model": ("app.model.bench", "main", "scoring core vs raw C vs Predictor vs LightGBM"),
