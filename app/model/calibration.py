@@ -81,7 +81,9 @@ def fit_isotonic(p: np.ndarray, y: np.ndarray, max_knots: int = 512) -> Calibrat
             sy[-1] += s2
             w[-1] += w2
             sp[-1] += p2
-    x = np.array(sp) / np.array(w)
+    # block means of sorted p are non-decreasing, but sum/count can round a block of equal
+    # values 1 ulp below its neighbour; np.interp needs xp sorted, so make that exact
+    x = np.maximum.accumulate(np.array(sp) / np.array(w))
     v = np.array(sy) / np.array(w)
     if len(x) > max_knots:  # keep the map small for the manifest
         idx = np.linspace(0, len(x) - 1, max_knots).round().astype(int)
