@@ -94,6 +94,10 @@ def cmd_loadgen(args: argparse.Namespace, s: Settings) -> int:
         args.requests,
         outcomes=not args.open_loop,
     )
+    if args.produce_only:
+        sent, secs = gen.produce_only()
+        print(f"produced {sent} requests in {secs:.2f}s: {sent / secs:,.0f} requests/s")
+        return 0
     st = gen.run(show=not args.quiet)
     p50, p99 = st.percentiles()
     print(
@@ -221,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("demo", cmd_demo, "broker + worker + traffic + live results"),
     ):
         c = sub.add_parser(name, help=helptext)
-        c.add_argument("--rate", type=float, default=100.0, help="requests per second")
+        c.add_argument("--rate", type=float, default=50.0, help="requests per second")
         c.add_argument("--duration", type=float, default=30.0 if name == "demo" else 10.0)
         c.add_argument("--world", default="steady",
                        help="simulator scenario (steady, ...) or sample")  # fmt: skip
@@ -232,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--quiet", action="store_true")
             c.add_argument(
                 "--open-loop", action="store_true", help="do not publish outcomes (decisions only)"
+            )
+            c.add_argument(
+                "--produce-only", action="store_true", help="measure producing requests only"
             )
         else:
             c.add_argument("--show-decisions", type=int, default=5)

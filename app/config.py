@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     model_poll_seconds: float = Field(
         1.0, description="how often a worker checks the model registry for a promotion"
     )
+    feature_publish_every: int = Field(
+        10, description="publish an owned feature ring to every worker every N updates"
+    )
     sr_persist_every: int = Field(
         10,
         description="write a mature key's ring to its table and snapshot every N updates "

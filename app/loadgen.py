@@ -9,6 +9,8 @@ chose, publishes AuthorizationOutcomes, and shows rate, approval rate and the en
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import sys
 import threading
 import time
@@ -40,6 +42,10 @@ class LoadStats:
     by_route: dict[str, int] = field(default_factory=dict)
     latencies_us: list[float] = field(default_factory=list)
     duplicates: int = 0
+    retries_scheduled: int = 0
+    retries_sent: int = 0
+    retries_approved: int = 0
+    retries_stopped: int = 0
 
     def percentiles(self, qs: tuple[float, ...] = (50, 99)) -> list[float]:
         if not self.latencies_us:
@@ -72,6 +78,11 @@ class LoadGenerator:
         self._group = group_id or f"authpilot-loadgen-{int(time.time() * 1000)}"
         self._codec = Codec(settings)
         self._pending: dict[str, tuple[dict[str, Any], float]] = {}
+        self._declined: dict[str, dict[str, Any]] = {}  # request_id -> declined request
+        self._retries: list[tuple[float, int, dict[str, Any]]] = []  # heap: (due, seq, request)
+        self._seq = itertools.count()
+        self._last_route: dict[str, str] = {}
+        self._last_code: dict[str, str] = {}
         self._lock = threading.Lock()
         self._done_producing = threading.Event()
         self._stop = threading.Event()
@@ -98,6 +109,7 @@ class LoadGenerator:
                 break
             if self.max_requests is not None and sent >= self.max_requests:
                 break
+            self._send_due_retries(serde, topic)
             due = int(elapsed * self.rate) + 1 - sent
             if due <= 0:
                 time.sleep(min(0.002, 1.0 / self.rate))
@@ -120,6 +132,41 @@ class LoadGenerator:
         self._producer.flush(30)
         self._done_producing.set()
 
+    def _send_due_retries(self, serde: Any, topic: str) -> None:
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                if not self._retries or self._retries[0][0] > now:
+                    return
+                _, _, req = heapq.heappop(self._retries)
+                self._pending[req["request_id"]] = (req, time.perf_counter())
+            self._producer.produce(topic, key=req["card_fingerprint"], value=serde.encode(req))
+            self.stats.retries_sent += 1
+
+    def _schedule_retry(self, d: dict[str, Any]) -> None:
+        """Follow a RetryDecision: the next attempt of the payment, when and how it says."""
+        with self._lock:
+            req = self._declined.pop(d["request_id"], None)
+        if req is None:
+            return
+        if d["action"] != "RETRY":
+            self.stats.retries_stopped += 1
+            return
+        cands = [c for c in req["candidates"] if c["route_id"] != d["avoid_route"]]
+        if not cands:
+            return
+        nxt = dict(req, request_id=f"{req['payment_id']}-{req['attempt'] + 1}",
+                   attempt=req["attempt"] + 1, candidates=cands,
+                   three_ds=req["three_ds"] or d["three_ds"],
+                   event_time=max(d["not_before"], req["event_time"] + 1),
+                   previous_route=self._last_route.get(req["request_id"]),
+                   previous_response_code=self._last_code.get(req["request_id"]))  # fmt: skip
+        speedup = getattr(self.world, "speedup", 60.0)
+        delay_s = (nxt["event_time"] - req["event_time"]) / 1000.0 / speedup
+        with self._lock:
+            heapq.heappush(self._retries, (time.monotonic() + delay_s, next(self._seq), nxt))
+        self.stats.retries_scheduled += 1
+
     def _consume_loop(self, ready: threading.Event) -> None:
         serde = self._codec.decision
         out_serde = self._codec.outcome
@@ -127,13 +174,16 @@ class LoadGenerator:
 
         # Assign every partition at its current end before the first request is produced, so
         # no decision can be missed by a lazily resolved 'latest' offset.
-        topic = self.s.topic_decisions
-        md = self._consumer.list_topics(topic, timeout=30)
         parts = []
-        for p in md.topics[topic].partitions:
-            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-            parts.append(TopicPartition(topic, p, high))
+        for topic in (self.s.topic_decisions, self.s.topic_retry_decisions):
+            md = self._consumer.list_topics(topic, timeout=30)
+            for p in md.topics[topic].partitions:
+                tp = TopicPartition(topic, p)
+                _, high = self._consumer.get_watermark_offsets(tp, timeout=30)
+                parts.append(TopicPartition(topic, p, high))
         self._consumer.assign(parts)
+        retry_serde = self._codec.retry
+        retry_topic = self.s.topic_retry_decisions
         ready.set()
         idle_since: float | None = None
         while not self._stop.is_set():
@@ -153,6 +203,9 @@ class LoadGenerator:
             for m in msgs:
                 if m.error():
                     continue
+                if m.topic() == retry_topic:
+                    self._schedule_retry(retry_serde.decode(m.value()))
+                    continue
                 d = serde.decode(m.value())
                 with self._lock:
                     entry = self._pending.pop(d["request_id"], None)
@@ -171,6 +224,13 @@ class LoadGenerator:
                 out = self.world.outcome(req, route, int(time.time() * 1000))
                 self.stats.outcomes += 1
                 self.stats.approved += out["approved"]
+                if req["attempt"] > 1:
+                    self.stats.retries_approved += out["approved"]
+                if not out["approved"]:
+                    with self._lock:
+                        self._declined[req["request_id"]] = req
+                    self._last_route[req["request_id"]] = route
+                    self._last_code[req["request_id"]] = out["response_code"]
                 while True:
                     try:
                         self._producer.produce(
@@ -181,6 +241,12 @@ class LoadGenerator:
                         self._producer.poll(0.01)
             self._producer.poll(0)
         self._producer.flush(30)
+
+    def produce_only(self) -> tuple[int, float]:
+        """Produce as fast as the target rate allows, no decisions awaited: (sent, seconds)."""
+        t0 = time.monotonic()
+        self._produce_loop()
+        return self.stats.produced, time.monotonic() - t0
 
     def run(self, show: bool = True, assign_timeout: float = 60.0) -> LoadStats:
         """Run until done; prints a live line to stderr every second when show is set."""
@@ -214,8 +280,10 @@ class LoadGenerator:
         p50, p99 = st.percentiles()
         appr = st.approved / st.outcomes if st.outcomes else float("nan")
         routes = " ".join(f"{r}:{n}" for r, n in sorted(st.by_route.items()))
+        retries = (f" retries sent {st.retries_sent}/{st.retries_scheduled} approved "
+                   f"{st.retries_approved} stopped {st.retries_stopped}")  # fmt: skip
         return (
             f"[{elapsed:6.1f}s] produced {st.produced:>7} decided {st.decided:>7} "
             f"({rate:7.0f}/s) approval {appr:6.1%} e2e p50 {p50 / 1000:6.2f} ms "
-            f"p99 {p99 / 1000:6.2f} ms | {routes}"
+            f"p99 {p99 / 1000:6.2f} ms{retries} | {routes}"
         )

@@ -170,7 +170,16 @@ def _register_web(app: faust.App, ctx: WorkerContext) -> None:
             exposition(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
         )
 
-    reader = ctx.features
+    # The owner tables, not the published snapshots: this endpoint shows the table state
+    # (exact on the worker that owns the keys; snapshots may lag by feature_publish_every).
+    reader = FeatureState(
+        {
+            "card": ctx.card_features,
+            "route": ctx.feature_state,
+            "bin": ctx.feature_state,
+            "merchant": ctx.feature_state,
+        }
+    )
 
     @app.page("/debug/features")
     class DebugFeatures(faust.web.View):

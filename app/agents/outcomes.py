@@ -44,9 +44,8 @@ def register(app: Any, ctx: WorkerContext) -> tuple[Any, Any]:
     updates_topic = ctx.stats_updates
     dlq = ctx.dlq
     card_features = FeatureState({"card": ctx.card_features})
-    owned_features = FeatureState(
-        {o: _Published(ctx.feature_state, ctx.feature_snapshots) for o in OWNER_TAGS}
-    )
+    published = _Published(ctx.feature_state, ctx.feature_snapshots, s.feature_publish_every)
+    owned_features = FeatureState(dict.fromkeys(OWNER_TAGS, published))
 
     rules = NetworkRules(s.visa_rules_variant)
     retry_params = RetryParams(s.ev_margin_bps, s.retry_attempt_cost_minor)
@@ -104,6 +103,7 @@ def register(app: Any, ctx: WorkerContext) -> tuple[Any, Any]:
         # another worker may own these keys next: its writes would make our copies stale
         rings.clear()
         unsaved.clear()
+        published.forget()
 
     def update_success_rate(rec: dict[str, Any]) -> None:
         code = outcome_code(rec)
@@ -140,15 +140,29 @@ def register(app: Any, ctx: WorkerContext) -> tuple[Any, Any]:
 
 
 class _Published:
-    """A mapping whose writes go to the owner's table and to the shared GlobalTable."""
+    """A mapping over the owner's table (every write: it is the durable state) that also
+    publishes to the shared GlobalTable, every N-th write of a key after its first: each
+    published ring is a changelog message every worker reads, and per-outcome publishing of
+    six rings measured as the worker's bottleneck (Faust's changelog buffer filled, commits
+    overran). Readers on other workers see a key at most N-1 outcomes late."""
 
-    def __init__(self, table: Any, published: Any) -> None:
+    def __init__(self, table: Any, published: Any, every: int) -> None:
         self._table = table
         self._published = published
+        self._every = max(1, every)
+        self._since: dict[bytes, int] = {}
 
     def get(self, key: bytes) -> bytes | None:
         return self._table.get(key)
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self._table[key] = value
-        self._published[key] = value
+        n = self._since.get(key)
+        if n is None or n + 1 >= self._every:
+            self._published[key] = value
+            self._since[key] = 0
+        else:
+            self._since[key] = n + 1
+
+    def forget(self) -> None:
+        self._since.clear()
