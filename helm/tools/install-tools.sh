@@ -25,6 +25,11 @@ tools="${AUTHPILOT_TOOLS:-$HOME/.cache/authpilot/tools}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 mkdir -p "$tools/bin"
 cd "$tools"  # no go.mod around: go commands act on modules by path@version
+# One installer at a time (two test sessions may start together); the second finds it all done.
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$tools/.install.lock"
+  flock 9
+fi
 log() { echo "[install-tools] $*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -115,7 +120,7 @@ if ! [ -f "$out/.complete" ]; then
       PYTHON=python3
     fi
     rm -rf "$pkg.tmp"
-    "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps --no-compile \
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --no-compile \
       --target "$pkg.tmp" "kubernetes-validate==$K8S_VALIDATE_VERSION" >&2
     rm -rf "$pkg" && mv "$pkg.tmp" "$pkg"
   fi
