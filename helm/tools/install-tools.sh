@@ -10,8 +10,9 @@
 #   promtool    from Debian's prometheus package
 #   dockerfile-check  helm/tools/dockerfile-check (BuildKit's Dockerfile parser + build checks)
 #
-# Prints KEY=VALUE lines on stdout (HELM, KUBECONFORM, DOCKERFILE_CHECK, PROMTOOL, K8S_SCHEMAS, CRD_SCHEMAS,
-# K8S_VERSION); progress and tool output go to stderr.
+# Prints KEY=VALUE lines on stdout (HELM, KUBECONFORM, DOCKERFILE_CHECK, PROMTOOL, K8S_SCHEMAS,
+# CRD_SCHEMAS, K8S_VERSION); progress and tool output go to stderr. Exits non-zero when any
+# tool cannot be installed.
 # Environment: AUTHPILOT_TOOLS (cache dir, default ~/.cache/authpilot/tools), PYTHON (a Python
 # with pip, default python3), and the *_VERSION variables below.
 set -euo pipefail
@@ -39,7 +40,7 @@ apt_install() {
     as_root apt-get update -qq >&2
     apt_updated=1
   fi
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
 }
 
 # --- Go toolchain ------------------------------------------------------------------------------

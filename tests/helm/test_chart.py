@@ -127,6 +127,14 @@ def test_install_tools_is_idempotent_and_fast(tools, tmp_path):
     assert int(yaml.safe_load(out)["data"]["kube"]) >= 30, out
 
 
+def test_install_tools_fails_loudly(tmp_path):
+    """A tool that cannot be installed is an error (exit != 0), never a silent skip."""
+    env = {**_install_env(), "AUTHPILOT_TOOLS": str(tmp_path), "HELM_VERSION": "v3.0.0-nonexistent"}
+    res = subprocess.run(["bash", str(INSTALL)], capture_output=True, text=True, env=env)
+    assert res.returncode != 0, res.stdout
+    assert "HELM=" not in res.stdout and not (tmp_path / "bin" / "helm").exists()
+
+
 # --- chart -------------------------------------------------------------------------------------
 
 
