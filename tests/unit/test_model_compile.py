@@ -204,3 +204,22 @@ def test_calibration_maps():
     best, scores = choose(raw, y)
     assert best.kind in {"isotonic", "platt"} and scores[best.kind] < scores["none"]
     assert Calibration.from_dict(best.to_dict()) == best
+
+
+def test_preallocated_buffers_with_n_and_switching_buffers(trained, model):
+    b, cal, x, *_ = trained
+    xbuf, pbuf = np.empty((64, NF)), np.empty(64)
+    for k in (4, 1, 64, 3):  # the same buffers, another request size each call
+        xbuf[:k] = x[k : 2 * k]
+        got = model.score_many(xbuf, pbuf, k)
+        assert got.shape == (k,)
+        assert np.max(np.abs(got - cal.apply(b.predict(x[k : 2 * k])))) < 1e-6
+    other_x, other_out = np.ascontiguousarray(x[100:110]), np.empty(10)
+    got = model.score_many(other_x, other_out)  # new buffers: new pointers, not stale ones
+    assert np.max(np.abs(got - cal.apply(b.predict(x[100:110])))) < 1e-6
+    want = cal.apply(b.predict(xbuf[:4]))
+    assert np.max(np.abs(model.score_many(xbuf, pbuf, 4) - want)) < 1e-6
+    with pytest.raises(ValueError):
+        model.score_many(xbuf, pbuf, 65)
+    with pytest.raises(ValueError):
+        model.score_many(xbuf, np.empty(8), 9)
