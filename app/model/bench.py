@@ -14,6 +14,8 @@ in rotating blocks so machine load hits all of them alike (gc disabled while tim
                          Entry buffer; only a memmove of the 4 rows into it (quantized code
                          rewrites its input) and a memset of the 4 results (predict adds to
                          them): the minimum a correct caller must do, nothing else
+  (b1) the shim's C call with its pointers built beforehand, (b2) the same for 0 rows: b1 - b2
+       is the C work for 4 rows, b2 what one ctypes call costs
   (c)  tl2cgen.Predictor nthread=1, a DMatrix per call
   (d)  Booster.predict   num_threads=1
 
@@ -198,6 +200,9 @@ def run(
                 predict(ep, 0, op)
             cal.apply(r4, out=o4)
 
+        shim, cal_ptr = model._fn, model._cal_ptr
+        xp, op = ctypes.c_double.from_buffer(xbuf), ctypes.c_double.from_buffer(pbuf)
+
         pred = tl2cgen.Predictor(str(out / "model.so"), nthread=1, verbose=False)
         checks = {
             "(a) scoring core": lambda: model.score_many(xbuf, pbuf, 4),
@@ -215,10 +220,12 @@ def run(
         fns: dict[str, Callable[[], object]] = {
             **checks,
             "(b) raw C predict x4 (ref)": raw,
+            "(b1) shim call alone, prebuilt ptrs": lambda: shim(xp, 4, nf, op, cal_ptr),
+            "(b2) shim call, 0 rows: ctypes cost": lambda: shim(xp, 0, nf, op, cal_ptr),
             "(c) tl2cgen.Predictor": lambda: pred.predict(tl2cgen.DMatrix(req)),
             "(d) Booster.predict": lambda: booster.predict(req, num_threads=1),
         }
-        print(f"timing {reps} requests per variant, interleaved ...")
+        print(f"timing {reps} requests per variant, in rotating blocks of 50 ...")
         times = _measure(fns, reps)
         model.close()
 

@@ -96,9 +96,11 @@ def _require(cond: bool, reason: str, detail: str) -> None:
 
 
 class CompiledModel:
-    """One verified model version, ready to score. Thread-safe: the fast path keeps no state
-    between calls; the rare slow path (inputs that are not C-contiguous writable float64) uses
-    preallocated buffers under a lock."""
+    """One verified model version, ready to score.
+
+    Thread-safe: the C call holds the GIL (PyDLL) and keeps its Entry row on its own stack;
+    the pointer caches are tuples replaced whole; the rare copy path (inputs that are not
+    C-contiguous writable float64) uses preallocated buffers under a lock."""
 
     def __init__(
         self,
@@ -127,14 +129,16 @@ class CompiledModel:
             "feature_hash",
             f"model features {m['feature_hash']} != worker features {expected_feature_hash}",
         )
-        nf = int(m["num_feature"])
+        try:
+            nf = int(m["num_feature"])
+            tv = m["test_vector"]
+            rows = [[np.nan if v is None else float(v) for v in r] for r in tv["rows"]]
+            self._warm_x = np.array(rows, dtype=np.float64).reshape(len(rows), nf)
+            self._warm_y = np.asarray(tv["expected"], dtype=np.float64).reshape(-1)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelRejected("manifest", f"unreadable test vector: {exc!r}") from exc
         _require(nf == len(self.feature_names), "manifest", "num_feature != len(feature_names)")
         self.num_feature = nf
-        tv = m["test_vector"]
-        self._warm_x = np.array(
-            [[np.nan if v is None else v for v in r] for r in tv["rows"]], dtype=np.float64
-        ).reshape(len(tv["rows"]), nf)
-        self._warm_y = np.asarray(tv["expected"], dtype=np.float64)
         _require(
             len(self._warm_x) == len(self._warm_y) and len(self._warm_x) > 0,
             "manifest",
@@ -179,7 +183,11 @@ class CompiledModel:
             "manifest",
             f"manifest format {m.get('format')} is newer than this worker's {MANIFEST_FORMAT}",
         )
-        _require("model.so" in m["files"], "manifest", "model.so has no checksum in the manifest")
+        _require(
+            isinstance(m["files"], dict) and "model.so" in m["files"],
+            "manifest",
+            "model.so has no checksum in the manifest",
+        )
         return m
 
     def _probe(self) -> None:

@@ -148,3 +148,17 @@ def test_rebuild_in_place_and_refuse_a_tampered_dir(built, tmp_path, capsys):
         rebuild(d)
     assert main(["--rebuild", str(d)]) == 1
     assert "failed" in capsys.readouterr().err
+
+
+def test_malformed_manifest_fields_are_refused_not_raised(built, tmp_path):
+    for i, edit in enumerate(
+        [
+            lambda m: m["test_vector"].__setitem__("rows", [[1.0, 2.0]]),  # wrong width
+            lambda m: m["test_vector"].__setitem__("expected", ["x"]),
+            lambda m: m.__setitem__("num_feature", "six"),
+            lambda m: m.__setitem__("files", ["model.so"]),
+        ]
+    ):
+        d = _copy(built[-1], tmp_path / str(i))
+        _edit_manifest(d, edit)
+        _rejected(d, "manifest")
