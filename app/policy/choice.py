@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 
 def uniform_draws(request_id: str) -> tuple[float, float]:
@@ -38,3 +39,26 @@ def choose(
         chosen, explored = best, False
     propensity = (1.0 - explore) * (chosen == best) + explore / m
     return chosen, propensity, explored
+
+
+def decision(
+    req: dict[str, Any],
+    chosen: int,
+    scores: list[dict[str, Any]],
+    propensity: float,
+    policy: str,
+    model_version: str | None,
+    reasons: list[str],
+) -> dict[str, Any]:
+    """The RoutingDecision body every policy returns (timing and arm are the agent's)."""
+    return {
+        "request_id": req["request_id"],
+        "payment_id": req["payment_id"],
+        "attempt": req["attempt"],
+        "chosen_route": req["candidates"][chosen]["route_id"],
+        "scores": scores,
+        "propensity": propensity,
+        "policy": policy,
+        "model_version": model_version,
+        "reason_codes": reasons,
+    }

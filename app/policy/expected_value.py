@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from app.policy.choice import choose
+from app.policy.choice import choose, decision
 
 POLICY_NAME = "expected_value"
 
@@ -68,14 +68,4 @@ def decide(req: dict[str, Any], p_approve: np.ndarray, model_version: str,
     for s in scores:
         if s["eliminated"]:
             reasons.append(f"ELIMINATED:{s['route_id']}")
-    return {
-        "request_id": req["request_id"],
-        "payment_id": req["payment_id"],
-        "attempt": req["attempt"],
-        "chosen_route": cands[chosen]["route_id"],
-        "scores": scores,
-        "propensity": propensity,
-        "policy": POLICY_NAME,
-        "model_version": model_version,
-        "reason_codes": reasons,
-    }
+    return decision(req, chosen, scores, propensity, POLICY_NAME, model_version, reasons)

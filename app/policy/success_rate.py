@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from app.policy.choice import choose
+from app.policy.choice import choose, decision
 from app.routestats import LEVELS, Snapshot, stat_keys
 
 POLICY_NAME = "success_rate"
@@ -88,14 +88,4 @@ def decide(
         p.explore,
     )
     reasons.insert(0, "EXPLORE" if explored else "SR_BEST")
-    return {
-        "request_id": req["request_id"],
-        "payment_id": req["payment_id"],
-        "attempt": req["attempt"],
-        "chosen_route": cands[chosen]["route_id"],
-        "scores": scores,
-        "propensity": propensity,
-        "policy": POLICY_NAME,
-        "model_version": None,
-        "reason_codes": reasons,
-    }
+    return decision(req, chosen, scores, propensity, POLICY_NAME, None, reasons)
