@@ -199,9 +199,11 @@ def _versions() -> dict[str, str]:
 
 
 def default_parallel_comp(num_trees: int) -> int:
-    """Translation units for TL2cgen: ~25 trees each, at most 16. On this 2-core machine a
-    200-tree x 31-leaf model compiled in ~9-14 s split in 8 units vs ~15-27 s as one file
-    (gcc -O3 is superlinear in function size); more units than cores still helps that."""
+    """Translation units for TL2cgen: ~25 trees each, at most 16. Measured on this (shared,
+    2-core) machine for 200 trees x 31 leaves: one file at -O3 15.3 s, 8 units 14.3 s,
+    8 units with branch annotation 8.7 s; the old single-file -O2 build took 27 s. Units
+    let create_shared use every core, and keep gcc's per-function cost (superlinear in
+    function size) down."""
     return max(1, min(16, num_trees // 25))
 
 
@@ -219,8 +221,9 @@ def build_library(
     into out_dir/model.so; returns the build record for the manifest.
 
     This is tl2cgen.export_lib split in its two documented steps so the shim can join the
-    sources. quantize=1 compares integer bin indices instead of doubles: measured 8.9 vs
-    11.1 us per 4 rows on the benchmark model. annotate_matrix (training rows) writes
+    sources. quantize=1 compares integer bin indices instead of doubles: per request of 4
+    rows on the benchmark model 9.8 us vs 11.6 us without (and 8.9 vs 11.1 in a
+    microbenchmark; a busy machine, so take it as ~15%). annotate_matrix (training rows) writes
     out_dir/annotation.json with tl2cgen.annotate_branch so the C compiler gets
     LIKELY/UNLIKELY hints; a rebuild reuses the saved annotation.
     """
