@@ -60,7 +60,7 @@ def register(app: Any, ctx: WorkerContext) -> Any:
                 champion = slots.champion
                 if champion is not None:
                     rows = features.fill(req, xbuf)
-                    p = champion.score_many(rows, pbuf)
+                    p = champion.score_many(xbuf, pbuf, len(rows))  # same buffers: cached ptrs
                     decision = expected_value.decide(req, p, champion.label, ev_params)
                 else:
                     decision = success_rate.decide(req, lookup, params)
