@@ -75,7 +75,7 @@ def _measure(s: Settings, rate: float, duration: float, closed: bool) -> dict[st
     return {
         "offered": rate,
         "decided_per_s": st.decided / duration,
-        "complete": float(st.decided == st.produced),
+        "complete": float(st.decided == st.produced + st.retries_sent),
         "p50_ms": p50 / 1000,
         "p99_ms": p99 / 1000,
     }
