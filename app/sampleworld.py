@@ -18,6 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from app.records import outcome_for
+
 ROUTES = ({"route_id": "acq-eu", "fee_minor": 12, "acquirer_country": "DE"},
           {"route_id": "acq-us", "fee_minor": 10, "acquirer_country": "US"},
           {"route_id": "proc-global", "fee_minor": 15, "acquirer_country": "GB"})  # fmt: skip
@@ -87,28 +89,9 @@ class SampleWorld:
         approved = self._rng.random() < self.p_approve(request, route_id)
         code = "00" if approved else self._rng.choice(("05", "51", "51", "96"))
         side = "NONE" if approved else ("ROUTE" if code == "96" else "ISSUER")
-        return {
-            "request_id": request["request_id"],
-            "payment_id": request["payment_id"],
-            "attempt": request["attempt"],
-            "event_time": now_ms,
-            "request_time": request["event_time"],
-            "card_fingerprint": request["card_fingerprint"],
-            "bin": request["bin"],
-            "network": request["network"],
-            "issuer_country": request["issuer_country"],
-            "merchant_id": request["merchant_id"],
-            "amount_minor": request["amount_minor"],
-            "currency": request["currency"],
-            "initiator": request["initiator"],
-            "route_id": route_id,
-            "approved": approved,
-            "response_code": code,
-            "advice_code": None,
-            "latency_ms": self._rng.randrange(80, 400),
-            "failure_side": side,
-            "three_ds": request["three_ds"],
-        }
+        return outcome_for(request, route_id, event_time=now_ms, approved=approved,
+                           response_code=code, advice_code=None,
+                           latency_ms=self._rng.randrange(80, 400), failure_side=side)  # fmt: skip
 
 
 def write_sample_log(tmp: Path, n: int = 6000, seed: int = 3, same_ms: bool = False) -> Path:

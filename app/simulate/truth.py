@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from app.records import outcome_for
 from app.simulate.seasonality import hour_weekday, payday_phase
 from app.simulate.world import (
     CHANNELS,
@@ -438,28 +439,12 @@ def draw_outcome(
     b = _batch1(world, request, t)
     r = _route(world, route_id)
     kind, code, mac, lat = _draw1(world, b, r, components(world, b, np.array([r])), rng)
-    return {
-        "request_id": request["request_id"],
-        "payment_id": request["payment_id"],
-        "attempt": request["attempt"],
-        "event_time": t + lat,
-        "request_time": t,
-        "card_fingerprint": request["card_fingerprint"],
-        "bin": request["bin"],
-        "network": request["network"],
-        "issuer_country": request["issuer_country"],
-        "merchant_id": request["merchant_id"],
-        "amount_minor": request["amount_minor"],
-        "currency": request["currency"],
-        "initiator": request.get("initiator", "CIT"),
-        "route_id": route_id,
-        "approved": kind == APPROVED,
-        "response_code": world.codes[code],
-        "advice_code": None if mac == 0 else world.macs[mac],
-        "latency_ms": lat,
-        "failure_side": FAILURE_SIDE[kind],
-        "three_ds": bool(request.get("three_ds", False)),
-    }
+    out = outcome_for(request, route_id, event_time=t + lat, approved=kind == APPROVED,
+                      response_code=world.codes[code],
+                      advice_code=None if mac == 0 else world.macs[mac], latency_ms=lat,
+                      failure_side=FAILURE_SIDE[kind])  # fmt: skip
+    out["request_time"] = t
+    return out
 
 
 def draw_outcomes(

@@ -1,0 +1,35 @@
+"""Building contract records from one another (one place for the field mapping)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def outcome_for(request: Mapping[str, Any], route_id: str, *, event_time: int, approved: bool,
+                response_code: str, advice_code: str | None, latency_ms: int,
+                failure_side: str) -> dict[str, Any]:  # fmt: skip
+    """The AuthorizationOutcome of `request` sent on `route_id`: request fields carried over,
+    the response filled in."""
+    return {
+        "request_id": request["request_id"],
+        "payment_id": request["payment_id"],
+        "attempt": request["attempt"],
+        "event_time": event_time,
+        "request_time": request["event_time"],
+        "card_fingerprint": request["card_fingerprint"],
+        "bin": request["bin"],
+        "network": request["network"],
+        "issuer_country": request["issuer_country"],
+        "merchant_id": request["merchant_id"],
+        "amount_minor": request["amount_minor"],
+        "currency": request["currency"],
+        "initiator": request.get("initiator", "CIT"),
+        "route_id": route_id,
+        "approved": approved,
+        "response_code": response_code,
+        "advice_code": advice_code,
+        "latency_ms": latency_ms,
+        "failure_side": failure_side,
+        "three_ds": bool(request.get("three_ds", False)),
+    }
