@@ -1,0 +1,1 @@
+"""Experiments: arm assignment, honest statistics, off-policy estimates."""
