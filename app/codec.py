@@ -158,9 +158,6 @@ class Serde:
 class Codec:
     """All serdes of the process, built once from the settings."""
 
-    SUBJECTS = ("AuthorizationRequest", "AuthorizationOutcome", "RoutingDecision", "DeadLetter",
-                "RetryDecision")  # fmt: skip
-
     def __init__(self, settings: Settings) -> None:
         schema_dir = settings.schema_dir
         self.registry: Registry = (

@@ -78,11 +78,11 @@ class LoadGenerator:
         self._group = group_id or f"authpilot-loadgen-{int(time.time() * 1000)}"
         self._codec = Codec(settings)
         self._pending: dict[str, tuple[dict[str, Any], float]] = {}
-        self._declined: dict[str, dict[str, Any]] = {}  # request_id -> declined request
+        # request_id -> (declined request, route it took, response code), until its retry
+        # decision arrives
+        self._declined: dict[str, tuple[dict[str, Any], str, str]] = {}
         self._retries: list[tuple[float, int, dict[str, Any]]] = []  # heap: (due, seq, request)
         self._seq = itertools.count()
-        self._last_route: dict[str, str] = {}
-        self._last_code: dict[str, str] = {}
         self._lock = threading.Lock()
         self._done_producing = threading.Event()
         self._stop = threading.Event()
@@ -146,9 +146,10 @@ class LoadGenerator:
     def _schedule_retry(self, d: dict[str, Any]) -> None:
         """Follow a RetryDecision: the next attempt of the payment, when and how it says."""
         with self._lock:
-            req = self._declined.pop(d["request_id"], None)
-        if req is None:
+            entry = self._declined.pop(d["request_id"], None)
+        if entry is None:
             return
+        req, last_route, last_code = entry
         if d["action"] != "RETRY":
             self.stats.retries_stopped += 1
             return
@@ -159,8 +160,7 @@ class LoadGenerator:
                    attempt=req["attempt"] + 1, candidates=cands,
                    three_ds=req["three_ds"] or d["three_ds"],
                    event_time=max(d["not_before"], req["event_time"] + 1),
-                   previous_route=self._last_route.get(req["request_id"]),
-                   previous_response_code=self._last_code.get(req["request_id"]))  # fmt: skip
+                   previous_route=last_route, previous_response_code=last_code)  # fmt: skip
         speedup = getattr(self.world, "speedup", 60.0)
         delay_s = (nxt["event_time"] - req["event_time"]) / 1000.0 / speedup
         with self._lock:
@@ -228,9 +228,7 @@ class LoadGenerator:
                     self.stats.retries_approved += out["approved"]
                 if not out["approved"]:
                     with self._lock:
-                        self._declined[req["request_id"]] = req
-                    self._last_route[req["request_id"]] = route
-                    self._last_code[req["request_id"]] = out["response_code"]
+                        self._declined[req["request_id"]] = (req, route, out["response_code"])
                 while True:
                     try:
                         self._producer.produce(

@@ -48,19 +48,16 @@ def geometry(entity: Entity) -> Geometry:
     )
 
 
-def empty(entity: Entity) -> np.ndarray:
-    arr = np.zeros((geometry(entity).slots, COLS), dtype=np.int64)
+def empty(g: Geometry) -> np.ndarray:
+    """A ring with every slot unused (bucket -1)."""
+    arr = np.zeros((g.slots, COLS), dtype=np.int64)
     arr[:, 0] = -1
     return arr
 
 
 def update(value: bytes | None, g: Geometry, t_ms: int, incr: np.ndarray) -> bytes:
     """Add one outcome's increments at time t_ms; returns the new value."""
-    if value is None:
-        arr = np.zeros((g.slots, COLS), dtype=np.int64)
-        arr[:, 0] = -1
-    else:
-        arr = np.frombuffer(value, np.int64).reshape(-1, COLS).copy()
+    arr = empty(g) if value is None else np.frombuffer(value, np.int64).reshape(-1, COLS).copy()
     b = t_ms // g.width_ms
     slots = g.starts + b % g.buckets
     held = arr[slots, 0]

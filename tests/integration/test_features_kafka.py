@@ -12,8 +12,8 @@ import pytest
 from app.codec import Codec
 from app.features.definitions import FEATURE_NAMES, OWNERS
 from app.features.online import FeatureState, new_buffer
+from app.sampleworld import write_sample_log as make_log
 from tests.conftest import WorkerProcess, wait_until
-from tests.eventlog import make_log
 from tests.kafka_io import produce
 
 pytestmark = pytest.mark.kafka

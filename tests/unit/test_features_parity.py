@@ -12,7 +12,7 @@ import pytest
 from app.features.definitions import FEATURE_NAMES, OWNERS, feature_hash
 from app.features.offline import build_matrix
 from app.features.online import FeatureState, new_buffer
-from tests.eventlog import make_log
+from app.sampleworld import write_sample_log as make_log
 
 
 def online_matrix(log: Path) -> dict[tuple[str, str], np.ndarray]:
