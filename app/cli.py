@@ -262,6 +262,8 @@ DELEGATED = {
     "train": ("app.model.train", "main", "train, calibrate and evaluate a model"),
     "compile": ("app.model.compile", "main", "compile a trained model to a shared library"),
     "bench-model": ("app.model.bench", "main", "scoring core vs raw C vs Predictor vs LightGBM"),
+    "evaluate-policy": ("app.evaluation.cli", "main",
+                        "every policy in the closed loop on the simulator, with a report"),
 }
 
 

@@ -99,7 +99,10 @@ class Settings(BaseSettings):
         0.2, description="a route under this success rate is skipped unless all are"
     )
     ev_margin_bps: float = Field(
-        250.0, description="value of an approval as basis points of the amount (EV routing)"
+        2000.0,
+        description="value of an approval as basis points of the amount: the merchant's gross "
+        "margin on the sale (20% by default), what a false decline loses; EV routing and the "
+        "retry engine weigh it against route fees and attempt costs",
     )
     ev_merchant_margin_bps: dict[str, float] = Field(
         default_factory=dict, description='per-merchant margins, JSON: {"m1": 180}'

@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from app.codec import Codec
 from app.config import Settings, confluent_config
+from app.records import next_attempt
 
 
 class World(Protocol):
@@ -153,14 +154,9 @@ class LoadGenerator:
         if d["action"] != "RETRY":
             self.stats.retries_stopped += 1
             return
-        cands = [c for c in req["candidates"] if c["route_id"] != d["avoid_route"]]
-        if not cands:
+        nxt = next_attempt(req, d, last_route, last_code)
+        if nxt is None:
             return
-        nxt = dict(req, request_id=f"{req['payment_id']}-{req['attempt'] + 1}",
-                   attempt=req["attempt"] + 1, candidates=cands,
-                   three_ds=req["three_ds"] or d["three_ds"],
-                   event_time=max(d["not_before"], req["event_time"] + 1),
-                   previous_route=last_route, previous_response_code=last_code)  # fmt: skip
         speedup = getattr(self.world, "speedup", 60.0)
         delay_s = (nxt["event_time"] - req["event_time"]) / 1000.0 / speedup
         with self._lock:

@@ -33,3 +33,17 @@ def outcome_for(request: Mapping[str, Any], route_id: str, *, event_time: int, a
         "failure_side": failure_side,
         "three_ds": bool(request.get("three_ds", False)),
     }
+
+
+def next_attempt(request: Mapping[str, Any], retry: Mapping[str, Any], last_route: str,
+                 last_code: str) -> dict[str, Any] | None:  # fmt: skip
+    """The next AuthorizationRequest of a payment as a RetryDecision says (RETRY only): when,
+    with 3-D Secure or not, and without the route to avoid; None when nothing is left to try."""
+    cands = [c for c in request["candidates"] if c["route_id"] != retry["avoid_route"]]
+    if retry["action"] != "RETRY" or not cands:
+        return None
+    return dict(request, request_id=f"{request['payment_id']}-{request['attempt'] + 1}",
+                attempt=request["attempt"] + 1, candidates=cands,
+                three_ds=bool(request["three_ds"] or retry["three_ds"]),
+                event_time=max(retry["not_before"], request["event_time"] + 1),
+                previous_route=last_route, previous_response_code=last_code)  # fmt: skip

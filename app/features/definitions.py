@@ -78,8 +78,11 @@ ENTITIES: tuple[Entity, ...] = (
            counts=(("1h", "n"),), rates=(("1h", "ok"), ("1h", "route_fail"))),
     Entity("bin_route", ("route_id", "bin"), "route", (W24H, W7D),
            counts=(("24h", "n"), ("7d", "n")), rates=(("24h", "ok"), ("7d", "ok"))),
-    Entity("country_route", ("route_id", "network", "issuer_country"), "route", (W24H,),
-           counts=(("24h", "n"),), rates=(("24h", "ok"),)),
+    # Issuer-country x route over a month as well: a route that is nobody's default sees a few
+    # explored attempts a day per issuer, too few for a daily rate to rank routes by.
+    Entity("country_route", ("route_id", "network", "issuer_country"), "route",
+           (W24H, W7D, W30D), counts=(("24h", "n"), ("30d", "n")),
+           rates=(("24h", "ok"), ("7d", "ok"), ("30d", "ok"))),
     Entity("merchant_route", ("route_id", "merchant_id"), "route", (W7D,),
            counts=(("7d", "n"),), rates=(("7d", "ok"),)),
 )  # fmt: skip

@@ -21,7 +21,7 @@ POLICY_NAME = "expected_value"
 
 @dataclass(frozen=True)
 class EVParams:
-    margin_bps: float = 250.0
+    margin_bps: float = 2000.0
     merchant_margin_bps: dict[str, float] = field(default_factory=dict)
     explore: float = 0.03
     eliminate_below: float = 0.05

@@ -26,7 +26,7 @@ RECOVERY = Path(__file__).resolve().parents[1] / "data" / "retry_recovery.json"
 
 @dataclass(frozen=True)
 class RetryParams:
-    margin_bps: float = 250.0  # value of an approval as bps of the amount (as EV routing)
+    margin_bps: float = 2000.0  # value of an approval as bps of the amount (as EV routing)
     attempt_cost_minor: float = 10.0  # fee + network charge of one more attempt
     wait_discount_per_day: float = 0.01  # value lost per day of waiting (churn, working capital)
     max_attempts: int = 4

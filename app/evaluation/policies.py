@@ -1,0 +1,146 @@
+"""Routers and retriers for the closed loop: thin wrappers over the worker's policy functions.
+
+Each router decides with exactly the function the worker's score agent calls and learns from
+outcomes with the same state code (FeatureState for the model, success-rate rings for the
+fallback), kept in dicts instead of RocksDB tables. Retriers return RetryDecision bodies.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import numpy as np
+
+from app.features.online import FeatureState, new_buffer
+from app.model.scoring import CompiledModel
+from app.policy import baselines, expected_value, success_rate
+from app.policy.network_rules import Counters, NetworkRules
+from app.policy.retry import RetryParams, decide_retry
+from app.routestats import Snapshot, outcome_code, ring_snapshot, ring_update, stat_keys
+from app.simulate.truth import p_approve
+from app.simulate.world import World
+
+OWNERS = ("card", "route", "bin", "merchant")
+
+
+class Router(Protocol):
+    name: str
+
+    def decide(self, req: dict[str, Any]) -> dict[str, Any]: ...
+
+    def observe(self, outcome: dict[str, Any]) -> None: ...
+
+
+class Retrier(Protocol):
+    name: str
+
+    def after_decline(self, outcome: dict[str, Any], counters: Counters,
+                      now_ms: int) -> dict[str, Any]: ...  # fmt: skip
+
+
+class BestSingleRouter:
+    name = baselines.BEST_SINGLE
+
+    def __init__(self, routes: Mapping[str, str]) -> None:
+        self.routes = dict(routes)
+
+    def decide(self, req: dict[str, Any]) -> dict[str, Any]:
+        return baselines.best_single_decide(req, self.routes)
+
+    def observe(self, outcome: dict[str, Any]) -> None:
+        pass
+
+
+class OracleRouter:
+    name = baselines.ORACLE
+
+    def __init__(self, world: World, margin_bps: float) -> None:
+        self.world, self.margin_bps = world, margin_bps
+
+    def decide(self, req: dict[str, Any]) -> dict[str, Any]:
+        p = [p_approve(self.world, req, c["route_id"]) for c in req["candidates"]]
+        return baselines.oracle_decide(req, p, self.margin_bps)
+
+    def observe(self, outcome: dict[str, Any]) -> None:
+        pass
+
+
+class SuccessRateRouter:
+    """The worker's fallback router with its success-rate rings in one dict."""
+
+    name = success_rate.POLICY_NAME
+
+    def __init__(self, params: success_rate.SRParams, window: int,
+                 rings: dict[str, bytes] | None = None) -> None:  # fmt: skip
+        self.params, self.window = params, window
+        self.rings: dict[str, bytes] = dict(rings or {})
+
+    def lookup(self, key: str) -> Snapshot | None:
+        v = self.rings.get(key)
+        return None if v is None else ring_snapshot(v)
+
+    def decide(self, req: dict[str, Any]) -> dict[str, Any]:
+        return success_rate.decide(req, self.lookup, self.params)
+
+    def observe(self, outcome: dict[str, Any]) -> None:
+        code = outcome_code(outcome)
+        keys = stat_keys(outcome["route_id"], outcome["bin"], outcome["network"],
+                         outcome["issuer_country"])  # fmt: skip
+        for k in keys:
+            self.rings[k] = ring_update(self.rings.get(k), code, self.window)[0]
+
+
+class ExpectedValueRouter:
+    """The champion model through the scoring core, features from FeatureState over dicts."""
+
+    name = expected_value.POLICY_NAME
+
+    def __init__(self, model: CompiledModel, params: expected_value.EVParams,
+                 stores: Mapping[str, dict[bytes, bytes]] | None = None) -> None:  # fmt: skip
+        self.model, self.params = model, params
+        self.stores = {o: dict((stores or {}).get(o, {})) for o in OWNERS}
+        self.features = FeatureState(self.stores)
+        self.x = new_buffer(64)
+        self.p = np.empty(64)
+
+    def decide(self, req: dict[str, Any]) -> dict[str, Any]:
+        rows = self.features.fill(req, self.x)
+        p = self.model.score_many(self.x, self.p, len(rows))
+        return expected_value.decide(req, p, self.model.label, self.params)
+
+    def observe(self, outcome: dict[str, Any]) -> None:
+        for owner in OWNERS:
+            self.features.update_outcome(outcome, owner)
+
+
+class EngineRetrier:
+    name = "engine"
+
+    def __init__(self, rules: NetworkRules, params: RetryParams) -> None:
+        self.rules, self.params = rules, params
+
+    def after_decline(self, outcome: dict[str, Any], counters: Counters,
+                      now_ms: int) -> dict[str, Any]:  # fmt: skip
+        return decide_retry(outcome, counters, self.rules, self.params, now_ms)
+
+
+class FixedScheduleRetrier:
+    name = baselines.FIXED_SCHEDULE
+
+    def __init__(self, rules: NetworkRules) -> None:
+        self.rules = rules
+
+    def after_decline(self, outcome: dict[str, Any], counters: Counters,
+                      now_ms: int) -> dict[str, Any]:  # fmt: skip
+        return baselines.fixed_schedule_retry(outcome, counters, self.rules, now_ms)
+
+
+def warm_copy(router: Router) -> Router:
+    """A fresh router with the same learned state (every policy run starts from the history)."""
+    if isinstance(router, ExpectedValueRouter):
+        return ExpectedValueRouter(router.model, router.params, router.stores)
+    if isinstance(router, SuccessRateRouter):
+        return SuccessRateRouter(router.params, router.window, router.rings)
+    return copy.copy(router)

@@ -1,0 +1,114 @@
+"""What a policy evaluation starts from: a logged history, the model trained on it, and the
+state every learning policy has built from it by the time evaluated traffic arrives.
+
+The history is the simulator's log of its randomized logging policy over the first
+`history_days` of the scenario; the model is trained and compiled from it with the same
+commands an ML engineer runs (`features build`, `train`, `compile`), cached by a fingerprint
+of the inputs. Routers are then warmed by replaying the history's outcomes through their own
+state code, so the first evaluated payment sees the windows a live worker would have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from app.evaluation.policies import ExpectedValueRouter, SuccessRateRouter
+from app.features.definitions import feature_hash
+from app.model.scoring import CompiledModel
+from app.policy import baselines, expected_value, success_rate
+from app.simulate import load_scenario, simulate
+from app.simulate.world import World, build_world
+
+Say = Callable[[str], None]
+MODEL_NAME = "evaluate"
+
+
+@dataclass
+class Prepared:
+    world: World
+    model_dir: Path
+    best_routes: dict[str, str]
+    outcomes: list[dict[str, Any]]  # the history's outcomes, in event-time order
+
+
+def _fingerprint(*parts: Any) -> str:
+    blob = json.dumps([*parts, feature_hash()], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def prepare(scenario: str, work: Path, history_days: float, attempts: int, seed: int,
+            explore: float | None = None, say: Say = print) -> Prepared:  # fmt: skip
+    """Simulate the history, train + compile (cached in work/), load the best-route map.
+
+    `explore` overrides the scenario's logging-policy epsilon: the share of history traffic
+    sent to a uniformly drawn route, which is all a model ever learns about routes that are
+    nobody's default."""
+    from app.features.offline import main_build
+    from app.model.compile import main as compile_main
+    from app.model.train import main as train_main
+
+    spec = load_scenario(scenario)
+    world = build_world(spec)
+    if history_days >= world.days:
+        raise ValueError(f"history_days {history_days} must be under the horizon {world.days}")
+    config: dict[str, Any] = {"days": history_days}
+    if explore is not None:
+        config["logging_policy"] = {"epsilon": explore}
+    key = _fingerprint(spec, config, attempts, seed)
+    root = work / f"{world.name}-{key}"
+    model_dir = root / "models" / MODEL_NAME / "v1"
+    log = root / "log"
+    if not (model_dir / "manifest.json").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        say(f"history: {attempts:,} logged attempts over {history_days:g} days of {world.name}")
+        simulate(spec, attempts, seed, log, config=config, oracle=False)
+        say("features: building the training matrix (DuckDB)")
+        _check(main_build(["--log", str(log), "--out", str(root / "train.parquet")]), "features")
+        say("train: LightGBM + calibration")
+        _check(train_main(["--matrix", str(root / "train.parquet"), "--out",
+                           str(root / "train"), "--name", MODEL_NAME, "--version", "v1"]),
+               "train")  # fmt: skip
+        say("compile: Treelite + TL2cgen")
+        _check(compile_main(["--model", str(root / "train"), "--matrix",
+                             str(root / "train.parquet"), "--out", str(root / "models")]),
+               "compile")  # fmt: skip
+    req = pq.read_table(log / "requests.parquet", columns=["request_id", "event_time"])
+    out = pq.read_table(log / "outcomes.parquet").to_pylist()
+    order = sorted(range(len(out)), key=lambda i: (out[i]["event_time"], i))
+    outcomes = [out[i] for i in order]
+    del req
+    routes = baselines.best_single_routes([o["merchant_id"] for o in outcomes],
+                                          [o["route_id"] for o in outcomes],
+                                          [o["approved"] for o in outcomes])  # fmt: skip
+    return Prepared(world, model_dir, routes, outcomes)
+
+
+def _check(rc: int, stage: str) -> None:
+    if rc != 0:
+        raise RuntimeError(f"{stage} failed with exit code {rc}")
+
+
+def warm_routers(
+    p: Prepared,
+    ev: expected_value.EVParams,
+    sr: success_rate.SRParams,
+    sr_window: int,
+    say: Say = print,
+) -> tuple[ExpectedValueRouter, SuccessRateRouter]:
+    """The two learning routers with the history replayed through their state."""
+    model = CompiledModel(p.model_dir, feature_hash())
+    evr = ExpectedValueRouter(model, ev)
+    srr = SuccessRateRouter(sr, sr_window)
+    say(f"warm-up: replaying {len(p.outcomes):,} history outcomes into router state")
+    for o in p.outcomes:
+        evr.observe(o)
+        srr.observe(o)
+    return evr, srr

@@ -1,0 +1,191 @@
+"""Policy comparison: per-policy metrics with confidence intervals, paired uplifts, targets.
+
+Intervals are normal approximations over payments pooled across seeds: rates as proportions,
+values as means per payment. Because every policy sees the same payments and the same draws
+(common random numbers, see loop.py), differences between two policies are computed per
+payment and their interval is the paired one, much tighter than comparing two intervals.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.evaluation.loop import PolicyRun
+
+Z95 = 1.959964
+
+
+@dataclass(frozen=True)
+class Estimate:
+    mean: float
+    lo: float
+    hi: float
+
+    def fmt(self, scale: float = 1.0, digits: int = 2) -> str:
+        return (f"{self.mean * scale:.{digits}f} "
+                f"[{self.lo * scale:.{digits}f}, {self.hi * scale:.{digits}f}]")  # fmt: skip
+
+
+def mean_ci(x: np.ndarray) -> Estimate:
+    x = np.asarray(x, float)
+    m = float(x.mean())
+    h = Z95 * float(x.std(ddof=1)) / math.sqrt(len(x)) if len(x) > 1 else math.nan
+    return Estimate(m, m - h, m + h)
+
+
+def pooled(runs: list[PolicyRun]) -> dict[str, np.ndarray]:
+    """One policy's per-payment arrays, concatenated over seeds (seed order)."""
+    runs = sorted(runs, key=lambda r: r.seed)
+    keys = ("amount", "first_approved", "approved", "attempts", "fees", "violations",
+            "step_ups", "cascades", "mit")  # fmt: skip
+    return {k: np.concatenate([getattr(r, k) for r in runs]) for k in keys}
+
+
+def per_payment(p: dict[str, np.ndarray], margin_bps: float) -> dict[str, np.ndarray]:
+    """Per-payment metric columns (their means are the report's figures)."""
+    recovered = p["approved"] & ~p["first_approved"]
+    return {
+        "first_approval": p["first_approved"].astype(float),
+        "approval": p["approved"].astype(float),
+        "approved_value": p["amount"] * p["approved"],
+        "recovered_value": p["amount"] * recovered,
+        "cost": p["fees"],
+        "net_value": p["amount"] * p["approved"] * margin_bps / 1e4 - p["fees"],
+        "attempts": p["attempts"].astype(float),
+        "retries": (p["attempts"] - 1).astype(float),
+        "violations": p["violations"].astype(float),
+    }
+
+
+@dataclass
+class Comparison:
+    policies: dict[str, dict[str, Estimate]]  # policy -> metric -> estimate per payment
+    totals: dict[str, dict[str, float]]  # policy -> metric -> sum over all payments
+    payments: int
+    seeds: list[int]
+    checks: list[dict[str, Any]]
+
+
+def compare(runs: list[PolicyRun], margin_bps: float, champion: str, single: str,
+            success_rate: str, oracle: str, fixed: str) -> Comparison:  # fmt: skip
+    """Metrics per policy and the issue's targets, from runs of several policies and seeds."""
+    names = sorted({r.policy for r in runs}, key=[r.policy for r in runs].index)
+    cols = {n: per_payment(pooled([r for r in runs if r.policy == n]), margin_bps) for n in names}
+    pol = {n: {k: mean_ci(v) for k, v in c.items()} for n, c in cols.items()}
+    totals = {n: {k: float(v.sum()) for k, v in c.items()} for n, c in cols.items()}
+    checks: list[dict[str, Any]] = []
+
+    def diff(a: str, b: str, metric: str) -> Estimate:
+        return mean_ci(cols[a][metric] - cols[b][metric])
+
+    def check(name: str, value: str, ok: bool, target: str) -> None:
+        checks.append({"check": name, "value": value, "target": target, "pass": bool(ok)})
+
+    fa = "first_approval"
+    if {champion, single, oracle} <= set(cols):
+        up = diff(champion, single, fa)
+        check(f"routing uplift {champion} vs {single} (first attempt, pp)",
+              up.fmt(100), up.mean >= 0.02, ">= 2.00")  # fmt: skip
+        orc = diff(oracle, single, fa)
+        share = up.mean / orc.mean if orc.mean > 0 else math.nan
+        check(f"share of the oracle's uplift captured ({oracle} uplift {orc.fmt(100)} pp)",
+              f"{share:.0%}", share >= 0.8, ">= 80%")  # fmt: skip
+    if {champion, success_rate} <= set(cols):
+        d = diff(champion, success_rate, fa)
+        check(f"{champion} vs {success_rate} (first attempt, pp)", d.fmt(100), d.lo > 0,
+              "> 0 (interval above zero)")  # fmt: skip
+        nv = diff(champion, success_rate, "net_value")
+        check(f"{champion} vs {success_rate} (net value per payment, minor units)", nv.fmt(),
+              nv.lo > 0, "> 0 (interval above zero)")  # fmt: skip
+    if {champion, fixed} <= set(cols):
+        a, b = totals[champion], totals[fixed]
+        value = (
+            a["recovered_value"] / b["recovered_value"] - 1 if b["recovered_value"] else math.nan
+        )
+        tries = 1 - a["retries"] / b["retries"] if b["retries"] else math.nan
+        check(f"recovered declined value, {champion} vs {fixed}", f"{value:+.0%}",
+              value >= 0.2, ">= +20%")  # fmt: skip
+        check(f"retry attempts saved, {champion} vs {fixed}", f"{tries:+.0%}", tries >= 0.3,
+              ">= 30% fewer")  # fmt: skip
+    if champion in totals:
+        v = totals[champion]["violations"]
+        check(f"network-rule violations of {champion}", f"{v:.0f}", v == 0, "0")
+    n = len(next(iter(cols.values()))["approval"]) if cols else 0
+    return Comparison(pol, totals, n, sorted({r.seed for r in runs}), checks)
+
+
+COLUMNS = (("first_approval", "first-attempt approval %", 100, 2),
+           ("approval", "payment approval %", 100, 2),
+           ("net_value", "net value / payment", 1, 1),
+           ("recovered_value", "recovered value / payment", 1, 1),
+           ("cost", "cost / payment", 1, 2),
+           ("attempts", "attempts / payment", 1, 3),
+           ("violations", "violations / payment", 1, 4))  # fmt: skip
+
+
+def markdown(c: Comparison, title: str, command: str) -> str:
+    lines = [f"# {title}", "", f"`{command}`", "",
+             f"{c.payments:,} payments per policy ({len(c.seeds)} seeds: "
+             f"{', '.join(map(str, c.seeds))}); 95% intervals in brackets.", "",
+             "| policy | " + " | ".join(h for _, h, _, _ in COLUMNS) + " | retries | violations |",
+             "|---" * (len(COLUMNS) + 3) + "|"]  # fmt: skip
+    for name, m in c.policies.items():
+        cells = [m[k].fmt(s, d) for k, _, s, d in COLUMNS]
+        t = c.totals[name]
+        lines.append(f"| {name} | " + " | ".join(cells)
+                     + f" | {t['retries']:.0f} | {t['violations']:.0f} |")  # fmt: skip
+    lines += ["", "## Targets", "", "| check | value | target | result |", "|---|---|---|---|"]
+    for k in c.checks:
+        lines.append(f"| {k['check']} | {k['value']} | {k['target']} | "
+                     f"{'PASS' if k['pass'] else 'MISS'} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def plot(c: Comparison, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(c.policies)
+    fig, ax = plt.subplots(1, 2, figsize=(13, 5))
+    y = np.arange(len(names))
+    for off, key, label in ((-0.2, "first_approval", "first attempt"),
+                            (0.2, "approval", "payment (after retries)")):  # fmt: skip
+        m = np.array([c.policies[n][key].mean for n in names]) * 100
+        lo = m - np.array([c.policies[n][key].lo for n in names]) * 100
+        ax[0].barh(y + off, m, 0.4, xerr=lo, label=label, capsize=3)
+    ax[0].set_yticks(y, names, fontsize=8)
+    lo_x = min(c.policies[n]["first_approval"].lo for n in names) * 100 - 1
+    ax[0].set_xlim(lo_x, 100)
+    ax[0].set_xlabel("approval rate %")
+    ax[0].legend(loc="lower right", fontsize=8)
+    for n in names:
+        t = c.totals[n]
+        ax[1].scatter(t["retries"], t["recovered_value"] / 100, s=40)
+        ax[1].annotate(n, (t["retries"], t["recovered_value"] / 100), fontsize=7)
+    ax[1].set_xlabel("retry attempts (all seeds)")
+    ax[1].set_ylabel("recovered declined value (major units)")
+    ax[1].set_title("retries: value recovered vs attempts spent")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(c: Comparison, out: Path, title: str, command: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    plot(c, out / "policies.png")
+    md = markdown(c, title, command) + "\n![policies](policies.png)\n"
+    (out / "report.md").write_text(md)
+    summary = {"payments": c.payments, "seeds": c.seeds, "checks": c.checks,
+               "policies": {n: {k: e.__dict__ for k, e in m.items()}
+                            for n, m in c.policies.items()},
+               "totals": c.totals}  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    return out / "report.md"
