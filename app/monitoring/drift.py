@@ -67,7 +67,7 @@ class Alarm:
     detector: str  # "<signal>:<PHSpec.label>"
     direction: Direction
     value: float  # recent level (EWMA over about PHSpec.recent samples)
-    baseline: float  # mean of the signal since the detector's last reset
+    baseline: float  # mean since the detector's last reset (the excursion included)
     samples: int  # samples since the last reset
 
 

@@ -85,13 +85,15 @@ class RouteHealthConfig:
 class ModelHealthConfig:
     """Recovery rule of the model: cool-down in event time, then calibration back in range.
 
-    2000 outcomes put the mean residual's standard error near 0.007, so a 0.03 tolerance is
-    ~4 standard errors of a calibrated model and a third of a 0.1 bias.
+    The tolerance is half the calibration detector's delta (0.03), so a model restored while
+    still biased by 0.02-0.03 (seen in replays with 0.03) cannot re-baseline the detector on
+    the bias; 4000 outcomes put the mean residual's standard error near 0.005, so a calibrated
+    model passes a window with ~3 standard errors to spare.
     """
 
     cooldown_ms: int = 30 * 60_000
-    calibration_window: int = 2000
-    calibration_tolerance: float = 0.03
+    calibration_window: int = 4000
+    calibration_tolerance: float = 0.015
 
 
 @dataclass(frozen=True)
