@@ -66,7 +66,7 @@ def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
     return 0
 
 
-def make_world(name: str, seed: int):
+def make_world(name: str, seed: int, start_day: float = 0.0):
     """The traffic source for loadgen/demo: a simulator scenario, or the small sample world."""
     if name == "sample":
         from app.sampleworld import SampleWorld
@@ -77,7 +77,7 @@ def make_world(name: str, seed: int):
 
     if name not in list_scenarios():
         raise SystemExit(f"unknown world {name!r}: sample or one of {list_scenarios()}")
-    return SimulatedWorld(name, seed)
+    return SimulatedWorld(name, seed, start_day=start_day)
 
 
 def cmd_loadgen(args: argparse.Namespace, s: Settings) -> int:
@@ -88,7 +88,7 @@ def cmd_loadgen(args: argparse.Namespace, s: Settings) -> int:
     ensure_topics(s)
     gen = LoadGenerator(
         s,
-        make_world(args.world, args.seed),
+        make_world(args.world, args.seed, args.start_day),
         args.rate,
         args.duration,
         args.requests,
@@ -172,7 +172,11 @@ def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
 
     with running_worker(s, "demo-worker"):
         gen = LoadGenerator(
-            s, make_world(args.world, args.seed), args.rate, args.duration, on_decision=show
+            s,
+            make_world(args.world, args.seed, args.start_day),
+            args.rate,
+            args.duration,
+            on_decision=show,
         )
         st = gen.run(show=True)
     p50, p99 = st.percentiles()
@@ -230,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--world", default="steady",
                        help="simulator scenario (steady, ...) or sample")  # fmt: skip
         c.add_argument("--seed", type=int, default=7)
+        c.add_argument("--start-day", type=float, default=0.0,
+                       help="start the simulated clock this many days into the scenario "
+                            "(e.g. 10.2 for acquirer_outage)")  # fmt: skip
         c.set_defaults(func=func)
         if name == "loadgen":
             c.add_argument("--requests", type=int, default=None, help="stop after N requests")
@@ -262,8 +269,11 @@ DELEGATED = {
     "train": ("app.model.train", "main", "train, calibrate and evaluate a model"),
     "compile": ("app.model.compile", "main", "compile a trained model to a shared library"),
     "bench-model": ("app.model.bench", "main", "scoring core vs raw C vs Predictor vs LightGBM"),
-    "evaluate-policy": ("app.evaluation.cli", "main",
-                        "every policy in the closed loop on the simulator, with a report"),
+    "evaluate-policy": (
+        "app.evaluation.cli",
+        "main",
+        "every policy in the closed loop on the simulator, with a report",
+    ),
 }
 
 

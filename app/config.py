@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -116,6 +116,36 @@ class Settings(BaseSettings):
     )
     retry_attempt_cost_minor: float = Field(
         10.0, description="cost of one more attempt (fees, network charges), minor units"
+    )
+    # --- which policies run (app.policy.dispatch) ---------------------------------------------
+    routing_policy: Literal["expected_value", "success_rate", "best_single_route", "oracle"] = (
+        Field("expected_value", description="routing policy when no experiment arms are set")
+    )
+    best_routes: dict[str, str] = Field(
+        default_factory=dict,
+        description='merchant -> route for best_single_route, JSON: {"m1": "acq-de"}; a '
+        "merchant missing here gets its first candidate",
+    )
+    oracle_scenario: str | None = Field(
+        None, description="simulator scenario whose truth the oracle policy reads (demos only)"
+    )
+    retry_policy: Literal["engine", "fixed_schedule"] = Field(
+        "engine", description="retry engine, or the +1d/+3d/+7d rule-aware fixed schedule"
+    )
+    experiment_arms: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description='A/B arms, JSON: [{"name": "control", "pct": 50, "policy": "success_rate"}, '
+        '{"name": "ev", "pct": 50, "policy": "expected_value", "model": "<challenger name>"}]; '
+        "payments are split by hash(payment_id) mod 100; arms + holdout must add up to 100",
+    )
+    experiment_holdout_pct: int = Field(
+        0, ge=0, le=100, description="share of payments kept out of every arm (holdout)"
+    )
+    holdout_policy: Literal["expected_value", "success_rate", "best_single_route", "oracle"] = (
+        Field("best_single_route", description="what the holdout gets: no optimization")
+    )
+    drift_monitor: bool = Field(
+        True, description="run the drift detectors: alerts, route demotion, model fallback"
     )
     model_poll_seconds: float = Field(
         1.0, description="how often a worker checks the model registry for a promotion"

@@ -248,7 +248,9 @@ def start(broker: LocalBroker, timeout: float = 90.0, heap: str = "768m") -> str
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         res = subprocess.run(
             ["java", *java_opts, "-cp", classpath, "kafka.tools.StorageTool", "format"]
-            + ["-t", cluster_id, "-c", str(props)],
+            # "--cluster-id=<id>": a urlsafe-base64 id starts with "-" one time in 64, which
+            # argparse would take for an option if the id were a separate argument
+            + [f"--cluster-id={cluster_id}", "-c", str(props)],
             capture_output=True,
             text=True,
         )

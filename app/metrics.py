@@ -57,6 +57,15 @@ ROUTE_DEMOTED = Gauge(
     "authpilot_route_demoted", "1 while a route is demoted by the monitor", ["route"],
     registry=REGISTRY,
 )  # fmt: skip
+SHADOW_LATENCY = Histogram(
+    "authpilot_shadow_latency_seconds",
+    "Time added to a request by scoring the shadow challengers (features reused)",
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+ALERTS = Counter(
+    "authpilot_alerts", "Alerts raised by the drift monitor, by kind", ["kind"], registry=REGISTRY
+)
 
 
 def exposition() -> bytes:
@@ -67,5 +76,6 @@ def exposition() -> bytes:
 # Every family above, as Prometheus names it in the exposition (counters without _total).
 METRIC_NAMES = tuple(
     m._name for m in (EVENTS_IN, EVENTS_OUT, DEAD_LETTERS, DECISION_LATENCY, DECISIONS,
-                      CONSUMER_LAG, MODEL_LOAD_FAILURES, MODEL_INFO, DRIFT_ALARM, ROUTE_DEMOTED)
+                      CONSUMER_LAG, MODEL_LOAD_FAILURES, MODEL_INFO, DRIFT_ALARM, ROUTE_DEMOTED,
+                      SHADOW_LATENCY, ALERTS)
 )  # fmt: skip

@@ -1,7 +1,8 @@
 """The simulator as a closed-loop traffic source for loadgen and the demo.
 
-Simulated time runs `speedup` times faster than the wall clock from the world's start, so an
-acquirer outage on day 2 of a scenario arrives after 2 days / speedup of real time. Requests
+Simulated time runs `speedup` times faster than the wall clock from the world's start (or from
+`start_day`), so an acquirer outage on day 2 of a scenario arrives after 2 days / speedup of
+real time. Requests
 carry that simulated time as event_time (features and windows see the world's clock), and
 outcomes are drawn from the ground truth for the route the decision chose.
 """
@@ -24,7 +25,7 @@ class SimulatedWorld:
     """`next_request` / `outcome` over app.simulate, seeded, ids unique per run."""
 
     def __init__(self, scenario: str = "steady", seed: int = 7, speedup: float = 60.0,
-                 block: int = 512) -> None:  # fmt: skip
+                 block: int = 512, start_day: float = 0.0) -> None:  # fmt: skip
         self.world = load_world(scenario)
         self.rng = np.random.default_rng(seed)
         self.speedup = speedup
@@ -33,9 +34,10 @@ class SimulatedWorld:
         self._blocks = itertools.count()
         self._queue: list[dict[str, Any]] = []
         self._wall0 = time.time() * 1000
+        self._offset_ms = int(start_day * 86_400_000)  # start the clock inside the scenario
 
     def sim_time(self, wall_ms: int) -> int:
-        return int(self.world.start_ms + (wall_ms - self._wall0) * self.speedup)
+        return int(self.world.start_ms + self._offset_ms + (wall_ms - self._wall0) * self.speedup)
 
     def next_request(self, now_ms: int) -> dict[str, Any]:
         if not self._queue:

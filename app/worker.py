@@ -12,9 +12,10 @@ from typing import Any
 
 import faust
 
+from app.agents import monitor as monitor_agents
 from app.agents import outcomes as outcome_agents
 from app.agents import score as score_agent
-from app.agents.context import WorkerContext
+from app.agents.context import Recent, WorkerContext
 from app.codec import Codec
 from app.config import Settings, bootstrap_servers
 from app.deadletter import DeadLetterSink
@@ -150,11 +151,25 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
             "merchant": ctx.feature_snapshots,
         }
     )
+    ctx.shadow = raw_topic(s.topic_shadow)
+    ctx.alerts = raw_topic(s.topic_alerts)
+    if s.drift_monitor:
+        from app.monitoring.route_health import HealthMonitor
+
+        ctx.health = HealthMonitor()
+        ctx.estimates = Recent()
+    if s.oracle_scenario:
+        from app.simulate import load_world
+        from app.simulate.truth import p_approve
+
+        world = load_world(s.oracle_scenario)
+        ctx.oracle_p = lambda req, route: p_approve(world, req, route)
     ctx.models = ModelSlots(s.model_dir, feature_hash())
     ctx.ev_params = EVParams.from_settings(s)
     _register_models(app, ctx)
     score_agent.register(app, ctx)
     outcome_agents.register(app, ctx)
+    monitor_agents.register(app, ctx)
     _register_web(app, ctx)
     return app, ctx
 

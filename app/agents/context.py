@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,33 @@ class WorkerContext:
     feature_state: Any  # Table: route/bin/merchant feature rings, owned by one partition
     feature_snapshots: Any  # GlobalTable: the same rings, readable by every worker
     dlq: DeadLetterSink
+    shadow: Any = None  # topic of challengers' shadow decisions
+    alerts: Any = None  # topic of drift alerts
+    health: Any = None  # app.monitoring.route_health.HealthMonitor, None = monitoring off
+    estimates: Recent | None = None  # request_id -> the decision's p for its chosen route
+    oracle_p: Any = None  # (request, route) -> simulator truth, only with oracle_scenario
     models: Any = None  # app.model.registry.ModelSlots
     features: Any = None  # app.features.online.FeatureState reading the tables above
     ev_params: Any = None  # app.policy.expected_value.EVParams
+
+
+class Recent:
+    """A bounded map of the newest entries: the score agent leaves each decision's estimate
+    here and the outcome agent (same partition: requests and outcomes are keyed by card) takes
+    it back for calibration monitoring. Oldest entries go first; a lost one only skips one
+    calibration sample."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._d: OrderedDict[str, Any] = OrderedDict()
+
+    def put(self, key: str, value: Any) -> None:
+        self._d[key] = value
+        if len(self._d) > self.capacity:
+            self._d.popitem(last=False)
+
+    def pop(self, key: str) -> Any:
+        return self._d.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._d)

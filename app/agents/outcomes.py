@@ -19,8 +19,10 @@ from typing import Any
 
 from app.agents.context import WorkerContext
 from app.agents.intake import decode_or_dead_letter, processing_failed
+from app.agents.monitor import AlertSink
 from app.features.online import FeatureState
 from app.metrics import EVENTS_IN, EVENTS_OUT
+from app.policy.baselines import FIXED_SCHEDULE, fixed_schedule_retry
 from app.policy.network_rules import Counters, NetworkRules
 from app.policy.retry import RetryParams, decide_retry
 from app.routestats import (
@@ -64,10 +66,19 @@ def register(app: Any, ctx: WorkerContext) -> tuple[Any, Any]:
             reattempts_30d_mit=cm["reatt_mit"],
             declines_card_merchant_amount_30d=cma["n"] - cma["ok"],
         )
-        d = decide_retry(rec, counters, rules, retry_params, int(time.time() * 1000))
+        now = int(time.time() * 1000)
+        if retry_policy == FIXED_SCHEDULE:
+            d = fixed_schedule_retry(rec, counters, rules, now)
+        else:
+            d = decide_retry(rec, counters, rules, retry_params, now)
         await ctx.retry_decisions.send(key=rec["card_fingerprint"].encode(),
                                        value=retry_serde.encode(d))  # fmt: skip
         retry_out.inc()
+
+    health = ctx.health
+    estimates = ctx.estimates
+    sink = AlertSink(ctx) if health is not None else None
+    retry_policy = s.retry_policy
 
     @app.agent(ctx.outcomes, name="outcomes")
     async def outcomes(stream: Any) -> None:
@@ -79,6 +90,10 @@ def register(app: Any, ctx: WorkerContext) -> tuple[Any, Any]:
                 continue
             try:
                 card_features.update_outcome(rec, "card")
+                if health is not None:
+                    alerts = health.observe_outcome_record(rec, estimates.pop(rec["request_id"]))
+                    if alerts:
+                        await sink.send(alerts)
                 if not rec["approved"]:
                     await decide_retry_for(rec)
                 for tag, field in OWNER_TAGS.values():

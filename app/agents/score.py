@@ -11,13 +11,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
-
 from app.agents.context import WorkerContext
 from app.agents.intake import decode_or_dead_letter, processing_failed
-from app.features.online import new_buffer
-from app.metrics import DECISION_LATENCY, DECISIONS, EVENTS_IN, EVENTS_OUT
-from app.policy import expected_value, success_rate
+from app.agents.monitor import AlertSink
+from app.metrics import DECISION_LATENCY, DECISIONS, EVENTS_IN, EVENTS_OUT, SHADOW_LATENCY
+from app.policy.dispatch import Dispatcher
 from app.routestats import Snapshot, unpack_snapshot
 from app.validate import validate_request
 
@@ -27,22 +25,25 @@ def register(app: Any, ctx: WorkerContext) -> Any:
     serde_in = ctx.codec.request
     serde_out = ctx.codec.decision
     sr_get = ctx.route_sr.get
-    params = ctx.sr_params
     events_in = EVENTS_IN.labels(s.topic_requests)
     events_out = EVENTS_OUT.labels(s.topic_decisions)
+    shadow_out = EVENTS_OUT.labels(s.topic_shadow)
     observe = DECISION_LATENCY.observe
+    observe_shadow = SHADOW_LATENCY.observe
     decisions_topic = ctx.decisions
+    shadow_topic = ctx.shadow
     dlq = ctx.dlq
     counters: dict[str, Any] = {}
-    slots = ctx.models
-    features = ctx.features
-    ev_params = ctx.ev_params
-    # Preallocated once: feature rows and probabilities for up to 64 candidate routes.
-    xbuf = new_buffer(64)
-    pbuf = np.empty(64)
+    estimates = ctx.estimates
 
     def lookup(key: str) -> Snapshot | None:
         return unpack_snapshot(sr_get(key.encode()))
+
+    dispatch = Dispatcher(s, ctx.models, ctx.features, lookup, ctx.health, ctx.oracle_p)
+    health = ctx.health
+    sink = AlertSink(ctx) if health is not None else None
+    slots = ctx.models
+    served = [None]  # the champion the monitor's model detectors are tracking
 
     @app.agent(ctx.requests, name="score")
     async def score(stream: Any) -> None:
@@ -57,26 +58,41 @@ def register(app: Any, ctx: WorkerContext) -> Any:
             if req is None:
                 continue
             try:
-                champion = slots.champion
-                if champion is not None:
-                    rows = features.fill(req, xbuf)
-                    p = champion.score_many(xbuf, pbuf, len(rows))  # same buffers: cached ptrs
-                    decision = expected_value.decide(req, p, champion.label, ev_params)
-                else:
-                    decision = success_rate.decide(req, lookup, params)
-                    decision["reason_codes"].append("NO_MODEL")
-                decision["arm"] = "default"
-                decision["decided_at"] = int(time.time() * 1000)
+                decision, shadows = dispatch.decide(req)
+                now = int(time.time() * 1000)
+                decision["decided_at"] = now
                 decision["decision_latency_us"] = int((time.perf_counter() - t0) * 1e6)
                 await decisions_topic.send(key=msg.key, value=serde_out.encode(decision))
+                if health is not None:
+                    champion = slots.champion
+                    if champion is not served[0]:
+                        served[0] = champion
+                        health.set_model(champion.label if champion else "none")
+                    p = dispatch.p_chosen(decision)
+                    estimates.put(req["request_id"], p)
+                    alerts = health.observe_decision(
+                        req["event_time"], p if decision["model_version"] else None,
+                        req["amount_minor"], req["merchant_country"] != req["issuer_country"],
+                        req["sca_required"])  # fmt: skip
+                    if alerts:
+                        await sink.send(alerts)
+                if shadows:
+                    added = dispatch.shadow_seconds
+                    for sd in shadows:
+                        sd["decided_at"] = now
+                        sd["decision_latency_us"] = int(added * 1e6)
+                        await shadow_topic.send(key=msg.key, value=serde_out.encode(sd))
+                        shadow_out.inc()
+                    observe_shadow(added)
             except Exception as exc:  # never let one event stop the agent
                 await processing_failed(msg, exc, dlq)
                 continue
             events_out.inc()
             route = decision["chosen_route"]
-            c = counters.get(route)
+            key = (decision["policy"], route)
+            c = counters.get(key)
             if c is None:
-                c = counters[route] = DECISIONS.labels(decision["policy"], route)
+                c = counters[key] = DECISIONS.labels(*key)
             c.inc()
             observe(time.perf_counter() - t0)
 

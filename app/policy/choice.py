@@ -9,7 +9,7 @@ true probability of the logged action.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Any
 
 
@@ -25,20 +25,31 @@ def choose(
     fees: Sequence[int],
     eligible: Sequence[int],
     explore: float,
+    explore_pool: Sequence[int] | None = None,
 ) -> tuple[int, float, bool]:
-    """(chosen index, propensity, explored). Best = highest score, ties to the cheaper route,
-    then to candidate order; with probability `explore` a uniform pick among the eligible."""
+    """(chosen index, propensity, explored). Best = highest score among the eligible, ties to
+    the cheaper route, then to candidate order; with probability `explore` a uniform pick among
+    `explore_pool` (default: the eligible), which lets a demoted route keep a trickle of probe
+    traffic so its recovery can be seen."""
     best = max(eligible, key=lambda i: (scores[i], -fees[i], -i))
-    m = len(eligible)
-    if m == 1:
+    pool = eligible if explore_pool is None else explore_pool
+    m = len(pool)
+    if m == 1 and pool[0] == best:
         return best, 1.0, False
     u_explore, u_pick = uniform_draws(request_id)
     if u_explore < explore:
-        chosen, explored = eligible[min(int(u_pick * m), m - 1)], True
+        chosen, explored = pool[min(int(u_pick * m), m - 1)], True
     else:
         chosen, explored = best, False
-    propensity = (1.0 - explore) * (chosen == best) + explore / m
+    propensity = (1.0 - explore) * (chosen == best) + explore / m * (chosen in pool)
     return chosen, propensity, explored
+
+
+def probe_pool(cands: Sequence[dict[str, Any]], eligible: Sequence[int],
+               demoted: Container[str]) -> list[int]:  # fmt: skip
+    """What exploration may pick: the eligible routes plus demoted ones (probe traffic that lets
+    a demoted route show it recovered); routes eliminated for a low estimate stay out."""
+    return [i for i, c in enumerate(cands) if i in eligible or c["route_id"] in demoted]
 
 
 def decision(

@@ -9,12 +9,13 @@ threshold is skipped unless every route is. Reason codes say which route won and
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from app.policy.choice import choose, decision
+from app.policy.choice import choose, decision, probe_pool
 
 POLICY_NAME = "expected_value"
 
@@ -33,8 +34,11 @@ class EVParams:
 
 
 def decide(req: dict[str, Any], p_approve: np.ndarray, model_version: str,
-           params: EVParams) -> dict[str, Any]:  # fmt: skip
-    """A RoutingDecision body (without timing and arm) from per-route approval probabilities."""
+           params: EVParams, demoted: Container[str] = frozenset()) -> dict[str, Any]:  # fmt: skip
+    """A RoutingDecision body (without timing and arm) from per-route approval probabilities.
+
+    Routes in `demoted` (drift monitoring saw them collapse) are eliminated but stay in the
+    exploration pool, so a recovered route is noticed."""
     cands = req["candidates"]
     bps = params.merchant_margin_bps.get(req["merchant_id"], params.margin_bps)
     value = req["amount_minor"] * bps / 10000.0
@@ -42,7 +46,7 @@ def decide(req: dict[str, Any], p_approve: np.ndarray, model_version: str,
     scores, eligible, evs, fees = [], [], [], []
     for i, (c, p) in enumerate(zip(cands, probs, strict=True)):
         ev = p * value - c["fee_minor"]
-        out = p < params.eliminate_below
+        out = p < params.eliminate_below or c["route_id"] in demoted
         scores.append({"route_id": c["route_id"], "p_approve": p, "score": ev,
                        "fee_minor": c["fee_minor"], "samples": 0, "eliminated": out})  # fmt: skip
         evs.append(ev)
@@ -55,8 +59,9 @@ def decide(req: dict[str, Any], p_approve: np.ndarray, model_version: str,
         eligible = list(range(len(cands)))
         for s in scores:
             s["eliminated"] = False
+    pool = probe_pool(cands, eligible, demoted)
     chosen, propensity, explored = choose(req["request_id"], evs, fees, eligible,
-                                          params.explore)  # fmt: skip
+                                          params.explore, pool)  # fmt: skip
     c = scores[chosen]
     reasons.insert(0, "EXPLORE" if explored else "EV_BEST")
     reasons.append(
@@ -66,6 +71,8 @@ def decide(req: dict[str, Any], p_approve: np.ndarray, model_version: str,
     if ranked[0] != chosen and not explored:
         reasons.append("TIE_CHEAPER_ROUTE")
     for s in scores:
-        if s["eliminated"]:
+        if s["route_id"] in demoted:
+            reasons.append(f"DEMOTED:{s['route_id']}")
+        elif s["eliminated"]:
             reasons.append(f"ELIMINATED:{s['route_id']}")
     return decision(req, chosen, scores, propensity, POLICY_NAME, model_version, reasons)

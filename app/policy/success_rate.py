@@ -12,11 +12,11 @@ same decision on any worker, after a restart or in a replay.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import Any
 
-from app.policy.choice import choose, decision
+from app.policy.choice import choose, decision, probe_pool
 from app.routestats import LEVELS, Snapshot, stat_keys
 
 POLICY_NAME = "success_rate"
@@ -49,9 +49,13 @@ def estimate(
 
 
 def decide(
-    req: dict[str, Any], lookup: Callable[[str], Snapshot | None], p: SRParams
+    req: dict[str, Any],
+    lookup: Callable[[str], Snapshot | None],
+    p: SRParams,
+    demoted: Container[str] = frozenset(),
 ) -> dict[str, Any]:
-    """A RoutingDecision body (without timing and arm) for one request."""
+    """A RoutingDecision body (without timing and arm) for one request; routes in `demoted`
+    are eliminated but still explored (see expected_value.decide)."""
     cands = req["candidates"]
     k = len(cands)
     scores: list[dict[str, Any]] = []
@@ -59,7 +63,7 @@ def decide(
     eligible: list[int] = []
     for i, c in enumerate(cands):
         sr, n, level = estimate(c["route_id"], req, lookup, p)
-        out = n > 0 and sr < p.eliminate_below
+        out = (n > 0 and sr < p.eliminate_below) or c["route_id"] in demoted
         scores.append(
             {
                 "route_id": c["route_id"],
@@ -71,7 +75,9 @@ def decide(
             }
         )
         reasons.append(f"LEVEL:{c['route_id']}={level}")
-        if out:
+        if c["route_id"] in demoted:
+            reasons.append(f"DEMOTED:{c['route_id']}")
+        elif out:
             reasons.append(f"ELIMINATED:{c['route_id']}")
         else:
             eligible.append(i)
@@ -86,6 +92,7 @@ def decide(
         [sc["fee_minor"] for sc in scores],
         eligible,
         p.explore,
+        probe_pool(cands, eligible, demoted),
     )
     reasons.insert(0, "EXPLORE" if explored else "SR_BEST")
     return decision(req, chosen, scores, propensity, POLICY_NAME, None, reasons)

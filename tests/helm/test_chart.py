@@ -38,6 +38,8 @@ CONTRACT = {
     "authpilot_consumer_lag",
     "authpilot_model_load_failures_total",
     "authpilot_model_info",
+    "authpilot_shadow_latency_seconds_bucket",
+    "authpilot_alerts_total",
     "authpilot_drift_alarm",
     "authpilot_route_demoted",
 }
