@@ -68,10 +68,10 @@ def register(app: Any, ctx: WorkerContext) -> Any:
                     if champion is not served[0]:
                         served[0] = champion
                         health.set_model(champion.label if champion else "none")
-                    p = dispatch.p_chosen(decision)
+                    p = dispatch.model_p
                     estimates.put(req["request_id"], p)
                     alerts = health.observe_decision(
-                        req["event_time"], p if decision["model_version"] else None,
+                        req["event_time"], p,
                         req["amount_minor"], req["merchant_country"] != req["issuer_country"],
                         req["sca_required"])  # fmt: skip
                     if alerts:

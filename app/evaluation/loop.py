@@ -68,9 +68,12 @@ class PolicyRun:
 
 
 def run_policy(world: World, payments: list[dict[str, Any]], router: Router, retrier: Retrier,
-               rules: NetworkRules, seed: int,
-               progress: Progress | None = None) -> PolicyRun:  # fmt: skip
-    """Run every payment through router + retrier; returns per-payment results."""
+               rules: NetworkRules, seed: int, progress: Progress | None = None,
+               max_attempts: int = 16) -> PolicyRun:  # fmt: skip
+    """Run every payment through router + retrier; returns per-payment results.
+
+    max_attempts is a guard against a retrier that never stops, not a policy: the engine and
+    the fixed schedule stop long before it."""
     n = len(payments)
     amount = np.array([p["amount_minor"] for p in payments], float)
     first = np.zeros(n, bool)
@@ -116,7 +119,7 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router, ret
             c = counters_at(h, req["merchant_id"], req["amount_minor"], t)
             rd = retrier.after_decline(out, c, t)
             nxt = next_attempt(req, rd, out["route_id"], out["response_code"])
-            if nxt is not None:
+            if nxt is not None and attempts[i] < max_attempts:
                 step_ups[i] += bool(rd["three_ds"])
                 cascades[i] += rd["avoid_route"] is not None
                 heapq.heappush(heap, (nxt["event_time"], next(seq), 0, i, nxt, out))

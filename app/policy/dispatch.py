@@ -110,6 +110,7 @@ class Dispatcher:
         self.p = np.empty(64)
         self.ps = np.empty(64)
         self.shadow_seconds = 0.0  # cost of the last request's shadow scoring
+        self.model_p: float | None = None  # last request: the model's p for the chosen route
 
     def arm(self, req: dict[str, Any]) -> Arm:
         if not self.arms:
@@ -130,13 +131,16 @@ class Dispatcher:
                      else self.models.champion)  # fmt: skip
             if model is None:
                 fallback = "NO_MODEL"
-            elif not self.health.model_ok():
-                fallback = "MODEL_FALLBACK"
             else:
+                # scored even in fallback: the monitor needs the model's estimates to see it
+                # recover (its calibration is checked against outcomes it did not route)
                 self.features.fill(req, self.x)
                 filled = True
                 p = model.score_many(self.x, self.p, k)
-                d = expected_value.decide(req, p, model.label, self.ev_params, demoted)
+                if self.health.model_ok():
+                    d = expected_value.decide(req, p, model.label, self.ev_params, demoted)
+                else:
+                    fallback = "MODEL_FALLBACK"
         elif arm.policy == baselines.BEST_SINGLE:
             d = baselines.best_single_decide(req, self.best_routes)
         elif arm.policy == baselines.ORACLE:
@@ -148,6 +152,10 @@ class Dispatcher:
             if fallback:
                 d["reason_codes"].append(fallback)
         d["arm"] = arm.name
+        self.model_p = None
+        if filled:
+            ids = [c["route_id"] for c in req["candidates"]]
+            self.model_p = float(self.p[ids.index(d["chosen_route"])])
         shadows: list[dict[str, Any]] = []
         self.shadow_seconds = 0.0
         if self.models.challengers:
@@ -161,11 +169,3 @@ class Dispatcher:
                 shadows.append(s)
             self.shadow_seconds = time.perf_counter() - t0
         return d, shadows
-
-    def p_chosen(self, d: dict[str, Any]) -> float | None:
-        """The decision's approval estimate for the route it chose (for calibration drift)."""
-        for s in d["scores"]:
-            if s["route_id"] == d["chosen_route"]:
-                p = s["p_approve"]
-                return None if p != p else float(p)
-        return None
