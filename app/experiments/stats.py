@@ -6,7 +6,9 @@
   proportions, normal approximation): it may be peeked at after every batch without inflating
   the false-positive rate, which a repeated z-test does.
 - Off-policy estimates of a challenger's approval rate from logged propensities: IPS,
-  self-normalized IPS and doubly robust.
+  self-normalized IPS and doubly robust, with analytic standard errors.
+- Intervals for the reports (Wilson for rates, normal for means and their differences), a
+  non-inferiority guardrail verdict, and calibration (reliability bins, ECE).
 """
 
 from __future__ import annotations
@@ -36,6 +38,58 @@ def arm_for(payment_id: str, arms: Sequence[tuple[str, int]], holdout_pct: int =
         if b < edge:
             return name
     return arms[-1][0]
+
+
+Z95 = float(norm.ppf(0.975))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its two-sided 95% interval."""
+
+    mean: float
+    lo: float
+    hi: float
+
+
+def wilson_ci(x: int, n: int, z: float = Z95) -> Interval:
+    """Rate x/n with the Wilson score interval: unlike the Wald interval it stays inside [0, 1]
+    and keeps its coverage near 0 and 1, where approval rates of small arms live."""
+    if n <= 0:
+        return Interval(math.nan, math.nan, math.nan)
+    p = x / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return Interval(p, c - h, c + h)
+
+
+def mean_ci(x: np.ndarray) -> Interval:
+    """Mean with a normal-approximation interval (per-payment values: thousands of rows)."""
+    x = np.asarray(x, float)
+    m = float(x.mean()) if len(x) else math.nan
+    h = Z95 * float(x.std(ddof=1)) / math.sqrt(len(x)) if len(x) > 1 else math.nan
+    return Interval(m, m - h, m + h)
+
+
+def diff_of_means(a: np.ndarray, b: np.ndarray) -> Interval:
+    """mean(b) - mean(a) with an unpooled (Welch) normal interval: independent samples."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    d = float(b.mean() - a.mean())
+    se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+    return Interval(d, d - Z95 * se, d + Z95 * se)
+
+
+def guardrail(diff: Interval, margin: float) -> str:
+    """Non-inferiority verdict for a metric where higher is worse (attempts, fees).
+
+    PASS: the whole interval of the increase is under the margin; FAIL: the whole interval is
+    over it; INCONCLUSIVE: not enough data to tell (keep running, do not ship on it)."""
+    if diff.hi <= margin:
+        return "PASS"
+    if diff.lo > margin:
+        return "FAIL"
+    return "INCONCLUSIVE"
 
 
 @dataclass(frozen=True)
@@ -68,12 +122,33 @@ def msprt_p_value(x1: int, n1: int, x2: int, n2: int, tau2: float = 1e-4) -> flo
     return float(min(1.0, math.exp(-log_lr)))
 
 
+def sequential_p_values(x1: np.ndarray, n1: np.ndarray, x2: np.ndarray, n2: np.ndarray,
+                        tau2: float = 1e-4) -> np.ndarray:  # fmt: skip
+    """The always-valid p-value at each look (cumulative counts per look): the running minimum
+    of msprt_p_value, which is what may be compared with alpha whenever one peeks."""
+    looks = [
+        msprt_p_value(int(a), int(m), int(b), int(k), tau2) if m > 0 and k > 0 else 1.0
+        for a, m, b, k in zip(x1, n1, x2, n2, strict=True)
+    ]
+    return np.minimum.accumulate(np.asarray(looks, float)) if looks else np.zeros(0)
+
+
 @dataclass(frozen=True)
 class OffPolicy:
     ips: float
     snips: float
     dr: float | None
     effective_n: float  # (sum w)^2 / sum w^2: how many logged rows the estimate rests on
+    ips_se: float = math.nan  # standard errors: IPS and DR are means of i.i.d. terms,
+    snips_se: float = math.nan  # SNIPS a ratio of two (delta method)
+    dr_se: float | None = None
+
+    def ci95(self, name: str) -> Interval:
+        """The 95% interval of one estimate: 'ips', 'snips' or 'dr'."""
+        v, se = getattr(self, name), getattr(self, f"{name}_se")
+        if v is None or se is None:
+            return Interval(math.nan, math.nan, math.nan)
+        return Interval(v, v - Z95 * se, v + Z95 * se)
 
 
 def off_policy(reward: np.ndarray, logged_propensity: np.ndarray, target_prob: np.ndarray,
@@ -86,10 +161,42 @@ def off_policy(reward: np.ndarray, logged_propensity: np.ndarray, target_prob: n
     policy at that context (sum over actions of pi(a|x) q(x, a)). DR needs both.
     """
     w = target_prob / logged_propensity
+    n = len(w)
+    root_n = math.sqrt(n) if n > 1 else math.nan
     ips = float(np.mean(w * reward))
-    snips = float(np.sum(w * reward) / np.sum(w)) if np.sum(w) > 0 else float("nan")
-    dr = None
+    ips_se = float(np.std(w * reward, ddof=1)) / root_n if n > 1 else math.nan
+    sw = float(np.sum(w))
+    snips = float(np.sum(w * reward)) / sw if sw > 0 else math.nan
+    snips_se = math.sqrt(float(np.sum(w**2 * (reward - snips) ** 2))) / sw if sw > 0 else math.nan
+    dr = dr_se = None
     if q_logged is not None and q_target is not None:
-        dr = float(np.mean(q_target + w * (reward - q_logged)))
+        terms = q_target + w * (reward - q_logged)
+        dr = float(np.mean(terms))
+        dr_se = float(np.std(terms, ddof=1)) / root_n if n > 1 else math.nan
     ess = float(np.sum(w) ** 2 / np.sum(w**2)) if np.sum(w**2) > 0 else 0.0
-    return OffPolicy(ips, snips, dr, ess)
+    return OffPolicy(ips, snips, dr, ess, ips_se, snips_se, dr_se)
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """Equal-width probability bins: where predictions fell and how often they came true."""
+
+    edges: np.ndarray  # bins + 1 edges over [0, 1]
+    count: np.ndarray  # rows per bin
+    p_mean: np.ndarray  # mean prediction per bin (nan when empty)
+    y_mean: np.ndarray  # observed rate per bin (nan when empty)
+    ece: float  # expected calibration error: sum_b n_b / N |y_b - p_b|
+
+
+def reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> Reliability:
+    """Reliability diagram data and ECE of probabilities p against 0/1 outcomes y."""
+    p, y = np.asarray(p, float), np.asarray(y, float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, bins - 1)
+    count = np.bincount(idx, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p_mean = np.bincount(idx, p, bins) / count
+        y_mean = np.bincount(idx, y, bins) / count
+    gap = np.where(count > 0, np.abs(y_mean - p_mean), 0.0)
+    ece = float(np.sum(count * gap) / len(p)) if len(p) else math.nan
+    return Reliability(edges, count, p_mean, y_mean, ece)
