@@ -45,6 +45,17 @@ def payday_phase(t_ms: np.ndarray, paydays: Sequence[int]) -> np.ndarray:
     return (day - last) / (nxt - last)
 
 
+def pay_cycle(t_ms: np.ndarray, paydays: Sequence[int]) -> np.ndarray:
+    """Index of the pay cycle (payday to next payday) each time falls in, counted from 1970."""
+    t = np.asarray(t_ms, np.int64)
+    month = t.astype("datetime64[ms]").astype("datetime64[M]")
+    m0 = month.astype("datetime64[ms]").astype(np.int64)
+    day = (t - m0) / DAY_MS
+    offs = np.array(sorted(d - 1 for d in paydays), float)
+    k = np.searchsorted(offs, day, side="right") - 1  # -1: before the month's first payday
+    return month.astype(np.int64) * len(offs) + k
+
+
 def _phase1(t_ms: int, paydays: Sequence[int]) -> float:
     """payday_phase of one time, same arithmetic in plain Python."""
     d = datetime.fromtimestamp(t_ms / 1000, tz=UTC)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from app.records import outcome_for
-from app.simulate.seasonality import hour_weekday, payday_phase
+from app.simulate.seasonality import hour_weekday, pay_cycle, payday_phase
 from app.simulate.world import (
     CHANNELS,
     DAY_MS,
@@ -159,6 +159,7 @@ def components(world: World, b: Batch, route: np.ndarray) -> Parts:
             logit += e.approval_logit * m
             nsf_mult = np.where(m, nsf_mult * e.nsf_mult, nsf_mult)
             p_rf = np.where(m, np.minimum(p_rf * e.route_failure_mult, 1.0), p_rf)
+    logit += world.card_logit[b.card]
     p_ok = 1.0 / (1.0 + np.exp(-logit))
 
     p_sca = np.where(b.sca_required & ~b.three_ds, world.issuer_sca_rate[b.issuer], 0.0)
@@ -234,11 +235,45 @@ class Drawn:
     p_approve: np.ndarray  # the true probability the draw was made with
 
 
+def _hash_uniform(world: World, card: np.ndarray, period: np.ndarray, salt: int) -> np.ndarray:
+    """A uniform in (0, 1) that is a pure function of (world, card, period, salt): splitmix64."""
+    with np.errstate(over="ignore"):
+        x = np.asarray(card).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        x += np.asarray(period).astype(np.uint64) * np.uint64(0xD1B54A32D192ED03)
+        x += np.uint64(((world.world_seed & 0xFFFFFFFF) << 8) | salt)
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return ((x >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
+
+
+def persist_uniforms(world: World, b: Batch, u: np.ndarray) -> None:
+    """Replace the funds (column 3) and issuer-decision (column 4) draws of known cards by the
+    card's draw for its pay cycle / UTC day where the scenario makes them persistent, so
+    retries meet the same cause: the stage probabilities, and so every first attempt, keep
+    their distribution; only what a retry learns from a decline changes."""
+    known = b.card < world.n_cards
+    if not known.any():
+        return
+    f, a = world.funds, world.approval
+    if f.cycle_persistence > 0:
+        cyc = pay_cycle(b.t_ms, f.paydays)
+        on = known & (_hash_uniform(world, b.card, cyc, 1) < f.cycle_persistence)
+        u[on, 3] = _hash_uniform(world, b.card[on], cyc[on], 2)
+    if a.day_persistence > 0:
+        day = b.t_ms // DAY_MS
+        on = known & (_hash_uniform(world, b.card, day, 3) < a.day_persistence)
+        u[on, 4] = _hash_uniform(world, b.card[on], day[on], 4)
+
+
 def draw_many(world: World, b: Batch, route: np.ndarray, rng: np.random.Generator) -> Drawn:
     """Draw outcomes for every row on route[row]; seven uniforms and one normal per row."""
     n = len(b)
     parts = components(world, b, route)
     u = rng.random((n, 7))
+    persist_uniforms(world, b, u)
     z = rng.standard_normal(n)
     route = np.broadcast_to(np.asarray(route, np.int64), (n,))
     kind = np.zeros(n, np.int8)
@@ -386,7 +421,9 @@ def p_approve(
 def _draw1(world: World, b: Batch, r: int, parts: Parts,
            rng: np.random.Generator) -> tuple[int, int, int, int]:  # fmt: skip
     """draw_many for one row in plain Python: same stages, same tables, 10x less overhead."""
-    u = rng.random(7).tolist()
+    ua = rng.random((1, 7))
+    persist_uniforms(world, b, ua)
+    u = ua[0].tolist()
     z = float(rng.standard_normal())
     kind = ISSUER if u[4] >= parts.p_ok[0] else APPROVED
     for k, p, col in (

@@ -118,6 +118,13 @@ class Approval:
     mit_logit: float
     recurring_logit: float
     three_ds_logit: float
+    # Why a generic decline is not a coin flip a retry can re-toss: the issuer's view of a card
+    # persists. card_sigma: a card's own N(0, sigma) logit for as long as the world runs (risk
+    # profile, account standing). day_persistence: the share of (card, UTC day) pairs whose
+    # issuer decisions that day share one draw (a temporary hold, a fraud rule that keeps
+    # firing), so a retry the same day meets the same answer and one on a later day draws anew.
+    card_sigma: float = 0.0
+    day_persistence: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +145,9 @@ class Funds:
     funding_mult: Mapping[str, float]
     card_sigma: float  # lognormal spread of a card's own NSF multiplier (mean 1)
     max_rate: float = 0.95
+    # 1: a card short of funds stays short until its next payday (one draw per card per pay
+    # cycle, compared with the rising 51 rate); 0: every attempt draws afresh.
+    cycle_persistence: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -560,6 +570,8 @@ class World:
         self.card_activity = np.append(activity, 0.0)
         self.card_nsf = np.append(nsf, 1.0)
         self.card_hard = np.append(hard, -1)
+        # drawn last so adding it left every earlier draw of existing worlds unchanged
+        self.card_logit = np.append(rng.normal(0.0, self.approval.card_sigma, n), 0.0)
         self.bin_labels = [f"{b:06d}" for b in bins]
         self.card_fingerprint = [
             "fp_" + hashlib.blake2b(f"{self.world_seed}:{k}".encode(), digest_size=8).hexdigest()
