@@ -1,11 +1,13 @@
-"""`authpilot compile`: a LightGBM model -> Treelite -> TL2cgen C (+ our batch shim) -> model.so.
+"""`authpilot compile`: a LightGBM or XGBoost model -> Treelite -> TL2cgen C (+ our batch shim)
+-> model.so.
 
-compiled_models/<name>/<version>/ holds model.so, model.txt (the portable LightGBM model the
-library is rebuilt from on another platform: `authpilot compile --rebuild DIR`), annotation.json
-when branches were annotated, and manifest.json (written last, atomically: it is the commit
-point) with the sha256 of every other file, the feature names/order/hash, the calibration map,
-the build parameters, library versions and a warm-up test vector that a loader scores and
-compares against LightGBM's own outputs (see app.model.scoring).
+compiled_models/<name>/<version>/ holds model.so, the portable model the library is rebuilt from
+on another platform (`authpilot compile --rebuild DIR`): model.txt (LightGBM) or model.json
+(XGBoost), annotation.json when branches were annotated, and manifest.json (written last,
+atomically: it is the commit point) with the sha256 of every other file, the trainer, the
+feature names/order/hash, the calibration map, the build parameters, library versions and a
+warm-up test vector that a loader scores and compares against the training library's own
+outputs (see app.model.scoring).
 
 Why a shim next to TL2cgen's generated `predict(union Entry*, int pred_margin, double*)`:
 - one ctypes call per request instead of one per candidate route (a ctypes call with pointer
@@ -20,6 +22,17 @@ whose low 32 bits are 0xffffffff read as missing. The shim nudges such a value o
 zero (bits - 1, a relative change of 2^-52). That is exact unless a split threshold equals the
 value or its nudged neighbour, i.e. a threshold whose low word is 0xffffffff or 0xfffffffe;
 compile counts those (chance ~2^-31 per threshold) and records it in the manifest's `guard`.
+
+XGBoost models keep Treelite's float32 types (`union Entry { int; float; int; }`, float leaves
+and result): XGBoost itself compares float32(x) with float32 thresholds, so a float64 build
+would route values between a threshold and its float32 rounding differently. The shim is
+generated for the result type the code declares; a float Entry cannot alias `missing` (0xffffffff
+as a float is a NaN, which the shim encodes as missing anyway), so the guard only runs for
+double entries.
+
+authpilot_score_batch scores k requests whose rows are concatenated (request i owns rows
+offsets[i] .. offsets[i+1]) in one call; per row the work is authpilot_score's, so results are
+identical, and the offsets are validated in C where it costs nothing.
 """
 
 from __future__ import annotations
@@ -38,17 +51,16 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from app.model.calibration import Calibration
-
-if TYPE_CHECKING:
-    import lightgbm as lgb
+from app.model.frameworks import FRAMEWORKS, Framework, of_booster, of_file, of_train_dir
+from app.model.frameworks import split_thresholds as split_thresholds  # re-exported
 
 MANIFEST_FORMAT = 2
-SHIM_ABI = 2
+SHIM_ABI = 3  # 3: authpilot_score_batch; float32 (XGBoost) builds
 WARMUP_ROWS = 12
 
 SHIM = r"""
@@ -72,7 +84,10 @@ struct authpilot_cal {
 int32_t authpilot_abi(void) { return @ABI@; }
 int32_t authpilot_entry_size(void) { return (int32_t)sizeof(union Entry); }
 
+typedef @RESULT@ authpilot_result_t; /* predict()'s result type: double, float for XGBoost */
+
 static inline double authpilot_guard(double x) {
+  if (sizeof(union Entry) != 8) return x; /* a float Entry cannot alias missing == -1 */
   uint64_t u;
   memcpy(&u, &x, sizeof u);
   if ((u & 0xffffffffULL) == 0xffffffffULL) { /* would alias Entry.missing == -1 */
@@ -121,15 +136,37 @@ int32_t authpilot_score(const double* X, int32_t n, int32_t nf, double* out,
     const double* x = X + (size_t)r * (size_t)nf;
     for (int32_t j = 0; j < nf; ++j) {
       if (isnan(x[j])) row[j].missing = -1;
-      else row[j].fvalue = authpilot_guard(x[j]);
+      else row[j].fvalue = authpilot_guard(x[j]); /* (float) rounds as XGBoost does */
     }
-    double res[1] = {0.0}; /* predict() accumulates into result */
+    authpilot_result_t res[1] = {0}; /* predict() accumulates into result */
     predict(row, 0, res);
-    out[r] = authpilot_calibrate(res[0], cal);
+    out[r] = authpilot_calibrate((double)res[0], cal);
   }
   return 0;
 }
-""".replace("@ABI@", str(SHIM_ABI))
+
+/* k requests in one call: request i's rows are X[offsets[i] .. offsets[i+1]) (rows
+   concatenated), its probabilities out[offsets[i] .. offsets[i+1]). Returns 0, or -1 when
+   offsets[0] != 0, the offsets decrease, or nf is wrong; nothing is written then. */
+int32_t authpilot_score_batch(const double* X, const int32_t* offsets, int32_t k, int32_t nf,
+                              double* out, const struct authpilot_cal* cal) {
+  if (k < 0 || offsets[0] != 0) return -1;
+  for (int32_t i = 0; i < k; ++i) {
+    if (offsets[i + 1] < offsets[i]) return -1;
+  }
+  return authpilot_score(X, offsets[k], nf, out, cal);
+}
+"""
+
+_PREDICT_DECL = re.compile(r"void predict\(union Entry\* data, int pred_margin, (\w+)\* result\)")
+
+
+def shim_source(header: str) -> str:
+    """The shim for generated code whose header.h is `header`: its predict() result type."""
+    m = _PREDICT_DECL.search(header)
+    if m is None or m.group(1) not in ("double", "float"):
+        raise ValueError("generated header.h declares no predict(union Entry*, int, T*)")
+    return SHIM.replace("@ABI@", str(SHIM_ABI)).replace("@RESULT@", m.group(1))
 
 
 def sha256(path: Path) -> str:
@@ -150,20 +187,6 @@ def file_digests(out_dir: Path) -> dict[str, str]:
     }
 
 
-def split_thresholds(model_txt: Path) -> np.ndarray:
-    """Every numerical split threshold of a LightGBM text model (categorical splits skipped)."""
-    out: list[float] = []
-    thr: list[str] = []
-    for line in model_txt.read_text().splitlines():
-        if line.startswith("threshold="):
-            thr = line[len("threshold=") :].split()
-        elif line.startswith("decision_type="):
-            kinds = [int(v) for v in line[len("decision_type=") :].split()]
-            out += [float(t) for t, k in zip(thr, kinds, strict=False) if not k & 1]
-            thr = []
-    return np.asarray(out, dtype=np.float64)
-
-
 def guard_report(thresholds: np.ndarray) -> dict[str, Any]:
     """Whether the one-ulp nudge can change any split: it can only if a threshold equals a
     colliding value (low word 0xffffffff) or its nudged neighbour (low word 0xfffffffe)."""
@@ -178,7 +201,8 @@ def guard_report(thresholds: np.ndarray) -> dict[str, Any]:
 
 
 def _versions() -> dict[str, str]:
-    import lightgbm
+    from importlib.metadata import PackageNotFoundError, version
+
     import tl2cgen
     import treelite
 
@@ -186,8 +210,14 @@ def _versions() -> dict[str, str]:
         gcc = subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout
     except OSError:
         gcc = ""
+    libs = {}
+    for pkg in FRAMEWORKS:  # without importing them: xgboost alone takes ~0.5 s
+        try:
+            libs[pkg] = version(pkg)
+        except PackageNotFoundError:
+            libs[pkg] = "not installed"
     return {
-        "lightgbm": lightgbm.__version__,
+        **libs,
         "treelite": treelite.__version__,
         "tl2cgen": tl2cgen.__version__,
         "gcc": gcc.splitlines()[0] if gcc else "unknown",
@@ -208,7 +238,7 @@ def default_parallel_comp(num_trees: int) -> int:
 
 
 def build_library(
-    model_txt: Path,
+    model_file: Path,
     out_dir: Path,
     *,
     parallel_comp: int | None = None,
@@ -217,8 +247,9 @@ def build_library(
     annotate_matrix: np.ndarray | None = None,
     nthread: int | None = None,
 ) -> dict[str, Any]:
-    """Generate C with TL2cgen, add the shim, compile with tl2cgen.create_shared(gcc, -O3)
-    into out_dir/model.so; returns the build record for the manifest.
+    """Generate C with TL2cgen from a portable LightGBM (.txt) or XGBoost (.json) model, add
+    the shim, compile with tl2cgen.create_shared(gcc, -O3) into out_dir/model.so; returns the
+    build record for the manifest.
 
     This is tl2cgen.export_lib split in its two documented steps so the shim can join the
     sources. quantize=1 compares integer bin indices instead of doubles: per request of 4
@@ -228,10 +259,9 @@ def build_library(
     LIKELY/UNLIKELY hints; a rebuild reuses the saved annotation.
     """
     import tl2cgen
-    import treelite
 
     t0 = time.monotonic()
-    model = treelite.frontend.load_lightgbm_model(str(model_txt))
+    model = of_file(model_file).treelite(model_file)
     pc = parallel_comp if parallel_comp is not None else default_parallel_comp(model.num_tree)
     params: dict[str, Any] = {"parallel_comp": int(pc), "quantize": int(bool(quantize))}
     ann_target = out_dir / "annotation.json"
@@ -247,9 +277,10 @@ def build_library(
     with tempfile.TemporaryDirectory(prefix="authpilot-build-") as tmp:
         src = Path(tmp) / "src"
         tl2cgen.generate_c_code(model, str(src), params=params)
-        (src / "authpilot_shim.c").write_text(SHIM)
+        shim = shim_source((src / "header.h").read_text())
+        (src / "authpilot_shim.c").write_text(shim)
         recipe = json.loads((src / "recipe.json").read_text())
-        recipe["sources"].append({"name": "authpilot_shim", "length": SHIM.count("\n")})
+        recipe["sources"].append({"name": "authpilot_shim", "length": shim.count("\n")})
         (src / "recipe.json").write_text(json.dumps(recipe))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the long-source warning: parallel_comp is set
@@ -263,6 +294,7 @@ def build_library(
         "toolchain": "gcc",
         "compiler_flags": "-O3 -fPIC -std=c99 (tl2cgen.create_shared)",
         "shim_abi": SHIM_ABI,
+        "threshold_type": str(model.input_type),
         "num_tree": int(model.num_tree),
         "seconds": round(time.monotonic() - t0, 2),
     }
@@ -302,7 +334,7 @@ def _rows_to_json(rows: np.ndarray) -> list[list[float | None]]:
 
 
 def compile_model(
-    booster_or_model_file: lgb.Booster | str | Path,
+    booster_or_model_file: Any,
     out_dir: str | Path,
     *,
     feature_names: Sequence[str],
@@ -322,32 +354,34 @@ def compile_model(
 ) -> Path:
     """Build out_dir (= compiled_models/<name>/<version>) and return its manifest path.
 
-    booster_or_model_file: a trained lightgbm.Booster or a LightGBM text model file; the text
-    model is kept as out_dir/model.txt. test_matrix (alias test_rows): rows for the warm-up
-    vector, whose expected outputs are LightGBM's own calibrated predictions, so the check at
-    load compares the compiled library with LightGBM rather than with itself.
+    booster_or_model_file: a trained lightgbm.Booster or xgboost.Booster, or a LightGBM text
+    (.txt) or XGBoost JSON (.json) model file; the portable model is kept in out_dir as
+    model.txt or model.json. test_matrix (alias test_rows): rows for the warm-up vector, whose
+    expected outputs are the training library's own calibrated predictions, so the check at
+    load compares the compiled library with LightGBM/XGBoost rather than with itself.
     training_window (alias training_window_ms): JSON-able, e.g. [start_ms, end_ms].
     verify: load the result with CompiledModel (checksums, feature hash, probe, warm-up)
-    before returning, so a library that disagrees with LightGBM is never left looking valid.
+    before returning, so a library that disagrees with its trainer is never left looking valid.
     """
-    import lightgbm as lgb
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "manifest.json").unlink(missing_ok=True)  # invalid until the new one is written
-    model_txt = out_dir / "model.txt"
-    if isinstance(booster_or_model_file, lgb.Booster):
-        booster_or_model_file.save_model(str(model_txt))
-    elif Path(booster_or_model_file).resolve() != model_txt.resolve():
-        shutil.copyfile(booster_or_model_file, model_txt)
-    booster = lgb.Booster(model_file=str(model_txt))
-    if booster.num_feature() != len(feature_names):
-        raise ValueError(f"model has {booster.num_feature()} features, {len(feature_names)} named")
+    given = booster_or_model_file
+    fw: Framework = of_file(given) if isinstance(given, str | Path) else of_booster(given)
+    model_file = out_dir / fw.model_file
+    if not isinstance(given, str | Path):
+        fw.save(given, model_file)
+    elif Path(given).resolve() != model_file.resolve():
+        shutil.copyfile(given, model_file)
+    booster = fw.load(model_file)
+    if fw.num_feature(booster) != len(feature_names):
+        raise ValueError(
+            f"model has {fw.num_feature(booster)} features, {len(feature_names)} named"
+        )
     cal = (
         calibration if isinstance(calibration, Calibration) else Calibration.from_dict(calibration)
     )
-    thresholds = split_thresholds(model_txt)
-    guard = guard_report(thresholds)
+    guard = guard_report(fw.thresholds(model_file))
     if not guard["exact"]:
         warnings.warn(
             f"{guard['risky_thresholds']} split threshold(s) sit next to a union-bug "
@@ -355,7 +389,7 @@ def compile_model(
             stacklevel=2,
         )
     build = build_library(
-        model_txt,
+        model_file,
         out_dir,
         parallel_comp=parallel_comp,
         quantize=quantize,
@@ -363,7 +397,7 @@ def compile_model(
     )
     tm = test_matrix if test_matrix is not None else test_rows
     rows = _warmup_rows(tm, len(feature_names))
-    expected = cal.apply(booster.predict(rows))
+    expected = cal.apply(fw.predict(booster, rows))
     window = training_window if training_window is not None else training_window_ms
     manifest = {
         "format": MANIFEST_FORMAT,
@@ -374,6 +408,9 @@ def compile_model(
         "feature_names": list(feature_names),
         "feature_hash": feature_hash,
         "objective": "binary",
+        "trainer": fw.name,
+        "model_file": fw.model_file,
+        "threshold_type": build["threshold_type"],
         "output": "calibrated probability (sigmoid of the margin, then the calibration map)",
         "entry_points": {
             "batch": "authpilot_score",
@@ -406,10 +443,10 @@ def _verify(out_dir: Path, feature_hash: str) -> None:
 
 
 def rebuild(out_dir: str | Path) -> Path:
-    """Recompile out_dir/model.so from its model.txt for this machine (the Docker build step):
-    same TL2cgen parameters and annotation, new library versions and checksums; the manifest's
-    warm-up vector (LightGBM's outputs) must still pass. Refuses a directory whose files do not
-    match its manifest: a rebuild must not bless a tampered model."""
+    """Recompile out_dir/model.so from its portable model for this machine (the Docker build
+    step): same TL2cgen parameters and annotation, new library versions and checksums; the
+    manifest's warm-up vector (the trainer's outputs) must still pass. Refuses a directory whose
+    files do not match its manifest: a rebuild must not bless a tampered model."""
     out_dir = Path(out_dir)
     manifest = json.loads((out_dir / "manifest.json").read_text())
     for rel, digest in manifest["files"].items():
@@ -419,7 +456,7 @@ def rebuild(out_dir: str | Path) -> Path:
     params = prev.get("tl2cgen_params", {})
     ann = out_dir / "annotation.json"
     manifest["build"] = build_library(
-        out_dir / "model.txt",
+        out_dir / manifest.get("model_file", "model.txt"),  # format 2 before XGBoost: model.txt
         out_dir,
         parallel_comp=params.get("parallel_comp"),
         quantize=bool(params.get("quantize", 1)),
@@ -445,7 +482,7 @@ def main(argv: list[str]) -> int:
         "--rebuild",
         type=Path,
         metavar="DIR",
-        help="recompile compiled_models/<name>/<version> in place from its model.txt",
+        help="recompile compiled_models/<name>/<version> in place from its portable model",
     )
     p.add_argument("--matrix", type=Path, help="training matrix: warm-up rows and annotation")
     p.add_argument("--name", default=None)
@@ -474,6 +511,7 @@ def _compile_from_train_dir(a: argparse.Namespace) -> int:
     from app.features.definitions import FEATURE_NAMES, feature_hash
 
     summary = json.loads((a.model / "metrics.json").read_text())
+    model_file = a.model / of_train_dir(a.model).model_file
     name, version = a.name or summary["name"], a.version or summary["version"]
     for label, v in (("name", name), ("version", version)):
         if not _VERSION_RE.match(str(v)):
@@ -490,7 +528,7 @@ def _compile_from_train_dir(a: argparse.Namespace) -> int:
     root = a.out or get_settings().model_dir
     cal_file = a.model / "calibration.json"
     manifest = compile_model(
-        a.model / "model.txt",
+        model_file,
         root / name / version,
         name=name,
         version=version,

@@ -8,9 +8,10 @@ and the caller keeps the model it has):
 4. probe: a child process dlopens the library and scores the warm-up rows first. A truncated
    model.so whose checksum matches (a bad copy recorded as good) kills the process that
    dlopens it with SIGBUS - measured here - so the first dlopen is never in the worker;
-5. load: the library in this process, its entry points, ABI, sizeof(union Entry) == 8
-   (float64 thresholds) and feature count;
-6. warmup: the manifest's rows score to LightGBM's recorded outputs within 1e-6.
+5. load: the library in this process, its entry points, ABI, the manifest's threshold type
+   with the matching sizeof(union Entry) (float64: 8, LightGBM; float32: 4, XGBoost) and
+   feature count;
+6. warmup: the manifest's rows score to the trainer's recorded outputs within 1e-6.
 
 score_many(x, out) is one ctypes call for all candidate routes of a request: the C shim (see
 app.model.compile) encodes NaN as Entry.missing = -1, applies the union-bug guard, calls the
@@ -19,6 +20,10 @@ with ctypes.PyDLL, which keeps the GIL for the call: a 10 us call gains nothing 
 it, and re-acquiring it behind another thread can cost a whole switch interval (5 ms).
 Array pointers come from ctypes.c_double.from_buffer (~0.4 us) rather than ndarray.ctypes
 (~2 us, measured): on a 4-row request that was a third of the trees' own time.
+
+score_batch(x, out, offsets, k) is one ctypes call for k requests whose candidate rows are
+concatenated: the fixed ~1-2 us of a ctypes call is paid once per batch instead of once per
+request (the figures: `authpilot bench-model`, rows "(e) batch of ...").
 """
 
 from __future__ import annotations
@@ -38,6 +43,11 @@ from app.model.compile import MANIFEST_FORMAT, SHIM_ABI, sha256
 
 _F64 = np.dtype(np.float64)
 _PD = ctypes.POINTER(ctypes.c_double)
+_I32 = np.dtype(np.int32)
+_PI = ctypes.POINTER(ctypes.c_int32)
+_from_buffer_i32 = ctypes.c_int32.from_buffer
+# threshold type -> sizeof(union Entry) the generated code must have
+_ENTRY_SIZE = {"float64": 8, "float32": 4}
 _from_buffer = ctypes.c_double.from_buffer
 _BUFFER_ERRORS = (TypeError, ValueError, BufferError)
 WARMUP_ATOL = 1e-6
@@ -76,7 +86,7 @@ import ctypes, json, sys
 so, rows_json, nf = sys.argv[1], sys.stdin.read(), int(sys.argv[2])
 lib = ctypes.CDLL(so)
 assert lib.authpilot_abi() == int(sys.argv[3]), "abi"
-assert lib.authpilot_entry_size() == 8, "entry size"
+assert lib.authpilot_entry_size() in (4, 8), "entry size"
 assert lib.get_num_feature() == nf, "num_feature"
 rows = json.loads(rows_json)
 flat = [float("nan") if v is None else float(v) for r in rows for v in r]
@@ -153,6 +163,7 @@ class CompiledModel:
         self._obuf = np.empty(self.max_batch, dtype=np.float64)
         self._xc: tuple[Any, Any, int] = (None, None, 0)
         self._oc: tuple[Any, Any, int] = (None, None, 0)
+        self._fc: tuple[Any, Any, int] = (None, None, 0)  # offsets of score_batch
         self._manifest_cal = Calibration.from_dict(m.get("calibration"))
         self._manifest_cal_c = self._cal_struct(self._manifest_cal)
         self.calibration = self._manifest_cal
@@ -218,20 +229,25 @@ class CompiledModel:
             entry = lib.authpilot_entry_size()
             lib_nf = lib.get_num_feature()
             fn = lib.authpilot_score
+            batch = lib.authpilot_score_batch
             self._predict = lib.predict  # the generated entry point, for raw access and tests
             ttype = lib.get_threshold_type
         except (OSError, AttributeError) as exc:
             raise ModelRejected("load", f"{so}: {exc}") from exc
         ttype.restype = ctypes.c_char_p
         _require(abi == SHIM_ABI, "load", f"shim ABI {abi}, this worker speaks {SHIM_ABI}")
+        want = str(self.manifest.get("threshold_type", "float64"))  # format 2 before XGBoost
         _require(
-            entry == 8 and ttype() == b"float64",
+            ttype() == want.encode() and entry == _ENTRY_SIZE.get(want),
             "load",
-            f"union Entry is {entry} bytes, thresholds {ttype()!r}: expected float64",
+            f"union Entry is {entry} bytes, thresholds {ttype()!r}: the manifest says {want}",
         )
         _require(lib_nf == nf, "load", f"library has {lib_nf} features, manifest {nf}")
         fn.argtypes = [_PD, ctypes.c_int32, ctypes.c_int32, _PD, ctypes.c_void_p]
         fn.restype = ctypes.c_int32
+        batch.argtypes = [_PD, _PI, ctypes.c_int32, ctypes.c_int32, _PD, ctypes.c_void_p]
+        batch.restype = ctypes.c_int32
+        self._batch = batch
         self._predict.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
         self._predict.restype = None
         self._lib = lib
@@ -279,7 +295,48 @@ class CompiledModel:
         equals lightgbm.Booster.predict(x) (raw_score=False)."""
         return self._score(x, out, n, None)
 
+    def score_batch(
+        self, x: np.ndarray, out: np.ndarray, offsets: np.ndarray, k: int | None = None
+    ) -> np.ndarray:
+        """Calibrated probabilities of k requests in one C call: request i's candidate rows
+        are x[offsets[i]:offsets[i+1]] and its results land in out[offsets[i]:offsets[i+1]];
+        returns out[:offsets[k]] (a view). k defaults to len(offsets) - 1.
+
+        For a caller holding several events: one ctypes call per batch instead of one per
+        request, with results identical to score_many on each request's rows (the same C
+        code per row). offsets: int32, offsets[0] == 0, non-decreasing (checked in C: a
+        ValueError, nothing scored). Preallocated C-contiguous buffers (x, out and offsets)
+        are bound once and reused as in score_many; anything else takes the copy path."""
+        cf = self._fc
+        if cf[0] is not offsets:
+            cf = self._fc = self._bind_offsets(offsets)
+        if k is None:
+            k = cf[2] - 1
+        elif not 0 <= k < cf[2]:
+            raise ValueError(f"k={k} but offsets has {cf[2]} entries")
+        if k < 0:
+            raise ValueError("offsets must hold at least one entry (0)")
+        n = int(cf[0][k])
+        cx, co = self._bound(x, out, n)
+        if cx[1] is None or co[1] is None or cf[1] is None or n == 0:
+            _check_offsets(np.asarray(offsets)[: k + 1])
+            return self._run_slow(x, out, n, self._cal_ptr)
+        if self._batch(cx[1], cf[1], k, self.num_feature, co[1], self._cal_ptr) != 0:
+            raise ValueError(f"{self.label}: offsets must start at 0 and never decrease")
+        return out[:n]
+
     def _score(self, x: np.ndarray, out: np.ndarray, n: int | None, cal: int | None) -> np.ndarray:
+        cx, co = self._bound(x, out, n)
+        n = cx[2] if n is None else n
+        if cx[1] is None or co[1] is None or n == 0:
+            return self._run_slow(x, out, n, cal)
+        if self._fn(cx[1], n, self.num_feature, co[1], cal) != 0:
+            raise ValueError(f"{self.label}: the library refused {n} x {self.num_feature}")
+        return out[:n]
+
+    def _bound(self, x: np.ndarray, out: np.ndarray, n: int | None) -> tuple[Any, Any]:
+        """The cached (array, pointer, capacity) of x and out, n rows checked against both,
+        so no C call can read or write past either buffer."""
         cx, co = self._xc, self._oc  # each a tuple, swapped whole: safe across threads
         if cx[0] is not x:
             cx = self._xc = self._bind(x, True)
@@ -291,11 +348,20 @@ class CompiledModel:
             raise ValueError(f"n={n} but x has {cx[2]} rows")
         if n > co[2]:
             raise ValueError(f"out holds {co[2]} values, {n} rows to score")
-        if cx[1] is None or co[1] is None or n == 0:
-            return self._run_slow(x, out, n, cal)
-        if self._fn(cx[1], n, self.num_feature, co[1], cal) != 0:
-            raise ValueError(f"{self.label}: the library refused {n} x {self.num_feature}")
-        return out[:n]
+        return cx, co
+
+    @staticmethod
+    def _bind_offsets(offsets: Any) -> tuple[Any, Any, int]:
+        """(offsets, int32 pointer or None, length): like _bind, for score_batch's offsets."""
+        a = offsets if isinstance(offsets, np.ndarray) else np.asarray(offsets)
+        if a.ndim != 1 or a.dtype.kind not in "iu":
+            raise ValueError(f"offsets must be a 1-d integer array, got {a.dtype} {a.shape}")
+        if a.dtype is not _I32:
+            return (a, None, a.size)
+        try:
+            return (a, _from_buffer_i32(a), a.size)
+        except _BUFFER_ERRORS:
+            return (a, None, a.size)
 
     def _bind(self, a: Any, is_x: bool) -> tuple[Any, Any, int]:
         """(array, its C pointer or None when it must go through the copy path, capacity).
@@ -341,6 +407,12 @@ class CompiledModel:
 
     def close(self) -> None:
         """Drop references to the library (glibc unloads it when nothing else holds it)."""
-        self._fn = self._predict = None  # type: ignore[assignment]
-        self._xc = self._oc = (None, None, 0)
+        self._fn = self._predict = self._batch = None  # type: ignore[assignment]
+        self._xc = self._oc = self._fc = (None, None, 0)
         self._lib = None  # type: ignore[assignment]
+
+
+def _check_offsets(offsets: np.ndarray) -> None:
+    """The C entry point's offsets rule, for the copy path (which scores with authpilot_score)."""
+    if offsets[0] != 0 or np.any(np.diff(offsets) < 0):
+        raise ValueError("offsets must start at 0 and never decrease")
