@@ -223,3 +223,113 @@ def test_preallocated_buffers_with_n_and_switching_buffers(trained, model):
         model.score_many(xbuf, pbuf, 65)
     with pytest.raises(ValueError):
         model.score_many(xbuf, np.empty(8), 9)
+
+
+@pytest.fixture(scope="module")
+def xgb_trained(tmp_path_factory):
+    """A small XGBoost model on the same kind of data (NaNs included), compiled."""
+    import xgboost as xgb
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(4000, NF))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    y = np.nan_to_num(x[:, 0], nan=-1) - np.nan_to_num(x[:, 1]) + rng.normal(size=4000) > 0
+    params = {"objective": "binary:logistic", "max_depth": 4, "eta": 0.3, "seed": 1}
+    b = xgb.train(params, xgb.DMatrix(x, y.astype(int)), 25)
+    cal = fit_platt(b.inplace_predict(x[:2000]).astype(float), y[:2000].astype(float))
+    out = tmp_path_factory.mktemp("x") / "router" / "x1"
+    compile_model(b, out, name="router", version="x1", feature_names=[f"f{i}" for i in range(NF)],
+                  feature_hash=HASH, calibration=cal, test_matrix=x[2000:],
+                  annotate_matrix=x[:2000])  # fmt: skip
+    return b, cal, x, out
+
+
+def test_compiled_xgboost_equals_xgboost(xgb_trained):
+    b, cal, x, out = xgb_trained
+    m = CompiledModel(out, HASH)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["trainer"] == "xgboost" and man["threshold_type"] == "float32"
+    assert set(man["files"]) == {"model.so", "model.json", "annotation.json"}
+    odd = np.array([[np.nan] * NF, [np.inf] * NF, [-np.inf] * NF, [_collide(0.75)] * NF])
+    rows = np.ascontiguousarray(np.vstack([x, odd]))
+    want = b.inplace_predict(rows).astype(np.float64)  # XGBoost's own outputs
+    got = m.predict_raw(rows, np.empty(len(rows)))
+    assert np.max(np.abs(got - want)) < 1e-6
+    got = m.score_many(rows, np.empty(len(rows)))
+    assert np.max(np.abs(got - cal.apply(want.copy()))) < 1e-6
+
+
+def test_xgboost_json_rewrite_refuses_what_it_cannot_keep_exact(xgb_trained):
+    from app.model.frameworks import xgboost_json_for_treelite
+
+    b = xgb_trained[0]
+    d = json.loads(b.save_raw("json"))
+    base = d["learner"]["learner_model_param"]["base_score"]
+    assert base.startswith("[")  # XGBoost 3.x writes a vector; treelite 4.1.2 would read 0
+    rewritten = json.loads(xgboost_json_for_treelite(json.dumps(d)))["learner"]
+    assert rewritten["learner_model_param"]["base_score"] == repr(json.loads(base)[0])
+    assert "cats" not in rewritten["gradient_booster"]["model"]
+    d["learner"]["objective"]["name"] = "reg:squarederror"
+    with pytest.raises(ValueError, match="binary:logistic"):
+        xgboost_json_for_treelite(json.dumps(d))
+
+
+@pytest.fixture(scope="module", params=["lightgbm", "xgboost"])
+def any_model(request, trained, xgb_trained):
+    """Each trainer's compiled model: the scoring contract holds for both."""
+    x, out = (trained[2], trained[-1]) if request.param == "lightgbm" else xgb_trained[2:]
+    return CompiledModel(out, HASH, probe=False), x
+
+
+def test_score_batch_equals_per_request_exactly(any_model):
+    model, x = any_model
+    sizes = [4, 1, 0, 7, 4, 3, 12, 4]  # each request its own number of candidate routes
+    offsets = np.zeros(64, dtype=np.int32)  # preallocated: capacity beyond this batch
+    offsets[1 : len(sizes) + 1] = np.cumsum(sizes)
+    k, n = len(sizes), int(np.sum(sizes))
+    xbuf, out = np.full((64, NF), np.nan), np.empty(64)
+    xbuf[:n] = x[:n]
+    got = model.score_batch(xbuf, out, offsets, k)
+    assert got.shape == (n,)
+    for i in range(k):
+        a, b = offsets[i], offsets[i + 1]
+        one = model.score_many(np.ascontiguousarray(x[a:b]), np.empty(max(1, b - a)))
+        assert np.array_equal(out[a:b], one), i  # bit for bit: the same C code per row
+    # the copy path (int64 offsets, a non-contiguous x) gives the same numbers
+    slow = model.score_batch(np.asfortranarray(xbuf[:n]), np.empty(n), offsets[: k + 1].astype(int))
+    assert np.array_equal(slow, got)
+    # a sub-batch of the same buffers; k defaults to len(offsets) - 1
+    assert np.array_equal(model.score_batch(xbuf, out, offsets, 2), got[: offsets[2]])
+    assert np.array_equal(model.score_batch(xbuf, out, offsets[: k + 1]), got)
+    assert model.score_batch(xbuf, out, offsets, 0).shape == (0,)
+
+
+def test_score_batch_refuses_bad_offsets_without_scoring(any_model):
+    model, x = any_model
+    xbuf, out = np.ascontiguousarray(x[:16]), np.full(16, -1.0)
+    for bad in ([1, 4, 8], [0, 4, 2], [0, 4, 17], [0, -1]):
+        for offsets in (np.array(bad, dtype=np.int32), np.array(bad, dtype=np.int64)):
+            with pytest.raises(ValueError):
+                model.score_batch(xbuf, out, offsets)
+            assert np.all(out == -1.0), bad  # nothing written
+    with pytest.raises(ValueError):
+        model.score_batch(xbuf, out, np.array([0, 4], dtype=np.int32), 2)  # k past offsets
+    with pytest.raises(ValueError):
+        model.score_batch(xbuf, np.empty(3), np.array([0, 4], dtype=np.int32))  # out too small
+
+
+def test_score_batch_does_not_allocate_per_call(trained, model):
+    x = trained[2]
+    xbuf, out = np.ascontiguousarray(x[:32]), np.empty(32)
+    offsets = np.arange(0, 33, 4, dtype=np.int32)
+    model.score_batch(xbuf, out, offsets)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        for _ in range(2000):
+            model.score_batch(xbuf, out, offsets)
+        cur, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - base < 2048 and cur - base < 1024
