@@ -57,8 +57,23 @@ def crosses_payday(t0_ms: int, t1_ms: int) -> bool:
     return False
 
 
-def p_recover(code: str, decline_ms: int, retry_ms: int) -> float:
-    """Prior probability that a retry at retry_ms approves, from the decline class table."""
+def next_payday_ms(t_ms: int) -> int:
+    """When funds land after t: the start of the next payday (day of month in the table) plus
+    the table's settlement hours."""
+    table = _recovery()
+    d = datetime.fromtimestamp(t_ms / 1000, tz=UTC).date() + timedelta(days=1)
+    while d.day not in table["paydays"]:
+        d += timedelta(days=1)
+    start = datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000
+    return int(start + table.get("payday_settle_hours", 0) * HOUR_MS)
+
+
+def p_recover(code: str, decline_ms: int, retry_ms: int, attempt: int = 1) -> float:
+    """Prior probability that a retry at retry_ms approves, from the decline class table.
+
+    `attempt` is the attempt just declined: each earlier declined attempt of the payment
+    multiplies the estimate by the class's repeat_decay (a cause that survived a retry is
+    likely to survive the next one)."""
     table = _recovery()
     c = table["classes"][decline_class(code)]
     hours = (retry_ms - decline_ms) / HOUR_MS
@@ -67,6 +82,7 @@ def p_recover(code: str, decline_ms: int, retry_ms: int) -> float:
     p = c["p"][i]
     if c["payday_boost"] and crosses_payday(decline_ms, retry_ms):
         p += c["payday_boost"]
+    p *= c.get("repeat_decay", 1.0) ** max(attempt - 1, 0)
     return min(p, 0.99)
 
 
@@ -102,9 +118,13 @@ def decide_retry(outcome: dict[str, Any], counters: Counters, rules: NetworkRule
     if outcome.get("initiator") != "MIT":
         return stop(*reasons, "CIT_NO_DELAYED_RETRY")
     best: tuple[float, int, float] | None = None
-    for h in _recovery()["delays_hours"]:
-        when = max(t + h * HOUR_MS, verdict.not_before_ms)
-        p = p_recover(code, t, when)
+    k = outcome["attempt"]
+    candidates = [t + int(h * HOUR_MS) for h in _recovery()["delays_hours"]]
+    if _recovery()["classes"][decline_class(code)]["payday_boost"]:
+        candidates.append(next_payday_ms(t))  # right after the money lands
+    for cand in candidates:
+        when = max(cand, verdict.not_before_ms)
+        p = p_recover(code, t, when, k)
         wait_days = (when - t) / (24 * HOUR_MS)
         ev = p * value * (1 - params.wait_discount_per_day * wait_days) - params.attempt_cost_minor
         if best is None or ev > best[0]:

@@ -38,12 +38,18 @@ def test_cit_soft_declines_are_not_retried_later():
 
 
 def test_mit_insufficient_funds_waits_for_payday_and_respects_mac_delay():
-    d = decide_retry(out("51"), Counters(), RULES, P, T)  # Jan 6: no payday within a week
-    assert d["action"] == "RETRY" and d["not_before"] > T + 23 * HOUR_MS
-    assert "PAYDAY" not in d["reason_codes"]
+    # Jan 6: the next payday (the 15th) is 9 days away; waiting for the money beats a retry
+    # within the week, so the retry lands on the 15th once funds have settled (06:00)
+    d = decide_retry(out("51"), Counters(), RULES, P, T)
+    assert d["action"] == "RETRY" and "PAYDAY" in d["reason_codes"]
+    assert d["not_before"] == T + 9 * DAY_MS + 6 * HOUR_MS
     jan12 = dict(out("51"), event_time=T + 6 * DAY_MS)  # the 15th is 3 days away
     d = decide_retry(jan12, Counters(), RULES, P, T)
-    assert "PAYDAY" in d["reason_codes"] and d["not_before"] >= jan12["event_time"] + 72 * HOUR_MS
+    assert "PAYDAY" in d["reason_codes"] and d["not_before"] >= T + 9 * DAY_MS + 6 * HOUR_MS
+    # a generic decline on a non-payday class waits a day, and its estimate halves with each
+    # declined retry of the same payment
+    assert p_recover("05", T, T + DAY_MS, attempt=3) == p_recover("05", T, T + DAY_MS) * 0.25
+    assert "PAYDAY" not in decide_retry(out("05"), Counters(), RULES, P, T)["reason_codes"]
     d = decide_retry(out("51", "MASTERCARD", "30"), Counters(), RULES, P, T)
     assert d["not_before"] >= T + 240 * HOUR_MS
 
