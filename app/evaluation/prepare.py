@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from app.evaluation.policies import ExpectedValueRouter, SuccessRateRouter
 from app.features.definitions import feature_hash
+from app.model.compile import SHIM_ABI
 from app.model.scoring import CompiledModel
 from app.policy import baselines, expected_value, success_rate
 from app.simulate import load_scenario, simulate
@@ -40,7 +41,7 @@ class Prepared:
 
 
 def _fingerprint(*parts: Any) -> str:
-    blob = json.dumps([*parts, feature_hash()], sort_keys=True, default=str)
+    blob = json.dumps([*parts, feature_hash(), SHIM_ABI], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
