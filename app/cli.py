@@ -269,6 +269,11 @@ DELEGATED = {
     "train": ("app.model.train", "main", "train, calibrate and evaluate a model"),
     "compile": ("app.model.compile", "main", "compile a trained model to a shared library"),
     "bench-model": ("app.model.bench", "main", "scoring core vs raw C vs Predictor vs LightGBM"),
+    "report": (
+        "app.experiments.report",
+        "main",
+        "report experiment|shadow: arms, z-test, sequential test, off-policy estimates",
+    ),
     "evaluate-policy": (
         "app.evaluation.cli",
         "main",
