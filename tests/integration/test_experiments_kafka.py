@@ -81,3 +81,9 @@ def test_arms_and_shadow_decisions(arms_worker):
         assert x["arm"] == "shadow" and x["model_version"] == "router/v2"
         assert x["chosen_route"] in {c["route_id"] for c in by_id[x["request_id"]]["candidates"]}
     assert _metric(w, "authpilot_shadow_latency_seconds_count") == len(reqs)
+    shadow_us = _metric(w, "authpilot_shadow_latency_seconds_sum") / len(reqs) * 1e6
+    decide_us = (_metric(w, "authpilot_decision_latency_seconds_sum")
+                 / _metric(w, "authpilot_decision_latency_seconds_count") * 1e6)  # fmt: skip
+    print(f"shadow scoring adds {shadow_us:.0f} us per request (mean); "
+          f"whole decision incl. produce {decide_us:.0f} us")  # fmt: skip
+    assert 0 < shadow_us < decide_us
