@@ -292,7 +292,7 @@ class CompiledModel:
 
     def predict_raw(self, x: np.ndarray, out: np.ndarray, n: int | None = None) -> np.ndarray:
         """Like score_many without the calibration map: the model's own probability, which
-        equals lightgbm.Booster.predict(x) (raw_score=False)."""
+        equals lightgbm.Booster.predict(x) (raw_score=False) or XGBoost's inplace_predict."""
         return self._score(x, out, n, None)
 
     def score_batch(
@@ -394,8 +394,9 @@ class CompiledModel:
 
     def warmup_check(self) -> None:
         """Score the manifest's warm-up rows with the manifest's calibration and compare with
-        LightGBM's recorded outputs; ModelRejected("warmup") past 1e-6 (float64 tree sums
-        agree to ~1e-15, so anything visible is a wrong library, map or feature order)."""
+        the trainer's recorded outputs; ModelRejected("warmup") past 1e-6 (tree sums agree to
+        ~1e-15 in float64, ~1e-7 in XGBoost's float32, so anything visible is a wrong library,
+        map or feature order)."""
         got = np.empty(len(self._warm_x))
         self._score(self._warm_x, got, None, ctypes.addressof(self._manifest_cal_c[0]))
         err = float(np.max(np.abs(got - self._warm_y)))
