@@ -586,7 +586,7 @@ def experiment_markdown(r: ExperimentReport) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for a, s in r.arms.items():
-        name = f"{a} (control)" if a == r.control else a
+        name = f"{a} (control)" if a == r.control and a != "control" else a
         lines.append(
             f"| {name} | {s.payments:,} | {s.attempts:,} | {_pct(s.approval_per_payment)} | "
             f"{_pct(s.approval_per_attempt)} | {s.approved_value_minor:,.0f} | "
