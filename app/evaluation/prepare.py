@@ -73,7 +73,7 @@ def prepare(scenario: str, work: Path, history_days: float, attempts: int, seed:
         simulate(spec, attempts, seed, log, config=config, oracle=False)
         say("features: building the training matrix (DuckDB)")
         _check(main_build(["--log", str(log), "--out", str(root / "train.parquet")]), "features")
-        say("train: LightGBM + calibration")
+        say("train: gradient-boosted trees + calibration")
         _check(train_main(["--matrix", str(root / "train.parquet"), "--out",
                            str(root / "train"), "--name", MODEL_NAME, "--version", "v1"]),
                "train")  # fmt: skip
