@@ -17,26 +17,11 @@ from typing import Any
 import numpy as np
 
 from app.evaluation.loop import PolicyRun
-
-Z95 = 1.959964
-
-
-@dataclass(frozen=True)
-class Estimate:
-    mean: float
-    lo: float
-    hi: float
-
-    def fmt(self, scale: float = 1.0, digits: int = 2) -> str:
-        return (f"{self.mean * scale:.{digits}f} "
-                f"[{self.lo * scale:.{digits}f}, {self.hi * scale:.{digits}f}]")  # fmt: skip
+from app.experiments.stats import Interval, mean_ci
 
 
-def mean_ci(x: np.ndarray) -> Estimate:
-    x = np.asarray(x, float)
-    m = float(x.mean())
-    h = Z95 * float(x.std(ddof=1)) / math.sqrt(len(x)) if len(x) > 1 else math.nan
-    return Estimate(m, m - h, m + h)
+def fmt(e: Interval, scale: float = 1.0, digits: int = 2) -> str:
+    return f"{e.mean * scale:.{digits}f} [{e.lo * scale:.{digits}f}, {e.hi * scale:.{digits}f}]"
 
 
 def pooled(runs: list[PolicyRun]) -> dict[str, np.ndarray]:
@@ -68,7 +53,7 @@ def per_payment(p: dict[str, np.ndarray], margin_bps: float) -> dict[str, np.nda
 
 @dataclass
 class Comparison:
-    policies: dict[str, dict[str, Estimate]]  # policy -> metric -> estimate per payment
+    policies: dict[str, dict[str, Interval]]  # policy -> metric -> estimate per payment
     totals: dict[str, dict[str, float]]  # policy -> metric -> sum over all payments
     payments: int
     seeds: list[int]
@@ -84,7 +69,7 @@ def compare(runs: list[PolicyRun], margin_bps: float, champion: str, single: str
     totals = {n: {k: float(v.sum()) for k, v in c.items()} for n, c in cols.items()}
     checks: list[dict[str, Any]] = []
 
-    def diff(a: str, b: str, metric: str) -> Estimate:
+    def diff(a: str, b: str, metric: str) -> Interval:
         return mean_ci(cols[a][metric] - cols[b][metric])
 
     def check(name: str, value: str, ok: bool, target: str) -> None:
@@ -94,17 +79,17 @@ def compare(runs: list[PolicyRun], margin_bps: float, champion: str, single: str
     if {champion, single, oracle} <= set(cols):
         up = diff(champion, single, fa)
         check(f"routing uplift {champion} vs {single} (first attempt, pp)",
-              up.fmt(100), up.mean >= 0.02, ">= 2.00")  # fmt: skip
+              fmt(up, 100), up.mean >= 0.02, ">= 2.00")  # fmt: skip
         orc = diff(oracle, single, fa)
         share = up.mean / orc.mean if orc.mean > 0 else math.nan
-        check(f"share of the oracle's uplift captured ({oracle} uplift {orc.fmt(100)} pp)",
+        check(f"share of the oracle's uplift captured ({oracle} uplift {fmt(orc, 100)} pp)",
               f"{share:.0%}", share >= 0.8, ">= 80%")  # fmt: skip
     if {champion, success_rate} <= set(cols):
         d = diff(champion, success_rate, fa)
-        check(f"{champion} vs {success_rate} (first attempt, pp)", d.fmt(100), d.lo > 0,
+        check(f"{champion} vs {success_rate} (first attempt, pp)", fmt(d, 100), d.lo > 0,
               "> 0 (interval above zero)")  # fmt: skip
         nv = diff(champion, success_rate, "net_value")
-        check(f"{champion} vs {success_rate} (net value per payment, minor units)", nv.fmt(),
+        check(f"{champion} vs {success_rate} (net value per payment, minor units)", fmt(nv),
               nv.lo > 0, "> 0 (interval above zero)")  # fmt: skip
     if {champion, fixed} <= set(cols):
         a, b = totals[champion], totals[fixed]
@@ -146,7 +131,7 @@ def markdown(c: Comparison, title: str, command: str) -> str:
              "| policy | " + " | ".join(h for _, h, _, _ in COLUMNS) + " | retries | violations |",
              "|---" * (len(COLUMNS) + 3) + "|"]  # fmt: skip
     for name, m in c.policies.items():
-        cells = [m[k].fmt(s, d) for k, _, s, d in COLUMNS]
+        cells = [fmt(m[k], s, d) for k, _, s, d in COLUMNS]
         t = c.totals[name]
         lines.append(f"| {name} | " + " | ".join(cells)
                      + f" | {t['retries']:.0f} | {t['violations']:.0f} |")  # fmt: skip
