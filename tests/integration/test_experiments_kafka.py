@@ -45,7 +45,8 @@ def _metric(w, prefix: str) -> float:
     return 0.0
 
 
-def test_arms_and_shadow_decisions(arms_worker):
+def test_arms_and_shadow_decisions_then_reports_from_kafka(arms_worker, worker_env,
+                                                           monkeypatch, tmp_path):  # fmt: skip
     w, s = arms_worker
     promote(s, "router", "v1", "champion")
     promote(s, "router", "v2", "challenger")
@@ -87,3 +88,32 @@ def test_arms_and_shadow_decisions(arms_worker):
     print(f"shadow scoring adds {shadow_us:.0f} us per request (mean); "
           f"whole decision incl. produce {decide_us:.0f} us")  # fmt: skip
     assert 0 < shadow_us < decide_us
+
+    # outcomes for every decided request; then both reports straight from the topics
+    outs = [world.outcome(by_id[d["request_id"]], d["chosen_route"], d["decided_at"] + 150)
+            for d in decisions]  # fmt: skip
+    produce(s, s.topic_outcomes,
+            [(o["card_fingerprint"], codec.outcome.encode(o)) for o in outs])  # fmt: skip
+    for k, v in worker_env.items():
+        if k.startswith("AUTHPILOT_TOPIC_"):
+            monkeypatch.setenv(k, v)
+    from app.experiments.report import main as report_main
+
+    boot = s.kafka_bootstrap
+    out = tmp_path / "experiment"
+    rc = report_main(["experiment", "--bootstrap", boot, "--control", "sr", "--out", str(out),
+                      "--idle-timeout", "20", "--quiet"])  # fmt: skip
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    got = {a: v["payments"] for a, v in summary["arms"].items()}
+    assert got == dict(arms), (got, arms)  # every payment, in the arm the worker gave it
+    assert summary["pending"] == 0 and summary["mixed_arm_payments"] == 0
+    approved = {a: sum(o["approved"] for o, d in zip(outs, decisions, strict=True)
+                       if d["arm"] == a) for a in arms}  # fmt: skip
+    assert {a: v["approved_payments"] for a, v in summary["arms"].items()} == approved
+    out = tmp_path / "shadow"
+    rc = report_main(["shadow", "--bootstrap", boot, "--out", str(out), "--idle-timeout", "20",
+                      "--quiet"])  # fmt: skip
+    assert rc == 0
+    md = (out / "report.md").read_text()
+    assert "router/v2" in md and "SNIPS" in md
