@@ -88,6 +88,13 @@ class WorkerProcess:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
             return r.read().decode()
 
+    def metric(self, prefix: str) -> float:
+        """The value of the first exported sample starting with `prefix` (0 if none)."""
+        for line in self.metrics().splitlines():
+            if line.startswith(prefix):
+                return float(line.split()[-1])
+        return 0.0
+
 
 @pytest.fixture
 def worker_env(kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:

@@ -38,13 +38,6 @@ def arms_worker(worker_env, settings_for, tmp_path):
     w.stop()
 
 
-def _metric(w, prefix: str) -> float:
-    for line in w.metrics().splitlines():
-        if line.startswith(prefix):
-            return float(line.split()[-1])
-    return 0.0
-
-
 def test_arms_and_shadow_decisions_then_reports_from_kafka(arms_worker, worker_env,
                                                            monkeypatch, tmp_path):  # fmt: skip
     w, s = arms_worker
@@ -52,7 +45,7 @@ def test_arms_and_shadow_decisions_then_reports_from_kafka(arms_worker, worker_e
     promote(s, "router", "v2", "challenger")
     for version, role in (("v1", "champion"), ("v2", "challenger")):
         label = f'authpilot_model_info{{name="router",role="{role}",version="{version}"}}'
-        assert wait_until(lambda label=label: _metric(w, label) == 1.0, 30), w.log_tail()
+        assert wait_until(lambda label=label: w.metric(label) == 1.0, 30), w.log_tail()
     codec = Codec(s)
     world = SampleWorld(31)
     reqs = [world.next_request(int(time.time() * 1000) + i) for i in range(300)]
@@ -81,10 +74,10 @@ def test_arms_and_shadow_decisions_then_reports_from_kafka(arms_worker, worker_e
     for x in shadows:
         assert x["arm"] == "shadow" and x["model_version"] == "router/v2"
         assert x["chosen_route"] in {c["route_id"] for c in by_id[x["request_id"]]["candidates"]}
-    assert _metric(w, "authpilot_shadow_latency_seconds_count") == len(reqs)
-    shadow_us = _metric(w, "authpilot_shadow_latency_seconds_sum") / len(reqs) * 1e6
-    decide_us = (_metric(w, "authpilot_decision_latency_seconds_sum")
-                 / _metric(w, "authpilot_decision_latency_seconds_count") * 1e6)  # fmt: skip
+    assert w.metric("authpilot_shadow_latency_seconds_count") == len(reqs)
+    shadow_us = w.metric("authpilot_shadow_latency_seconds_sum") / len(reqs) * 1e6
+    decide_us = (w.metric("authpilot_decision_latency_seconds_sum")
+                 / w.metric("authpilot_decision_latency_seconds_count") * 1e6)  # fmt: skip
     print(f"shadow scoring adds {shadow_us:.0f} us per request (mean); "
           f"whole decision incl. produce {decide_us:.0f} us")  # fmt: skip
     assert 0 < shadow_us < decide_us

@@ -32,13 +32,6 @@ def models_worker(worker_env, settings_for, tmp_path):
     w.stop()
 
 
-def _metric(w, prefix: str) -> float:
-    for line in w.metrics().splitlines():
-        if line.startswith(prefix):
-            return float(line.split()[-1])
-    return 0.0
-
-
 def test_hot_swap_under_traffic_then_refuse_a_corrupt_artifact(models_worker):
     w, s, root = models_worker
     codec = Codec(s)
@@ -58,11 +51,11 @@ def test_hot_swap_under_traffic_then_refuse_a_corrupt_artifact(models_worker):
     t.start()
     time.sleep(2)
     promote(s, "router", "v1", "champion")
-    assert wait_until(lambda: _metric(w, 'authpilot_model_info{name="router",role="champion",'
+    assert wait_until(lambda: w.metric('authpilot_model_info{name="router",role="champion",'
                                          'version="v1"}') == 1.0, 30), w.log_tail()  # fmt: skip
     time.sleep(2)
     promote(s, "router", "v2", "champion")
-    assert wait_until(lambda: _metric(w, 'authpilot_model_info{name="router",role="champion",'
+    assert wait_until(lambda: w.metric('authpilot_model_info{name="router",role="champion",'
                                          'version="v2"}') == 1.0, 30), w.log_tail()  # fmt: skip
     time.sleep(2)
     # a corrupt artifact: v3 is v2 with a flipped byte in the library
@@ -72,7 +65,7 @@ def test_hot_swap_under_traffic_then_refuse_a_corrupt_artifact(models_worker):
     data[len(data) // 2] ^= 0xFF
     lib.write_bytes(bytes(data))
     promote(s, "router", "v3", "champion")
-    assert wait_until(lambda: _metric(w, 'authpilot_model_load_failures_total{reason="checksum"}')
+    assert wait_until(lambda: w.metric('authpilot_model_load_failures_total{reason="checksum"}')
                       == 1.0, 30), w.log_tail()  # fmt: skip
     time.sleep(2)
     stop.set()
@@ -89,5 +82,5 @@ def test_hot_swap_under_traffic_then_refuse_a_corrupt_artifact(models_worker):
     ev = [d for d in decisions if d["model_version"]]
     assert all(d["policy"] == "expected_value" for d in ev)
     assert all(0 < x["p_approve"] < 1 for d in ev for x in d["scores"])
-    assert _metric(w, "authpilot_dead_letters_total") == 0.0
+    assert w.metric("authpilot_dead_letters_total") == 0.0
     assert "refused router/v3" in w.log_tail(20000)
