@@ -111,6 +111,14 @@ class Settings(BaseSettings):
     ev_eliminate_below: float = Field(
         0.05, description="routes with p_approve under this are skipped unless all are"
     )
+    ev_latency_budget_ms: float = Field(
+        1000.0, description="a route whose recent mean latency is over this is penalized"
+    )
+    ev_latency_penalty: float = Field(
+        0.5,
+        description="share of an approval's value charged at twice the latency budget "
+        "(linear from the budget, capped)",
+    )
     visa_rules_variant: Literal["current", "2026-04"] = Field(
         "current", description="Visa reattempt regime: before or after April 2026"
     )

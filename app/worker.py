@@ -24,6 +24,7 @@ from app.features.online import FeatureState, new_buffer
 from app.metrics import CONSUMER_LAG, exposition
 from app.model.registry import ModelSlots
 from app.policy.expected_value import EVParams
+from app.policy.latency import RouteLatency
 from app.policy.success_rate import SRParams
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
             "merchant": ctx.feature_snapshots,
         }
     )
+    ctx.latency = RouteLatency()
     ctx.shadow = raw_topic(s.topic_shadow)
     ctx.alerts = raw_topic(s.topic_alerts)
     if s.drift_monitor:

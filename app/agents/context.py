@@ -34,6 +34,7 @@ class WorkerContext:
     health: Any = None  # app.monitoring.route_health.HealthMonitor, None = monitoring off
     estimates: Recent | None = None  # request_id -> the decision's p for its chosen route
     oracle_p: Any = None  # (request, route) -> simulator truth, only with oracle_scenario
+    latency: Any = None  # app.policy.latency.RouteLatency, fed by the outcome agent
     models: Any = None  # app.model.registry.ModelSlots
     features: Any = None  # app.features.online.FeatureState reading the tables above
     ev_params: Any = None  # app.policy.expected_value.EVParams

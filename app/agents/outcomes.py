@@ -77,6 +77,7 @@ def register(app: Any, ctx: WorkerContext) -> tuple[Any, Any]:
 
     health = ctx.health
     estimates = ctx.estimates
+    latency = ctx.latency
     sink = AlertSink(ctx) if health is not None else None
     retry_policy = s.retry_policy
 
@@ -90,6 +91,8 @@ def register(app: Any, ctx: WorkerContext) -> tuple[Any, Any]:
                 continue
             try:
                 card_features.update_outcome(rec, "card")
+                if latency is not None:
+                    latency.observe(rec["route_id"], rec["latency_ms"])
                 if health is not None:
                     alerts = health.observe_outcome_record(rec, estimates.pop(rec["request_id"]))
                     if alerts:

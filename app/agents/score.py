@@ -39,7 +39,8 @@ def register(app: Any, ctx: WorkerContext) -> Any:
     def lookup(key: str) -> Snapshot | None:
         return unpack_snapshot(sr_get(key.encode()))
 
-    dispatch = Dispatcher(s, ctx.models, ctx.features, lookup, ctx.health, ctx.oracle_p)
+    dispatch = Dispatcher(s, ctx.models, ctx.features, lookup, ctx.health, ctx.oracle_p,
+                          ctx.latency)  # fmt: skip
     health = ctx.health
     sink = AlertSink(ctx) if health is not None else None
     slots = ctx.models

@@ -16,6 +16,7 @@ import numpy as np
 from app.features.online import FeatureState, new_buffer
 from app.model.scoring import CompiledModel
 from app.policy import baselines, expected_value, success_rate
+from app.policy.latency import RouteLatency
 from app.policy.network_rules import Counters, NetworkRules
 from app.policy.retry import RetryParams, decide_retry
 from app.routestats import Snapshot, outcome_code, ring_snapshot, ring_update, stat_keys
@@ -102,17 +103,20 @@ class ExpectedValueRouter:
         self.model, self.params = model, params
         self.stores = {o: dict((stores or {}).get(o, {})) for o in OWNERS}
         self.features = FeatureState(self.stores)
+        self.latency = RouteLatency()
         self.x = new_buffer(64)
         self.p = np.empty(64)
 
     def decide(self, req: dict[str, Any]) -> dict[str, Any]:
         rows = self.features.fill(req, self.x)
         p = self.model.score_many(self.x, self.p, len(rows))
-        return expected_value.decide(req, p, self.model.label, self.params)
+        return expected_value.decide(req, p, self.model.label, self.params,
+                                     latency=self.latency.get)  # fmt: skip
 
     def observe(self, outcome: dict[str, Any]) -> None:
         for owner in OWNERS:
             self.features.update_outcome(outcome, owner)
+        self.latency.observe(outcome["route_id"], outcome["latency_ms"])
 
 
 class EngineRetrier:
@@ -140,7 +144,9 @@ class FixedScheduleRetrier:
 def warm_copy(router: Router) -> Router:
     """A fresh router with the same learned state (every policy run starts from the history)."""
     if isinstance(router, ExpectedValueRouter):
-        return ExpectedValueRouter(router.model, router.params, router.stores)
+        fresh = ExpectedValueRouter(router.model, router.params, router.stores)
+        fresh.latency.mean = dict(router.latency.mean)
+        return fresh
     if isinstance(router, SuccessRateRouter):
         return SuccessRateRouter(router.params, router.window, router.rings)
     return copy.copy(router)

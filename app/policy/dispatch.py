@@ -28,6 +28,7 @@ import numpy as np
 from app.experiments.stats import arm_for
 from app.features.online import FeatureState, new_buffer
 from app.policy import baselines, expected_value, success_rate
+from app.policy.latency import RouteLatency
 from app.routestats import Snapshot
 
 DEFAULT_ARM = "default"
@@ -88,7 +89,8 @@ def parse_arms(arms: list[Mapping[str, Any]], holdout_pct: int) -> list[Arm]:
 class Dispatcher:
     def __init__(self, s: Any, models: Any, features: FeatureState,
                  sr_lookup: Callable[[str], Snapshot | None], health: Health | None = None,
-                 oracle_p: OracleP | None = None) -> None:  # fmt: skip
+                 oracle_p: OracleP | None = None,
+                 latency: RouteLatency | None = None) -> None:  # fmt: skip
         self.models = models
         self.features = features
         self.sr_lookup = sr_lookup
@@ -97,6 +99,7 @@ class Dispatcher:
         self.best_routes = dict(s.best_routes)
         self.health: Health = health or _AllHealthy()
         self.oracle_p = oracle_p
+        self.latency = latency.get if latency is not None else None
         self.arms = parse_arms(list(s.experiment_arms), s.experiment_holdout_pct)
         self.arm_split = [(a.name, a.pct) for a in self.arms]
         self.by_name = {a.name: a for a in self.arms}
@@ -138,7 +141,9 @@ class Dispatcher:
                 filled = True
                 p = model.score_many(self.x, self.p, k)
                 if self.health.model_ok():
-                    d = expected_value.decide(req, p, model.label, self.ev_params, demoted)
+                    d = expected_value.decide(
+                        req, p, model.label, self.ev_params, demoted, self.latency
+                    )
                 else:
                     fallback = "MODEL_FALLBACK"
         elif arm.policy == baselines.BEST_SINGLE:
@@ -164,7 +169,7 @@ class Dispatcher:
                 self.features.fill(req, self.x)
             for ch in list(self.models.challengers.values()):
                 p = ch.score_many(self.x, self.ps, k)
-                s = expected_value.decide(req, p, ch.label, self.ev_params, demoted)
+                s = expected_value.decide(req, p, ch.label, self.ev_params, demoted, self.latency)
                 s["arm"] = SHADOW_ARM
                 shadows.append(s)
             self.shadow_seconds = time.perf_counter() - t0

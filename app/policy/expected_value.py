@@ -9,13 +9,14 @@ threshold is skipped unless every route is. Reason codes say which route won and
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from app.policy.choice import choose, decision, probe_pool
+from app.policy.latency import latency_penalty
 
 POLICY_NAME = "expected_value"
 
@@ -26,26 +27,39 @@ class EVParams:
     merchant_margin_bps: dict[str, float] = field(default_factory=dict)
     explore: float = 0.03
     eliminate_below: float = 0.05
+    latency_budget_ms: float = 1000.0
+    latency_penalty: float = 0.5  # share of the approval value lost at twice the budget
 
     @classmethod
     def from_settings(cls, s: Any) -> EVParams:
         return cls(s.ev_margin_bps, dict(s.ev_merchant_margin_bps), s.ev_explore,
-                   s.ev_eliminate_below)  # fmt: skip
+                   s.ev_eliminate_below, s.ev_latency_budget_ms,
+                   s.ev_latency_penalty)  # fmt: skip
 
 
 def decide(req: dict[str, Any], p_approve: np.ndarray, model_version: str,
-           params: EVParams, demoted: Container[str] = frozenset()) -> dict[str, Any]:  # fmt: skip
+           params: EVParams, demoted: Container[str] = frozenset(),
+           latency: Callable[[str], float | None] | None = None) -> dict[str, Any]:  # fmt: skip
     """A RoutingDecision body (without timing and arm) from per-route approval probabilities.
 
-    Routes in `demoted` (drift monitoring saw them collapse) are eliminated but stay in the
+    `latency(route)` gives a route's recent latency: the part over the budget is charged as a
+    share of the approval value (LATENCY reason code). Routes in `demoted` (drift monitoring
+    saw them collapse) are eliminated but stay in the
     exploration pool, so a recovered route is noticed."""
     cands = req["candidates"]
     bps = params.merchant_margin_bps.get(req["merchant_id"], params.margin_bps)
     value = req["amount_minor"] * bps / 10000.0
     probs = p_approve.tolist()
     scores, eligible, evs, fees = [], [], [], []
+    reasons: list[str] = []
     for i, (c, p) in enumerate(zip(cands, probs, strict=True)):
         ev = p * value - c["fee_minor"]
+        if latency is not None:
+            lat = latency(c["route_id"])
+            pen = latency_penalty(lat, params.latency_budget_ms, params.latency_penalty)
+            if pen > 0:
+                ev -= pen * value
+                reasons.append(f"LATENCY:{c['route_id']}={lat:.0f}ms")
         out = p < params.eliminate_below or c["route_id"] in demoted
         scores.append({"route_id": c["route_id"], "p_approve": p, "score": ev,
                        "fee_minor": c["fee_minor"], "samples": 0, "eliminated": out})  # fmt: skip
@@ -53,7 +67,6 @@ def decide(req: dict[str, Any], p_approve: np.ndarray, model_version: str,
         fees.append(c["fee_minor"])
         if not out:
             eligible.append(i)
-    reasons = []
     if not eligible:
         reasons.append("ALL_ELIMINATED")
         eligible = list(range(len(cands)))

@@ -35,3 +35,21 @@ def test_elimination_and_exploration_propensities():
         want = 0.9 + 0.05 if d["chosen_route"] == "acq-us" else 0.05
         assert d["propensity"] == pytest.approx(want)
     assert abs(best / n - 0.95) < 0.015
+
+
+def test_a_route_over_its_latency_budget_is_penalized():
+    from app.policy.latency import RouteLatency, latency_penalty
+
+    assert latency_penalty(None, 1000, 0.5) == 0 and latency_penalty(900, 1000, 0.5) == 0
+    assert latency_penalty(1500, 1000, 0.5) == pytest.approx(0.25)
+    assert latency_penalty(5000, 1000, 0.5) == pytest.approx(0.5)  # capped at twice the budget
+    lat = RouteLatency(alpha=0.5)
+    for _ in range(10):
+        lat.observe("acq-us", 3000)
+        lat.observe("proc-global", 200)
+    p = np.array([0.90, 0.92, 0.80])  # acq-us would win on approval alone
+    params = EVParams(explore=0.0)
+    assert decide(dict(REQ, request_id="l0"), p, "m", params)["chosen_route"] == "acq-us"
+    d = decide(dict(REQ, request_id="l1"), p, "m", params, latency=lat.get)
+    assert d["chosen_route"] != "acq-us"
+    assert any(r.startswith("LATENCY:acq-us=") for r in d["reason_codes"])
