@@ -274,6 +274,11 @@ DELEGATED = {
         "main",
         "report experiment|shadow: arms, z-test, sequential test, off-policy estimates",
     ),
+    "fit-retry": (
+        "app.policy.recovery_fit",
+        "main",
+        "fit the retry engine's recovery table from a retry history",
+    ),
     "evaluate-policy": (
         "app.evaluation.cli",
         "main",

@@ -137,6 +137,11 @@ class Settings(BaseSettings):
     oracle_scenario: str | None = Field(
         None, description="simulator scenario whose truth the oracle policy reads (demos only)"
     )
+    retry_recovery_file: Path | None = Field(
+        None,
+        description="recovery table for the retry engine (`authpilot fit-retry`); unset = the "
+        "bundled priors (app/data/retry_recovery.json)",
+    )
     retry_policy: Literal["engine", "fixed_schedule"] = Field(
         "engine", description="retry engine, or the +1d/+3d/+7d rule-aware fixed schedule"
     )

@@ -24,7 +24,7 @@ from app.features.online import FeatureState
 from app.metrics import EVENTS_IN, EVENTS_OUT
 from app.policy.baselines import FIXED_SCHEDULE, fixed_schedule_retry
 from app.policy.network_rules import Counters, NetworkRules
-from app.policy.retry import RetryParams, decide_retry
+from app.policy.retry import RetryParams, decide_retry, load_recovery
 from app.routestats import (
     outcome_code,
     pack_snapshot,
@@ -50,7 +50,8 @@ def register(app: Any, ctx: WorkerContext) -> tuple[Any, Any]:
     owned_features = FeatureState(dict.fromkeys(OWNER_TAGS, published))
 
     rules = NetworkRules(s.visa_rules_variant)
-    retry_params = RetryParams(s.ev_margin_bps, s.retry_attempt_cost_minor)
+    retry_params = RetryParams(s.ev_margin_bps, s.retry_attempt_cost_minor,
+                               recovery=load_recovery(s.retry_recovery_file))  # fmt: skip
     retry_serde = ctx.codec.retry
     retry_out = EVENTS_OUT.labels(s.topic_retry_decisions)
 

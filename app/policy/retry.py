@@ -13,7 +13,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -30,6 +31,9 @@ class RetryParams:
     attempt_cost_minor: float = 10.0  # fee + network charge of one more attempt
     wait_discount_per_day: float = 0.01  # value lost per day of waiting (churn, working capital)
     max_attempts: int = 4
+    # the recovery table (retry_recovery.json format); None = the bundled priors. A table
+    # fitted on your own retry history (`authpilot fit-retry`) replaces them.
+    recovery: Mapping[str, Any] | None = field(default=None, compare=False)
 
 
 @cache
@@ -37,18 +41,29 @@ def _recovery() -> dict[str, Any]:
     return json.loads(RECOVERY.read_text())
 
 
-def decline_class(code: str) -> str:
-    for name, c in _recovery()["classes"].items():
+def load_recovery(path: str | Path | None) -> Mapping[str, Any]:
+    """A recovery table from a file (the bundled priors for None), checked for its keys."""
+    if path is None:
+        return _recovery()
+    table = json.loads(Path(path).read_text())
+    missing = {"paydays", "delays_hours", "classes"} - set(table)
+    if missing:
+        raise ValueError(f"{path}: not a recovery table, missing {sorted(missing)}")
+    return table
+
+
+def decline_class(code: str, table: Mapping[str, Any] | None = None) -> str:
+    for name, c in (table or _recovery())["classes"].items():
         if code in c["codes"]:
             return name
     return "other_soft"
 
 
-def crosses_payday(t0_ms: int, t1_ms: int) -> bool:
+def crosses_payday(t0_ms: int, t1_ms: int, table: Mapping[str, Any] | None = None) -> bool:
     """True when a payday (day of month in the table) starts in (t0, t1]."""
     d0 = datetime.fromtimestamp(t0_ms / 1000, tz=UTC).date()
     d1 = datetime.fromtimestamp(t1_ms / 1000, tz=UTC).date()
-    paydays = set(_recovery()["paydays"])
+    paydays = set((table or _recovery())["paydays"])
     d = d0 + timedelta(days=1)
     while d <= d1:
         if d.day in paydays:
@@ -57,10 +72,10 @@ def crosses_payday(t0_ms: int, t1_ms: int) -> bool:
     return False
 
 
-def next_payday_ms(t_ms: int) -> int:
+def next_payday_ms(t_ms: int, table: Mapping[str, Any] | None = None) -> int:
     """When funds land after t: the start of the next payday (day of month in the table) plus
     the table's settlement hours."""
-    table = _recovery()
+    table = table or _recovery()
     d = datetime.fromtimestamp(t_ms / 1000, tz=UTC).date() + timedelta(days=1)
     while d.day not in table["paydays"]:
         d += timedelta(days=1)
@@ -68,19 +83,23 @@ def next_payday_ms(t_ms: int) -> int:
     return int(start + table.get("payday_settle_hours", 0) * HOUR_MS)
 
 
-def p_recover(code: str, decline_ms: int, retry_ms: int, attempt: int = 1) -> float:
-    """Prior probability that a retry at retry_ms approves, from the decline class table.
+def delay_bucket(hours: float, table: Mapping[str, Any] | None = None) -> int:
+    """Index of the table's delay a wait of `hours` falls in (the largest one not above it)."""
+    delays = (table or _recovery())["delays_hours"]
+    return max(j for j, h in enumerate(delays) if h <= max(hours, 0))
+
+
+def p_recover(code: str, decline_ms: int, retry_ms: int, attempt: int = 1,
+              table: Mapping[str, Any] | None = None) -> float:  # fmt: skip
+    """Probability that a retry at retry_ms approves, from the decline class table.
 
     `attempt` is the attempt just declined: each earlier declined attempt of the payment
     multiplies the estimate by the class's repeat_decay (a cause that survived a retry is
     likely to survive the next one)."""
-    table = _recovery()
-    c = table["classes"][decline_class(code)]
-    hours = (retry_ms - decline_ms) / HOUR_MS
-    delays = table["delays_hours"]
-    i = max(j for j, h in enumerate(delays) if h <= max(hours, 0))
-    p = c["p"][i]
-    if c["payday_boost"] and crosses_payday(decline_ms, retry_ms):
+    table = table or _recovery()
+    c = table["classes"][decline_class(code, table)]
+    p = c["p"][delay_bucket((retry_ms - decline_ms) / HOUR_MS, table)]
+    if c["payday_boost"] and crosses_payday(decline_ms, retry_ms, table):
         p += c["payday_boost"]
     p *= c.get("repeat_decay", 1.0) ** max(attempt - 1, 0)
     return min(p, 0.99)
@@ -96,6 +115,8 @@ def decide_retry(outcome: dict[str, Any], counters: Counters, rules: NetworkRule
             "avoid_route": None, "three_ds": False, "p_recover": None,
             "expected_value": None}  # fmt: skip
 
+    table = params.recovery or _recovery()
+
     def stop(*reasons: str) -> dict[str, Any]:
         return {**base, "action": "STOP", "not_before": t, "reason_codes": list(reasons)}
 
@@ -107,7 +128,7 @@ def decide_retry(outcome: dict[str, Any], counters: Counters, rules: NetworkRule
         return stop(*reasons)
     value = outcome["amount_minor"] * params.margin_bps / 10000.0
     if outcome["failure_side"] == "ROUTE":
-        p = p_recover(code, t, t)
+        p = p_recover(code, t, t, table=table)
         return {**base, "action": "RETRY", "not_before": max(verdict.not_before_ms, t),
                 "avoid_route": outcome["route_id"], "p_recover": p,
                 "expected_value": p * value - params.attempt_cost_minor,
@@ -119,12 +140,12 @@ def decide_retry(outcome: dict[str, Any], counters: Counters, rules: NetworkRule
         return stop(*reasons, "CIT_NO_DELAYED_RETRY")
     best: tuple[float, int, float] | None = None
     k = outcome["attempt"]
-    candidates = [t + int(h * HOUR_MS) for h in _recovery()["delays_hours"]]
-    if _recovery()["classes"][decline_class(code)]["payday_boost"]:
-        candidates.append(next_payday_ms(t))  # right after the money lands
+    candidates = [t + int(h * HOUR_MS) for h in table["delays_hours"]]
+    if table["classes"][decline_class(code, table)]["payday_boost"]:
+        candidates.append(next_payday_ms(t, table))  # right after the money lands
     for cand in candidates:
         when = max(cand, verdict.not_before_ms)
-        p = p_recover(code, t, when, k)
+        p = p_recover(code, t, when, k, table)
         wait_days = (when - t) / (24 * HOUR_MS)
         ev = p * value * (1 - params.wait_discount_per_day * wait_days) - params.attempt_cost_minor
         if best is None or ev > best[0]:
@@ -136,4 +157,4 @@ def decide_retry(outcome: dict[str, Any], counters: Counters, rules: NetworkRule
     hours = (when - t) / HOUR_MS
     return {**base, "action": "RETRY", "not_before": when, "p_recover": p, "expected_value": ev,
             "reason_codes": [*reasons, f"DELAY_{hours:.0f}H:p={p:.2f}",
-                             *(["PAYDAY"] if crosses_payday(t, when) else [])]}  # fmt: skip
+                             *(["PAYDAY"] if crosses_payday(t, when, table) else [])]}  # fmt: skip
