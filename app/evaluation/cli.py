@@ -30,11 +30,12 @@ from app.evaluation.policies import (
 from app.evaluation.prepare import prepare, warm_routers
 from app.policy import baselines, expected_value, success_rate
 from app.policy.network_rules import NetworkRules
+from app.policy.recovery_fit import fit_from_log
 from app.policy.retry import RetryParams
 
 ROUTERS = (baselines.BEST_SINGLE, success_rate.POLICY_NAME, expected_value.POLICY_NAME,
            baselines.ORACLE)  # fmt: skip
-RETRIERS = (baselines.FIXED_SCHEDULE, "engine")
+RETRIERS = (baselines.FIXED_SCHEDULE, "engine", "engine_fitted")
 DEFAULT_POLICIES = (
     "best_single_route+fixed_schedule",
     "success_rate+fixed_schedule",
@@ -119,6 +120,10 @@ def main(argv: list[str]) -> int:
         baselines.FIXED_SCHEDULE: FixedScheduleRetrier(rules),
         "engine": EngineRetrier(rules, RetryParams(margin, s.retry_attempt_cost_minor)),
     }
+    if any(w.endswith("+engine_fitted") for w in wanted):  # recovery table fitted on the history
+        fitted = fit_from_log(prep.log_dir)
+        params = RetryParams(margin, s.retry_attempt_cost_minor, recovery=fitted)
+        retriers["engine_fitted"] = EngineRetrier(rules, params, "engine_fitted")
     runs: list[PolicyRun] = []
     for seed in seeds:
         pays = eval_payments(prep.world, hist_days, hist_days + eval_days, a.payments, seed)

@@ -120,10 +120,8 @@ class ExpectedValueRouter:
 
 
 class EngineRetrier:
-    name = "engine"
-
-    def __init__(self, rules: NetworkRules, params: RetryParams) -> None:
-        self.rules, self.params = rules, params
+    def __init__(self, rules: NetworkRules, params: RetryParams, name: str = "engine") -> None:
+        self.rules, self.params, self.name = rules, params, name
 
     def after_decline(self, outcome: dict[str, Any], counters: Counters,
                       now_ms: int) -> dict[str, Any]:  # fmt: skip

@@ -35,6 +35,7 @@ MODEL_NAME = "evaluate"
 @dataclass
 class Prepared:
     world: World
+    log_dir: Path
     model_dir: Path
     best_routes: dict[str, str]
     outcomes: list[dict[str, Any]]  # the history's outcomes, in event-time order
@@ -89,7 +90,7 @@ def prepare(scenario: str, work: Path, history_days: float, attempts: int, seed:
     routes = baselines.best_single_routes([o["merchant_id"] for o in outcomes],
                                           [o["route_id"] for o in outcomes],
                                           [o["approved"] for o in outcomes])  # fmt: skip
-    return Prepared(world, model_dir, routes, outcomes)
+    return Prepared(world, log, model_dir, routes, outcomes)
 
 
 def _check(rc: int, stage: str) -> None:
