@@ -1,0 +1,67 @@
+"""Baseline policies run in the worker on the real broker: the oracle router and the fixed
+retry schedule, decisions on their topics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.codec import Codec
+from app.policy.baselines import oracle_decide
+from app.simulate import load_world
+from app.simulate.requests import sample_requests
+from app.simulate.truth import draw_outcome, p_approve
+from tests.conftest import WorkerProcess
+from tests.kafka_io import produce, read_topic
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+def baseline_worker(worker_env, settings_for, tmp_path):
+    from app.topics import ensure_topics
+
+    env = dict(worker_env, AUTHPILOT_ROUTING_POLICY="oracle", AUTHPILOT_ORACLE_SCENARIO="steady",
+               AUTHPILOT_RETRY_POLICY="fixed_schedule")  # fmt: skip
+    ensure_topics(settings_for)
+    w = WorkerProcess(env, tmp_path / "worker.log").start()
+    yield w, settings_for
+    w.stop()
+
+
+def test_oracle_routing_and_fixed_schedule_retries_in_the_worker(baseline_worker):
+    w, s = baseline_worker
+    world = load_world("steady")
+    codec = Codec(s)
+    rng = np.random.default_rng(17)
+    reqs = sample_requests(world, world.start_ms + np.arange(200) * 600_000, rng, "pol")
+    produce(s, s.topic_requests,
+            [(r["card_fingerprint"], codec.request.encode(r)) for r in reqs])  # fmt: skip
+    decisions = [codec.decision.decode(m.value())
+                 for m in read_topic(s, s.topic_decisions, len(reqs))]  # fmt: skip
+    assert len(decisions) == len(reqs)
+    by_id = {r["request_id"]: r for r in reqs}
+    for d in decisions:
+        r = by_id[d["request_id"]]
+        want = oracle_decide(r, [p_approve(world, r, c["route_id"]) for c in r["candidates"]],
+                             s.ev_margin_bps)  # fmt: skip
+        assert d["policy"] == "oracle" and d["chosen_route"] == want["chosen_route"]
+    # declined outcomes: one fixed-schedule RetryDecision each
+    outs = [draw_outcome(world, by_id[d["request_id"]], d["chosen_route"], rng=rng)
+            for d in decisions]  # fmt: skip
+    declined = [o for o in outs if not o["approved"]]
+    assert declined
+    produce(s, s.topic_outcomes,
+            [(o["card_fingerprint"], codec.outcome.encode(o)) for o in outs])  # fmt: skip
+    retries = [codec.retry.decode(m.value())
+               for m in read_topic(s, s.topic_retry_decisions, len(declined))]  # fmt: skip
+    assert sorted(x["request_id"] for x in retries) == sorted(o["request_id"] for o in declined)
+    for x in retries:
+        o = next(o for o in declined if o["request_id"] == x["request_id"])
+        if o["initiator"] != "MIT":
+            assert x["action"] == "STOP" and x["reason_codes"] == ["FIXED_NOT_DUNNED"]
+        elif x["action"] == "RETRY":  # +1 day after the first decline (or an advised delay)
+            assert x["not_before"] >= o["event_time"] + 24 * 3_600_000
+            assert any(rc.startswith("FIXED_24H") for rc in x["reason_codes"])
+    assert any(x["action"] == "RETRY" for x in retries)  # the schedule did act on some
+    assert w.metric('authpilot_decisions_total{policy="oracle"') > 0
