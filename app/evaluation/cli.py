@@ -70,6 +70,9 @@ def parser() -> argparse.ArgumentParser:
         help="length of the evaluated window (default: the rest of the scenario)",
     )
     p.add_argument("--history-seed", type=int, default=101)
+    p.add_argument("--history-retry-explore", type=float, default=0.0,
+                   help="share of the history's retries made at a random delay (0.5 h .. 7 d), "
+                        "so engine_fitted can learn every delay")  # fmt: skip
     p.add_argument(
         "--policies",
         default=",".join(DEFAULT_POLICIES),
@@ -104,7 +107,8 @@ def main(argv: list[str]) -> int:
     horizon = load_world(a.scenario).days
     hist_days = a.history_days if a.history_days is not None else round(horizon * 0.75, 2)
     eval_days = a.eval_days if a.eval_days is not None else horizon - hist_days
-    prep = prepare(a.scenario, a.work, hist_days, a.history_attempts, a.history_seed, say=_say)
+    prep = prepare(a.scenario, a.work, hist_days, a.history_attempts, a.history_seed,
+                   retry_explore=a.history_retry_explore, say=_say)  # fmt: skip
     ev_params = expected_value.EVParams(margin, dict(s.ev_merchant_margin_bps), s.ev_explore,
                                         s.ev_eliminate_below)  # fmt: skip
     evr, srr = warm_routers(prep, ev_params, success_rate.SRParams.from_settings(s),

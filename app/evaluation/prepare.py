@@ -47,7 +47,8 @@ def _fingerprint(*parts: Any) -> str:
 
 
 def prepare(scenario: str, work: Path, history_days: float, attempts: int, seed: int,
-            explore: float | None = None, say: Say = print) -> Prepared:  # fmt: skip
+            explore: float | None = None, retry_explore: float = 0.0,
+            say: Say = print) -> Prepared:  # fmt: skip
     """Simulate the history, train + compile (cached in work/), load the best-route map.
 
     `explore` overrides the scenario's logging-policy epsilon: the share of history traffic
@@ -64,6 +65,8 @@ def prepare(scenario: str, work: Path, history_days: float, attempts: int, seed:
     config: dict[str, Any] = {"days": history_days}
     if explore is not None:
         config["logging_policy"] = {"epsilon": explore}
+    if retry_explore > 0:  # history retries at random delays: lets fit-retry see every delay
+        config["retries"] = {"explore": retry_explore}
     key = _fingerprint(spec, config, attempts, seed)
     root = work / f"{world.name}-{key}"
     model_dir = root / "models" / MODEL_NAME / "v1"

@@ -138,6 +138,12 @@ def _simulate_payments(world: World, p: Payments, pay: np.ndarray, rng: np.rando
         u = rng.random((len(active), 2))
         delay_h = rt.delay[row, k - 1]
         retry = (d.kind != APPROVED) & (u[:, 0] < rt.share[row]) & ~np.isnan(delay_h)
+        if world.retries.explore > 0:  # extra draws only then: other logs stay byte-identical
+            ux = rng.random((len(active), 2))
+            grid = np.asarray(world.retries.explore_delays_h, float)
+            pick = grid[np.minimum((ux[:, 1] * len(grid)).astype(np.int64), len(grid) - 1)]
+            delay_h = np.where((ux[:, 0] < world.retries.explore) & ~rt.step_up[row]
+                               & ~np.isnan(delay_h), pick, delay_h)  # fmt: skip
         jit = 1.0 + world.retries.jitter * (2.0 * u[:, 1] - 1.0)
         t_next = (
             t[active]

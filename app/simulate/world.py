@@ -201,6 +201,10 @@ class Retries:
     max_attempts: int
     jitter: float  # delays are multiplied by U(1 - jitter, 1 + jitter)
     rules: Mapping[str, RetryRule]
+    # share of retries whose delay is drawn uniformly from explore_delays_h instead of the rule's
+    # (delay exploration: what lets a recovery model be fitted for delays the rules never use)
+    explore: float = 0.0
+    explore_delays_h: tuple[float, ...] = (0.5, 24.0, 72.0, 168.0)
 
 
 # ---------------------------------------------------------------- events (time-varying truth)
@@ -336,7 +340,10 @@ class World:
             max_attempts=int(rt["max_attempts"]),
             jitter=float(rt["jitter"]),
             rules={k: _make(RetryRule, v, f"retries.rules.{k}") for k, v in rt["rules"].items()},
-        )
+            explore=float(rt.get("explore", 0.0)),
+            explore_delays_h=tuple(float(h) for h in rt.get("explore_delays_h",
+                                                              Retries.explore_delays_h)),
+        )  # fmt: skip
         self.events: tuple[Event, ...] = tuple(
             self._event(i, e) for i, e in enumerate(spec["events"])
         )

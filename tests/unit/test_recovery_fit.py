@@ -51,3 +51,12 @@ def test_cli_writes_a_table_the_engine_loads(log, tmp_path, capsys):
         bad.write_text("{}")
         load_recovery(bad)
     assert main(["--log", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+
+
+def test_delay_exploration_in_the_history_informs_every_delay(tmp_path):
+    """With the history's retries at random delays the fit sees a 05 retried a day later,
+    and learns it recovers far more often than one retried within the hour."""
+    simulate("steady", 120_000, 4, tmp_path, config={"retries": {"explore": 0.5}}, oracle=False)
+    dnh = fit_from_log(tmp_path)["classes"]["do_not_honor"]
+    assert dnh["n"][0] > 100 and dnh["n"][2] > 100
+    assert dnh["p"][2] > dnh["p"][0] + 0.15, dnh["p"]
