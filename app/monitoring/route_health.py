@@ -228,6 +228,8 @@ class HealthMonitor:
         self.model = ModelHealth(self.config.model)
         self._clock = clock
         self._raised: dict[tuple[str, str], int] = {}
+        # read on every decision: kept up to date on demote/restore instead of rebuilt per read
+        self._demoted: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------ what the policy reads
     def is_demoted(self, route_id: str) -> bool:
@@ -239,7 +241,7 @@ class HealthMonitor:
 
     @property
     def demoted(self) -> frozenset[str]:
-        return frozenset(k for k, r in self.routes.items() if r.state is RouteState.DEMOTED)
+        return self._demoted
 
     # ------------------------------------------------------------ updates
     def observe_outcome(
@@ -258,6 +260,7 @@ class HealthMonitor:
             rh = self.routes[route_id] = RouteHealth(self.config.route)
         if rh.state is RouteState.DEMOTED:
             if rh.observe_probe(approved, route_failure, p_approve):
+                self._demoted = self._demoted - {route_id}
                 self.drift.route(route_id).reset()
                 fail, appr, mean_p = rh.last_window or (0.0, 0.0, None)
                 extra = "" if mean_p is None else f", approval {appr:.3f} vs model {mean_p:.3f}"
@@ -271,6 +274,7 @@ class HealthMonitor:
         alarm = self.drift.update_route(route_id, approved, route_failure)
         if alarm is not None:
             rh.demote(event_time)
+            self._demoted = self._demoted | {route_id}
             alerts.append(self._from_alarm("ROUTE_DEMOTED", alarm, event_time))
         if p_approve is not None:
             if self.model.state is ModelState.OK:

@@ -122,7 +122,7 @@ def test_monitor_demotes_only_the_failing_route_and_restores_it_on_probes():
     assert all(mon.observe_outcome("a", False, "ROUTE", t + i) == [] for i in range(20))
     out = [a for i in range(20) for a in mon.observe_outcome("a", True, "NONE", t + 100 + i)]
     assert [a["kind"] for a in out] == ["ROUTE_RESTORED"]
-    assert not mon.is_demoted("a")
+    assert not mon.is_demoted("a") and mon.demoted == frozenset()
     assert mon.drift.route("a").failure.n == 0
 
 
