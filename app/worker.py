@@ -23,9 +23,7 @@ from app.features.definitions import FEATURE_NAMES, feature_hash
 from app.features.online import FeatureState, new_buffer
 from app.metrics import CONSUMER_LAG, exposition
 from app.model.registry import ModelSlots
-from app.policy.expected_value import EVParams
 from app.policy.latency import RouteLatency
-from app.policy.success_rate import SRParams
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +127,6 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
     ctx = WorkerContext(
         settings=s,
         codec=Codec(s),
-        sr_params=SRParams.from_settings(s),
         requests=raw_topic(s.topic_requests),
         outcomes=raw_topic(s.topic_outcomes),
         decisions=raw_topic(s.topic_decisions),
@@ -167,7 +164,6 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
         world = load_world(s.oracle_scenario)
         ctx.oracle_p = lambda req, route: p_approve(world, req, route)
     ctx.models = ModelSlots(s.model_dir, feature_hash())
-    ctx.ev_params = EVParams.from_settings(s)
     _register_models(app, ctx)
     score_agent.register(app, ctx)
     outcome_agents.register(app, ctx)

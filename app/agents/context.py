@@ -9,14 +9,12 @@ from typing import Any
 from app.codec import Codec
 from app.config import Settings
 from app.deadletter import DeadLetterSink
-from app.policy.success_rate import SRParams
 
 
 @dataclass
 class WorkerContext:
     settings: Settings
     codec: Codec
-    sr_params: SRParams
     requests: Any  # faust topics
     outcomes: Any
     decisions: Any
@@ -37,7 +35,6 @@ class WorkerContext:
     latency: Any = None  # app.policy.latency.RouteLatency, fed by the outcome agent
     models: Any = None  # app.model.registry.ModelSlots
     features: Any = None  # app.features.online.FeatureState reading the tables above
-    ev_params: Any = None  # app.policy.expected_value.EVParams
 
 
 class Recent:

@@ -70,7 +70,8 @@ def register(app: Any, ctx: WorkerContext) -> Any:
                         served[0] = champion
                         health.set_model(champion.label if champion else "none")
                     p = dispatch.model_p
-                    estimates.put(req["request_id"], p)
+                    if p is not None:  # only model estimates feed calibration
+                        estimates.put(req["request_id"], p)
                     alerts = health.observe_decision(
                         req["event_time"], p,
                         req["amount_minor"], req["merchant_country"] != req["issuer_country"],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from app.config import get_settings
@@ -109,8 +110,7 @@ def main(argv: list[str]) -> int:
     eval_days = a.eval_days if a.eval_days is not None else horizon - hist_days
     prep = prepare(a.scenario, a.work, hist_days, a.history_attempts, a.history_seed,
                    retry_explore=a.history_retry_explore, say=_say)  # fmt: skip
-    ev_params = expected_value.EVParams(margin, dict(s.ev_merchant_margin_bps), s.ev_explore,
-                                        s.ev_eliminate_below)  # fmt: skip
+    ev_params = replace(expected_value.EVParams.from_settings(s), margin_bps=margin)
     evr, srr = warm_routers(prep, ev_params, success_rate.SRParams.from_settings(s),
                             s.sr_window, say=_say)  # fmt: skip
     rules = NetworkRules(s.visa_rules_variant)

@@ -62,8 +62,6 @@ class PolicyRun:
     attempts: np.ndarray
     fees: np.ndarray
     violations: np.ndarray
-    step_ups: np.ndarray
-    cascades: np.ndarray
     mit: np.ndarray
 
 
@@ -81,8 +79,6 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router, ret
     attempts = np.zeros(n, np.int32)
     fees = np.zeros(n)
     violations = np.zeros(n, np.int32)
-    step_ups = np.zeros(n, np.int32)
-    cascades = np.zeros(n, np.int32)
     mit = np.array([p["initiator"] == "MIT" for p in payments])
     histories: dict[str, CardHistory] = {}
     seq = itertools.count()
@@ -120,8 +116,6 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router, ret
             rd = retrier.after_decline(out, c, t)
             nxt = next_attempt(req, rd, out["route_id"], out["response_code"])
             if nxt is not None and attempts[i] < max_attempts:
-                step_ups[i] += bool(rd["three_ds"])
-                cascades[i] += rd["avoid_route"] is not None
                 heapq.heappush(heap, (nxt["event_time"], next(seq), 0, i, nxt, out))
                 continue
         done += 1
@@ -130,7 +124,7 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router, ret
     if progress is not None:
         progress(n, n)
     return PolicyRun(f"{router.name}+{retrier.name}", seed, amount, first, approved, attempts,
-                     fees, violations, step_ups, cascades, mit)  # fmt: skip
+                     fees, violations, mit)  # fmt: skip
 
 
 def _violations(rules: NetworkRules, prev: dict[str, Any], req: dict[str, Any],

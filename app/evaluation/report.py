@@ -28,7 +28,7 @@ def pooled(runs: list[PolicyRun]) -> dict[str, np.ndarray]:
     """One policy's per-payment arrays, concatenated over seeds (seed order)."""
     runs = sorted(runs, key=lambda r: r.seed)
     keys = ("amount", "first_approved", "approved", "attempts", "fees", "violations",
-            "step_ups", "cascades", "mit")  # fmt: skip
+            "mit")  # fmt: skip
     return {k: np.concatenate([getattr(r, k) for r in runs]) for k in keys}
 
 
