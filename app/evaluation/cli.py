@@ -16,8 +16,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from app.config import get_settings
 from app.evaluation import report
+from app.evaluation.ceiling import hindsight_recoverable
 from app.evaluation.loop import PolicyRun, eval_payments, run_policy
 from app.evaluation.policies import (
     BestSingleRouter,
@@ -145,15 +148,25 @@ def main(argv: list[str]) -> int:
             print(file=sys.stderr)
             runs.append(run)
     champion = CHAMPION if CHAMPION in wanted else wanted[-1]
+    ceiling = None
+    if FIXED_BASELINE in wanted and champion != FIXED_BASELINE:
+        _say("hindsight retry ceiling (one clairvoyant retry per declined MIT payment)")
+        parts = []
+        for seed in seeds:
+            run = next(r for r in runs if r.policy == champion and r.seed == seed)
+            pays = eval_payments(prep.world, hist_days, hist_days + eval_days, a.payments, seed)
+            ok = hindsight_recoverable(prep.world, pays, run.first_declines, rules, seed)
+            parts.append(run.amount * ok)
+        ceiling = np.concatenate(parts)
     comp = report.compare(runs, margin, champion=champion,
                           single=f"{baselines.BEST_SINGLE}+engine",
                           success_rate=f"{success_rate.POLICY_NAME}+engine",
                           oracle=f"{baselines.ORACLE}+engine",
-                          fixed=FIXED_BASELINE)  # fmt: skip
+                          fixed=FIXED_BASELINE, ceiling=ceiling)  # fmt: skip
     cmd = "authpilot evaluate-policy " + " ".join(argv)
     title = (f"Policy evaluation: {a.scenario}, history {hist_days:g} days, evaluated days "
              f"{hist_days:g}-{hist_days + eval_days:g}, margin {margin:g} bps")  # fmt: skip
     path = report.write(comp, a.out, title, cmd)
     print(report.markdown(comp, title, cmd))
     _say(f"report: {path} ({time.monotonic() - t0:.0f}s)")
-    return 0 if all(c["pass"] for c in comp.checks) else 1
+    return 0 if all(c["pass"] is not False for c in comp.checks) else 1

@@ -19,7 +19,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -63,6 +63,8 @@ class PolicyRun:
     fees: np.ndarray
     violations: np.ndarray
     mit: np.ndarray
+    # payment index -> its declined first attempt (for the hindsight retry ceiling)
+    first_declines: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def run_policy(world: World, payments: list[dict[str, Any]], router: Router, retrier: Retrier,
@@ -81,6 +83,7 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router, ret
     violations = np.zeros(n, np.int32)
     mit = np.array([p["initiator"] == "MIT" for p in payments])
     histories: dict[str, CardHistory] = {}
+    first_declines: dict[int, dict[str, Any]] = {}
     seq = itertools.count()
     # (time, tiebreak, kind, payment index, request, previous outcome / decision)
     heap: list[tuple[int, int, int, int, dict[str, Any], Any]] = [
@@ -109,6 +112,8 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router, ret
                       out["approved"], req["attempt"] > 1))  # fmt: skip
         if req["attempt"] == 1:
             first[i] = out["approved"]
+            if not out["approved"]:
+                first_declines[i] = out
         if out["approved"]:
             approved[i] = True
         else:
@@ -124,7 +129,7 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router, ret
     if progress is not None:
         progress(n, n)
     return PolicyRun(f"{router.name}+{retrier.name}", seed, amount, first, approved, attempts,
-                     fees, violations, mit)  # fmt: skip
+                     fees, violations, mit, first_declines)  # fmt: skip
 
 
 def _violations(rules: NetworkRules, prev: dict[str, Any], req: dict[str, Any],

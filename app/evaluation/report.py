@@ -61,8 +61,12 @@ class Comparison:
 
 
 def compare(runs: list[PolicyRun], margin_bps: float, champion: str, single: str,
-            success_rate: str, oracle: str, fixed: str) -> Comparison:  # fmt: skip
-    """Metrics per policy and the issue's targets, from runs of several policies and seeds."""
+            success_rate: str, oracle: str, fixed: str,
+            ceiling: np.ndarray | None = None) -> Comparison:  # fmt: skip
+    """Metrics per policy and the issue's targets, from runs of several policies and seeds.
+
+    `ceiling`: per payment (pooled in seed order), the declined MIT value a clairvoyant retrier
+    recovers (app.evaluation.ceiling), reported as context for the retry targets."""
     names = sorted({r.policy for r in runs}, key=[r.policy for r in runs].index)
     cols = {n: per_payment(pooled([r for r in runs if r.policy == n]), margin_bps) for n in names}
     pol = {n: {k: mean_ci(v) for k, v in c.items()} for n, c in cols.items()}
@@ -74,6 +78,9 @@ def compare(runs: list[PolicyRun], margin_bps: float, champion: str, single: str
 
     def check(name: str, value: str, ok: bool, target: str) -> None:
         checks.append({"check": name, "value": value, "target": target, "pass": bool(ok)})
+
+    def context(name: str, value: str) -> None:  # a figure to read a target by, not a target
+        checks.append({"check": name, "value": value, "target": "context", "pass": None})
 
     fa = "first_approval"
     if {champion, single, oracle} <= set(cols):
@@ -93,21 +100,30 @@ def compare(runs: list[PolicyRun], margin_bps: float, champion: str, single: str
               nv.lo > 0, "> 0 (interval above zero)")  # fmt: skip
     if {champion, fixed} <= set(cols):
         a, b = totals[champion], totals[fixed]
-        value = (
-            a["recovered_value"] / b["recovered_value"] - 1 if b["recovered_value"] else math.nan
-        )
-        tries = 1 - a["retries"] / b["retries"] if b["retries"] else math.nan
-        check(f"recovered declined value, {champion} vs {fixed}", f"{value:+.0%}",
-              value >= 0.2, ">= +20%")  # fmt: skip
-        check(f"retry attempts saved, {champion} vs {fixed}", f"{tries:+.0%}", tries >= 0.3,
-              ">= 30% fewer")  # fmt: skip
+        # the target population: merchant-initiated payments, the only ones a dunning schedule
+        # retries, so both policies compete for the same declines
         mv, mr = b["mit_recovered_value"], b["mit_retries"]
-        value = a["mit_recovered_value"] / mv - 1 if mv else math.nan
+        gain = diff(champion, fixed, "mit_recovered_value")
+        base = mean_ci(cols[fixed]["mit_recovered_value"]).mean
+        value = gain.mean / base if base else math.nan
+        band = f"[{gain.lo / base:+.0%}, {gain.hi / base:+.0%}]" if base else ""
         tries = 1 - a["mit_retries"] / mr if mr else math.nan
-        check(f"MIT only (where the schedule acts): recovered value, {champion} vs {fixed}",
-              f"{value:+.0%}", value >= 0.2, ">= +20%")  # fmt: skip
-        check(f"MIT only: retry attempts saved, {champion} vs {fixed}", f"{tries:+.0%}",
-              tries >= 0.3, ">= 30% fewer")  # fmt: skip
+        check(f"scheduled retries (MIT): recovered declined value, {champion} vs {fixed}",
+              f"{value:+.0%} {band}", value >= 0.2, ">= +20%")  # fmt: skip
+        check(f"scheduled retries (MIT): retry attempts saved, {champion} vs {fixed}",
+              f"{tries:+.0%} ({a['mit_retries']:.0f} vs {mr:.0f})", tries >= 0.3,
+              ">= 30% fewer")  # fmt: skip
+        if ceiling is not None and mv:
+            cv = float(ceiling.sum())
+            share = (a["mit_recovered_value"] - mv) / (cv - mv) if cv > mv else math.nan
+            context(f"hindsight ceiling (MIT): one clairvoyant retry per declined payment "
+                    f"recovers {cv / mv - 1:+.0%} over {fixed}; {champion} closes "
+                    f"{share:.0%} of that gap", f"{cv / mv - 1:+.0%}")  # fmt: skip
+        ov = a["recovered_value"] / b["recovered_value"] - 1 if b["recovered_value"] else math.nan
+        ot = 1 - a["retries"] / b["retries"] if b["retries"] else math.nan
+        context(f"all retries incl. in-session 3DS step-ups and cascades, which the schedule "
+                f"never makes: recovered value {ov:+.0%}, attempts saved {ot:+.0%}",
+                f"{ov:+.0%} / {ot:+.0%}")  # fmt: skip
     if champion in totals:
         v = totals[champion]["violations"]
         check(f"network-rule violations of {champion}", f"{v:.0f}", v == 0, "0")
@@ -137,8 +153,8 @@ def markdown(c: Comparison, title: str, command: str) -> str:
                      + f" | {t['retries']:.0f} | {t['violations']:.0f} |")  # fmt: skip
     lines += ["", "## Targets", "", "| check | value | target | result |", "|---|---|---|---|"]
     for k in c.checks:
-        lines.append(f"| {k['check']} | {k['value']} | {k['target']} | "
-                     f"{'PASS' if k['pass'] else 'MISS'} |")  # fmt: skip
+        verdict = "context" if k["pass"] is None else "PASS" if k["pass"] else "MISS"
+        lines.append(f"| {k['check']} | {k['value']} | {k['target']} | {verdict} |")
     return "\n".join(lines) + "\n"
 
 

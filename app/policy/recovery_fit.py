@@ -38,7 +38,8 @@ from app.policy.retry import _recovery, crosses_payday, decline_class, delay_buc
 def retry_observations(requests: pd.DataFrame, outcomes: pd.DataFrame,
                        table: Mapping[str, Any]) -> pd.DataFrame:  # fmt: skip
     """One row per retry: class, delay bucket, crossed payday, attempt, approved."""
-    req = requests[["payment_id", "attempt", "event_time", "three_ds"]]
+    cols = ["payment_id", "attempt", "event_time", "three_ds"]
+    req = requests[cols + (["issuer_country"] if "issuer_country" in requests else [])]
     out = outcomes[["payment_id", "attempt", "event_time", "approved", "response_code",
                     "three_ds"]].rename(columns={"event_time": "declined_at",
                                                  "three_ds": "prev_3ds"})  # fmt: skip
@@ -52,10 +53,13 @@ def retry_observations(requests: pd.DataFrame, outcomes: pd.DataFrame,
     t0 = retries.declined_at.to_numpy(np.int64)
     t1 = retries.event_time.to_numpy(np.int64)
     codes = retries.response_code.astype(str).tolist()
+    country = (retries.issuer_country.astype(str).tolist() if "issuer_country" in retries
+               else [None] * len(retries))  # fmt: skip
     return pd.DataFrame({
         "cls": [decline_class(c, table) for c in codes],
         "bucket": [delay_bucket((b - a) / HOUR_MS, table) for a, b in zip(t0, t1, strict=True)],
-        "payday": [crosses_payday(int(a), int(b), table) for a, b in zip(t0, t1, strict=True)],
+        "payday": [crosses_payday(int(a), int(b), table, c)
+                   for a, b, c in zip(t0, t1, country, strict=True)],
         "attempt": retries.attempt.to_numpy(),
         "approved": retries.approved.astype(bool).to_numpy(),
     })  # fmt: skip
@@ -102,7 +106,7 @@ def fit_recovery(obs: pd.DataFrame, prior: Mapping[str, Any] | None = None,
 
 def fit_from_log(log_dir: Path, strength: float = 30.0) -> dict[str, Any]:
     """fit_recovery over an event log directory (requests.parquet + outcomes.parquet)."""
-    cols_r = ["payment_id", "attempt", "event_time", "three_ds"]
+    cols_r = ["payment_id", "attempt", "event_time", "three_ds", "issuer_country"]
     cols_o = ["payment_id", "attempt", "event_time", "approved", "response_code", "three_ds"]
     req = pq.read_table(log_dir / "requests.parquet", columns=cols_r).to_pandas()
     out = pq.read_table(log_dir / "outcomes.parquet", columns=cols_o).to_pandas()

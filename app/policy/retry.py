@@ -59,11 +59,19 @@ def decline_class(code: str, table: Mapping[str, Any] | None = None) -> str:
     return "other_soft"
 
 
-def crosses_payday(t0_ms: int, t1_ms: int, table: Mapping[str, Any] | None = None) -> bool:
-    """True when a payday (day of month in the table) starts in (t0, t1]."""
+def paydays_for(country: str | None, table: Mapping[str, Any] | None = None) -> set[int]:
+    """Paydays (days of month) of a card's issuer country: the table's calendar for that
+    country, its default `paydays` otherwise."""
+    table = table or _recovery()
+    return set(table.get("paydays_by_country", {}).get(country or "", table["paydays"]))
+
+
+def crosses_payday(t0_ms: int, t1_ms: int, table: Mapping[str, Any] | None = None,
+                   country: str | None = None) -> bool:  # fmt: skip
+    """True when a payday of the country's calendar starts in (t0, t1]."""
     d0 = datetime.fromtimestamp(t0_ms / 1000, tz=UTC).date()
     d1 = datetime.fromtimestamp(t1_ms / 1000, tz=UTC).date()
-    paydays = set((table or _recovery())["paydays"])
+    paydays = paydays_for(country, table)
     d = d0 + timedelta(days=1)
     while d <= d1:
         if d.day in paydays:
@@ -72,12 +80,14 @@ def crosses_payday(t0_ms: int, t1_ms: int, table: Mapping[str, Any] | None = Non
     return False
 
 
-def next_payday_ms(t_ms: int, table: Mapping[str, Any] | None = None) -> int:
-    """When funds land after t: the start of the next payday (day of month in the table) plus
-    the table's settlement hours."""
+def next_payday_ms(t_ms: int, table: Mapping[str, Any] | None = None,
+                   country: str | None = None) -> int:  # fmt: skip
+    """When funds land after t: the start of the country's next payday plus the table's
+    settlement hours."""
     table = table or _recovery()
+    paydays = paydays_for(country, table)
     d = datetime.fromtimestamp(t_ms / 1000, tz=UTC).date() + timedelta(days=1)
-    while d.day not in table["paydays"]:
+    while d.day not in paydays:
         d += timedelta(days=1)
     start = datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000
     return int(start + table.get("payday_settle_hours", 0) * HOUR_MS)
@@ -90,7 +100,8 @@ def delay_bucket(hours: float, table: Mapping[str, Any] | None = None) -> int:
 
 
 def p_recover(code: str, decline_ms: int, retry_ms: int, attempt: int = 1,
-              table: Mapping[str, Any] | None = None) -> float:  # fmt: skip
+              table: Mapping[str, Any] | None = None,
+              country: str | None = None) -> float:  # fmt: skip
     """Probability that a retry at retry_ms approves, from the decline class table.
 
     `attempt` is the attempt just declined: each earlier declined attempt of the payment
@@ -99,7 +110,7 @@ def p_recover(code: str, decline_ms: int, retry_ms: int, attempt: int = 1,
     table = table or _recovery()
     c = table["classes"][decline_class(code, table)]
     p = c["p"][delay_bucket((retry_ms - decline_ms) / HOUR_MS, table)]
-    if c["payday_boost"] and crosses_payday(decline_ms, retry_ms, table):
+    if c["payday_boost"] and crosses_payday(decline_ms, retry_ms, table, country):
         p += c["payday_boost"]
     p *= c.get("repeat_decay", 1.0) ** max(attempt - 1, 0)
     return min(p, 0.99)
@@ -140,12 +151,13 @@ def decide_retry(outcome: dict[str, Any], counters: Counters, rules: NetworkRule
         return stop(*reasons, "CIT_NO_DELAYED_RETRY")
     best: tuple[float, int, float] | None = None
     k = outcome["attempt"]
+    country = outcome.get("issuer_country")
     candidates = [t + int(h * HOUR_MS) for h in table["delays_hours"]]
     if table["classes"][decline_class(code, table)]["payday_boost"]:
-        candidates.append(next_payday_ms(t, table))  # right after the money lands
+        candidates.append(next_payday_ms(t, table, country))  # right after the money lands
     for cand in candidates:
         when = max(cand, verdict.not_before_ms)
-        p = p_recover(code, t, when, k, table)
+        p = p_recover(code, t, when, k, table, country)
         wait_days = (when - t) / (24 * HOUR_MS)
         ev = p * value * (1 - params.wait_discount_per_day * wait_days) - params.attempt_cost_minor
         if best is None or ev > best[0]:
@@ -155,6 +167,7 @@ def decide_retry(outcome: dict[str, Any], counters: Counters, rules: NetworkRule
     if ev <= 0:
         return stop(*reasons, f"NOT_WORTH_IT:ev={ev:.1f}")
     hours = (when - t) / HOUR_MS
+    payday = ["PAYDAY"] if crosses_payday(t, when, table, country) else []
     return {**base, "action": "RETRY", "not_before": when, "p_recover": p, "expected_value": ev,
             "reason_codes": [*reasons, f"DELAY_{hours:.0f}H:p={p:.2f}",
-                             *(["PAYDAY"] if crosses_payday(t, when, table) else [])]}  # fmt: skip
+                             *payday]}  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,33 @@ def pay_cycle(t_ms: np.ndarray, paydays: Sequence[int]) -> np.ndarray:
     offs = np.array(sorted(d - 1 for d in paydays), float)
     k = np.searchsorted(offs, day, side="right") - 1  # -1: before the month's first payday
     return month.astype(np.int64) * len(offs) + k
+
+
+def _by_calendar(fn: Any, t_ms: np.ndarray, calendar: np.ndarray,
+                 calendars: Sequence[Sequence[int]], dtype: Any) -> np.ndarray:  # fmt: skip
+    """fn(t, paydays) per row, each row on its own calendar (few calendars: one call each)."""
+    t = np.asarray(t_ms, np.int64)
+    cal = np.broadcast_to(np.asarray(calendar, np.int64), t.shape)
+    if t.size == 1 or (cal == cal.flat[0]).all():
+        return fn(t, calendars[int(cal.flat[0])])
+    out = np.empty(t.shape, dtype)
+    for c in np.unique(cal):
+        m = cal == c
+        out[m] = fn(t[m], calendars[int(c)])
+    return out
+
+
+def payday_phase_by(t_ms: np.ndarray, calendar: np.ndarray,
+                    calendars: Sequence[Sequence[int]]) -> np.ndarray:  # fmt: skip
+    """payday_phase with each row's paydays taken from calendars[calendar[row]]."""
+    return _by_calendar(payday_phase, t_ms, calendar, calendars, np.float64)
+
+
+def pay_cycle_by(t_ms: np.ndarray, calendar: np.ndarray,
+                 calendars: Sequence[Sequence[int]]) -> np.ndarray:  # fmt: skip
+    """pay_cycle with each row's paydays taken from calendars[calendar[row]]. Cycle numbers of
+    different calendars overlap; they are only compared for the same card."""
+    return _by_calendar(pay_cycle, t_ms, calendar, calendars, np.int64)
 
 
 def _phase1(t_ms: int, paydays: Sequence[int]) -> float:

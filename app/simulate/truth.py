@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from app.records import outcome_for
-from app.simulate.seasonality import hour_weekday, pay_cycle, payday_phase
+from app.simulate.seasonality import hour_weekday, pay_cycle_by, payday_phase_by
 from app.simulate.world import (
     CHANNELS,
     DAY_MS,
@@ -165,7 +165,9 @@ def components(world: World, b: Batch, route: np.ndarray) -> Parts:
     p_sca = np.where(b.sca_required & ~b.three_ds, world.issuer_sca_rate[b.issuer], 0.0)
     p_hard = np.where(world.card_hard[b.card] >= 0, world.cards.hard_decline_prob, 0.0)
     f = world.funds
-    payday = f.min_mult + (f.max_mult - f.min_mult) * payday_phase(b.t_ms, f.paydays) ** f.shape
+    cal = world.country_calendar[b.issuer_country]
+    phase = payday_phase_by(b.t_ms, cal, world.calendars)
+    payday = f.min_mult + (f.max_mult - f.min_mult) * phase**f.shape
     p_nsf = (
         f.base_rate
         * world.issuer_nsf[b.issuer]
@@ -259,7 +261,7 @@ def persist_uniforms(world: World, b: Batch, u: np.ndarray) -> None:
         return
     f, a = world.funds, world.approval
     if f.cycle_persistence > 0:
-        cyc = pay_cycle(b.t_ms, f.paydays)
+        cyc = pay_cycle_by(b.t_ms, world.country_calendar[b.issuer_country], world.calendars)
         on = known & (_hash_uniform(world, b.card, cyc, 1) < f.cycle_persistence)
         u[on, 3] = _hash_uniform(world, b.card[on], cyc[on], 2)
     if a.day_persistence > 0:

@@ -148,6 +148,9 @@ class Funds:
     # 1: a card short of funds stays short until its next payday (one draw per card per pay
     # cycle, compared with the rising 51 rate); 0: every attempt draws afresh.
     cycle_persistence: float = 0.0
+    # pay calendars by the card's issuer country (days of month); `paydays` for the rest.
+    # Salaries are monthly in most of Europe, semi-monthly or biweekly in North America.
+    paydays_by_country: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -392,8 +395,11 @@ class World:
             len(s.weekday_logit),
         ) != (7, 7):
             raise ValueError("seasonality: hourly lists need 24 values, weekday lists 7")
-        if any(not 1 <= d <= 28 for d in self.funds.paydays):
-            raise ValueError("funds.paydays must be days of month 1..28")
+        for where, days in [("paydays", self.funds.paydays),
+                            *((f"paydays_by_country.{c}", d)
+                              for c, d in self.funds.paydays_by_country.items())]:  # fmt: skip
+            if not days or any(not 1 <= d <= 28 for d in days):
+                raise ValueError(f"funds.{where} must be days of month 1..28")
         unknown = set(self.cards.hard_states) - set(HARD_STATES)
         if unknown:
             raise ValueError(f"cards.hard_states: unknown states {sorted(unknown)}")
@@ -457,6 +463,19 @@ class World:
         self.funding_logit = np.array([a.funding_logit.get(f, 0.0) for f in FUNDING], float)
         self.channel_logit = np.array([a.channel_logit.get(c, 0.0) for c in CHANNELS], float)
         self.funding_nsf = np.array([self.funds.funding_mult.get(f, 1.0) for f in FUNDING], float)
+        # pay calendar per country index (calendars[0] is the default `paydays`)
+        by_country = {c: tuple(sorted(d)) for c, d in self.funds.paydays_by_country.items()}
+        if set(by_country) - set(self.countries):
+            raise ValueError(f"funds.paydays_by_country: unknown countries "
+                             f"{sorted(set(by_country) - set(self.countries))}")  # fmt: skip
+        self.calendars: list[tuple[int, ...]] = [tuple(sorted(self.funds.paydays))]
+        for days in by_country.values():
+            if days not in self.calendars:
+                self.calendars.append(days)
+        self.country_calendar = np.array(
+            [self.calendars.index(by_country.get(c, self.calendars[0])) for c in self.countries],
+            np.int64,
+        )
         s = self.seasonality
         self.hourly_logit = np.array(s.hourly_logit, float)
         self.weekday_logit = np.array(s.weekday_logit, float)

@@ -92,13 +92,24 @@ def test_mastercard_advice_codes(log: dict[str, pd.DataFrame]) -> None:
     assert hard.isin(["03", "21"]).mean() > 0.5
 
 
-def test_paydays_visible_in_51_rate(log: dict[str, pd.DataFrame]) -> None:
-    out = log["out"]
+@pytest.mark.parametrize(
+    ("countries", "after_days", "before_days"),
+    [
+        (("US", "CA"), [1, 2, 3, 15, 16, 17], [12, 13, 14, 28, 29, 30, 31]),  # 1st and 15th
+        (("DE", "FR", "ES"), [28, 29, 30, 31, 1], [22, 23, 24, 25, 26]),  # monthly, the 28th
+    ],
+)
+def test_paydays_visible_in_51_rate(
+    log: dict[str, pd.DataFrame],
+    countries: tuple[str, ...],
+    after_days: list[int],
+    before_days: list[int],
+) -> None:
+    """Funds run low before the issuer country's paydays and recover after them."""
+    out = log["out"][log["out"].issuer_country.isin(countries)]
     dom = pd.to_datetime(out.request_time, unit="ms", utc=True).dt.day
-    after = dom.isin([1, 2, 3, 15, 16, 17])
-    before = dom.isin([12, 13, 14, 28, 29, 30, 31])
-    r_after = (out.response_code[after] == "51").mean()
-    r_before = (out.response_code[before] == "51").mean()
+    r_after = (out.response_code[dom.isin(after_days)] == "51").mean()
+    r_before = (out.response_code[dom.isin(before_days)] == "51").mean()
     assert r_before > 1.5 * r_after, (r_before, r_after)
 
 
