@@ -142,6 +142,12 @@ class Settings(BaseSettings):
         description="recovery table for the retry engine (`authpilot fit-retry`); unset = the "
         "bundled priors (app/data/retry_recovery.json)",
     )
+    retry_pay_calendar: Path | None = Field(
+        None,
+        description="pay calendar for the retry engine's payday candidates: JSON {issuer "
+        "country: [days of month]} (e.g. app/data/pay_calendars/europe_monthly.json); unset = "
+        "the recovery table's paydays (1st and 15th) for every country",
+    )
     retry_policy: Literal["engine", "fixed_schedule"] = Field(
         "engine", description="retry engine, or the +1d/+3d/+7d rule-aware fixed schedule"
     )

@@ -51,7 +51,8 @@ def register(app: Any, ctx: WorkerContext) -> tuple[Any, Any]:
 
     rules = NetworkRules(s.visa_rules_variant)
     retry_params = RetryParams(s.ev_margin_bps, s.retry_attempt_cost_minor,
-                               recovery=load_recovery(s.retry_recovery_file))  # fmt: skip
+                               recovery=load_recovery(s.retry_recovery_file,
+                                                      s.retry_pay_calendar))  # fmt: skip
     retry_serde = ctx.codec.retry
     retry_out = EVENTS_OUT.labels(s.topic_retry_decisions)
 

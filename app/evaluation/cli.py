@@ -35,7 +35,7 @@ from app.evaluation.prepare import prepare, warm_routers
 from app.policy import baselines, expected_value, success_rate
 from app.policy.network_rules import NetworkRules
 from app.policy.recovery_fit import fit_from_log
-from app.policy.retry import RetryParams
+from app.policy.retry import RetryParams, load_recovery
 
 ROUTERS = (baselines.BEST_SINGLE, success_rate.POLICY_NAME, expected_value.POLICY_NAME,
            baselines.ORACLE)  # fmt: skip
@@ -88,6 +88,10 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="value of an approval, bps of the amount (default AUTHPILOT_EV_MARGIN_BPS)",
     )
+    p.add_argument("--pay-calendar", type=Path, default=None,
+                   help="pay calendar JSON for the engine's payday candidates (default "
+                        "AUTHPILOT_RETRY_PAY_CALENDAR; e.g. app/data/pay_calendars/"
+                        "europe_monthly.json for --scenario monthly_pay)")  # fmt: skip
     p.add_argument("--work", type=Path, default=Path("var/evaluate"), help="cache of histories")
     p.add_argument("--out", type=Path, default=Path("var/evaluate/report"))
     return p
@@ -117,6 +121,7 @@ def main(argv: list[str]) -> int:
     evr, srr = warm_routers(prep, ev_params, success_rate.SRParams.from_settings(s),
                             s.sr_window, say=_say)  # fmt: skip
     rules = NetworkRules(s.visa_rules_variant)
+    calendar = a.pay_calendar if a.pay_calendar is not None else s.retry_pay_calendar
     routers: dict[str, Router] = {
         baselines.BEST_SINGLE: BestSingleRouter(prep.best_routes),
         success_rate.POLICY_NAME: srr,
@@ -125,10 +130,13 @@ def main(argv: list[str]) -> int:
     }
     retriers: dict[str, Retrier] = {
         baselines.FIXED_SCHEDULE: FixedScheduleRetrier(rules),
-        "engine": EngineRetrier(rules, RetryParams(margin, s.retry_attempt_cost_minor)),
+        "engine": EngineRetrier(
+            rules,
+            RetryParams(margin, s.retry_attempt_cost_minor, recovery=load_recovery(None, calendar)),
+        ),
     }
     if any(w.endswith("+engine_fitted") for w in wanted):  # recovery table fitted on the history
-        fitted = fit_from_log(prep.log_dir)
+        fitted = fit_from_log(prep.log_dir, prior=load_recovery(None, calendar))
         params = RetryParams(margin, s.retry_attempt_cost_minor, recovery=fitted)
         retriers["engine_fitted"] = EngineRetrier(rules, params, "engine_fitted")
     runs: list[PolicyRun] = []

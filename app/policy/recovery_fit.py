@@ -104,13 +104,15 @@ def fit_recovery(obs: pd.DataFrame, prior: Mapping[str, Any] | None = None,
     return table
 
 
-def fit_from_log(log_dir: Path, strength: float = 30.0) -> dict[str, Any]:
-    """fit_recovery over an event log directory (requests.parquet + outcomes.parquet)."""
+def fit_from_log(log_dir: Path, strength: float = 30.0,
+                 prior: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """fit_recovery over an event log directory (requests.parquet + outcomes.parquet); `prior`
+    (default: the bundled table) also supplies the pay calendar the payday cells use."""
     cols_r = ["payment_id", "attempt", "event_time", "three_ds", "issuer_country"]
     cols_o = ["payment_id", "attempt", "event_time", "approved", "response_code", "three_ds"]
     req = pq.read_table(log_dir / "requests.parquet", columns=cols_r).to_pandas()
     out = pq.read_table(log_dir / "outcomes.parquet", columns=cols_o).to_pandas()
-    prior = _recovery()
+    prior = prior or _recovery()
     return fit_recovery(retry_observations(req, out, prior), prior, strength)
 
 

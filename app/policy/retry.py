@@ -41,14 +41,26 @@ def _recovery() -> dict[str, Any]:
     return json.loads(RECOVERY.read_text())
 
 
-def load_recovery(path: str | Path | None) -> Mapping[str, Any]:
-    """A recovery table from a file (the bundled priors for None), checked for its keys."""
-    if path is None:
-        return _recovery()
-    table = json.loads(Path(path).read_text())
-    missing = {"paydays", "delays_hours", "classes"} - set(table)
-    if missing:
-        raise ValueError(f"{path}: not a recovery table, missing {sorted(missing)}")
+def load_recovery(path: str | Path | None,
+                  pay_calendar: str | Path | None = None) -> Mapping[str, Any]:  # fmt: skip
+    """A recovery table from a file (the bundled priors for None), checked for its keys, with
+    an optional pay calendar file ({issuer country: [days of month]}) as its
+    paydays_by_country: paydays are market knowledge, kept apart from fitted recovery rates."""
+    table: dict[str, Any] = dict(_recovery())
+    if path is not None:
+        table = json.loads(Path(path).read_text())
+        missing = {"paydays", "delays_hours", "classes"} - set(table)
+        if missing:
+            raise ValueError(f"{path}: not a recovery table, missing {sorted(missing)}")
+    if pay_calendar is not None:
+        cal = {k: v for k, v in json.loads(Path(pay_calendar).read_text()).items()
+               if not k.startswith("_")}  # fmt: skip
+        bad = [k for k, v in cal.items()
+               if not (isinstance(v, list) and v and all(isinstance(d, int) and 1 <= d <= 28
+                                                         for d in v))]  # fmt: skip
+        if bad:
+            raise ValueError(f"{pay_calendar}: paydays must be lists of days 1..28 ({bad})")
+        table["paydays_by_country"] = cal
     return table
 
 

@@ -61,6 +61,28 @@ def test_same_seed_same_draws_and_the_oracle_wins_paired(world, payments):
     assert d.mean() > 3 * d.std() / np.sqrt(len(d)), d.mean()
 
 
+def test_hindsight_ceiling_covers_every_first_retry_the_schedule_wins(world, payments):
+    """The clairvoyant retrier sees the same attempt-2 draws at the schedule's +24 h on the
+    schedule's route, so every MIT payment the fixed schedule recovers on its first retry is
+    in the ceiling; and the ceiling never exceeds the declined value."""
+    from app.evaluation.ceiling import hindsight_recoverable
+    from app.evaluation.policies import FixedScheduleRetrier
+
+    routes = {m.merchant_id: m.default_route for m in world.merchants}
+    run = run_policy(world, payments, BestSingleRouter(routes), FixedScheduleRetrier(RULES),
+                     RULES, seed=5)  # fmt: skip
+    ok = hindsight_recoverable(world, payments, run.first_declines, RULES, seed=5)
+    won_first_retry = run.approved & ~run.first_approved & (run.attempts == 2) & run.mit
+    assert won_first_retry.sum() > 10
+    assert ok[won_first_retry].all()
+    assert not ok[~run.mit].any() and not ok[run.first_approved].any()
+    assert ok.sum() > won_first_retry.sum()  # later days and other routes add some
+    # a hard decline (Visa category 1) is never counted, whatever the draws
+    hard = [i for i, o in run.first_declines.items()
+            if not RULES.check(o, Counters()).allowed and run.mit[i]]  # fmt: skip
+    assert not ok[hard].any()
+
+
 def test_evaluate_policy_command_writes_a_report(tmp_path, capsys):
     out = tmp_path / "report"
     rc = main(["--seeds", "1", "--payments", "1500", "--history-attempts", "60000",
@@ -75,6 +97,9 @@ def test_evaluate_policy_command_writes_a_report(tmp_path, capsys):
     checks = {c["check"]: c for c in summary["checks"]}
     viol = next(c for k, c in checks.items() if k.startswith("network-rule violations"))
     assert viol["value"] == "0" and viol["pass"]
+    ceiling = next(c for k, c in checks.items() if k.startswith("hindsight ceiling"))
+    assert ceiling["pass"] is None and ceiling["value"].startswith("+")  # context, not a target
+    assert "| context |" in md
     p = summary["policies"]
     # the learned router beats the merchant's single route even on a small run
     assert (

@@ -69,3 +69,32 @@ def test_payday_priors():
     assert crosses_payday(jan14, jan14 + DAY_MS)
     assert not crosses_payday(jan14 + DAY_MS, jan14 + 2 * DAY_MS)
     assert p_recover("51", jan14, jan14 + DAY_MS) > p_recover("51", T, T + DAY_MS)
+
+
+def test_pay_calendar_by_issuer_country(tmp_path):
+    """A German card waits for the German payday (the 28th), a US card for the 15th; the
+    calendar comes from a file and a bad one is refused with its path."""
+    import json
+
+    import pytest
+
+    from app.policy.retry import RECOVERY, load_recovery
+
+    cal = RECOVERY.parent / "pay_calendars" / "europe_monthly.json"
+    table = load_recovery(None, cal)
+    params = RetryParams(recovery=table)
+    de = dict(out("51"), issuer_country="DE")
+    us = dict(out("51"), issuer_country="US")
+    d_de = decide_retry(de, Counters(), RULES, params, T)
+    d_us = decide_retry(us, Counters(), RULES, params, T)
+    assert "PAYDAY" in d_de["reason_codes"] and "PAYDAY" in d_us["reason_codes"]
+    assert d_us["not_before"] == T + 9 * DAY_MS + 6 * HOUR_MS  # the 15th, as without a calendar
+    assert d_de["not_before"] == T + 22 * DAY_MS + 6 * HOUR_MS  # the 28th
+    assert crosses_payday(T, T + 10 * DAY_MS, table, "US")
+    assert not crosses_payday(T, T + 10 * DAY_MS, table, "DE")
+    # without a calendar every country is paid on the 1st and 15th
+    assert decide_retry(de, Counters(), RULES, P, T)["not_before"] == d_us["not_before"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"DE": [31]}))
+    with pytest.raises(ValueError, match=r"bad\.json"):
+        load_recovery(None, bad)

@@ -15,7 +15,14 @@ from app.simulate.traffic import volume_curve
 from app.simulate.truth import p_approve_many
 from app.simulate.world import DAY_MS, HOUR_MS, build_world
 
-PRESETS = ["acquirer_outage", "holiday_surge", "issuer_shift", "new_bin_range", "steady"]
+PRESETS = [
+    "acquirer_outage",
+    "holiday_surge",
+    "issuer_shift",
+    "monthly_pay",
+    "new_bin_range",
+    "steady",
+]
 
 
 def _requests_at(world, t_ms, n=3000, seed=0):  # type: ignore[no-untyped-def]

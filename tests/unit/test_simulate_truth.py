@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -92,25 +94,33 @@ def test_mastercard_advice_codes(log: dict[str, pd.DataFrame]) -> None:
     assert hard.isin(["03", "21"]).mean() > 0.5
 
 
-@pytest.mark.parametrize(
-    ("countries", "after_days", "before_days"),
-    [
-        (("US", "CA"), [1, 2, 3, 15, 16, 17], [12, 13, 14, 28, 29, 30, 31]),  # 1st and 15th
-        (("DE", "FR", "ES"), [28, 29, 30, 31, 1], [22, 23, 24, 25, 26]),  # monthly, the 28th
-    ],
-)
-def test_paydays_visible_in_51_rate(
-    log: dict[str, pd.DataFrame],
-    countries: tuple[str, ...],
-    after_days: list[int],
-    before_days: list[int],
-) -> None:
-    """Funds run low before the issuer country's paydays and recover after them."""
-    out = log["out"][log["out"].issuer_country.isin(countries)]
+def test_paydays_visible_in_51_rate(log: dict[str, pd.DataFrame]) -> None:
+    out = log["out"]
     dom = pd.to_datetime(out.request_time, unit="ms", utc=True).dt.day
-    r_after = (out.response_code[dom.isin(after_days)] == "51").mean()
-    r_before = (out.response_code[dom.isin(before_days)] == "51").mean()
+    after = dom.isin([1, 2, 3, 15, 16, 17])
+    before = dom.isin([12, 13, 14, 28, 29, 30, 31])
+    r_after = (out.response_code[after] == "51").mean()
+    r_before = (out.response_code[before] == "51").mean()
     assert r_before > 1.5 * r_after, (r_before, r_after)
+
+
+def test_pay_calendar_follows_the_issuer_country(tmp_path: Path) -> None:
+    """monthly_pay: European cards run short before the 28th and recover after it, while
+    US cards keep the 1st/15th rhythm in the same simulation."""
+    d = tmp_path / "monthly"
+    simulate(load_world("monthly_pay"), 80_000, 3, d)
+    out = pq.read_table(d / "outcomes.parquet").to_pandas()
+    dom = pd.to_datetime(out.request_time, unit="ms", utc=True).dt.day
+
+    def rate(countries: tuple[str, ...], days: list[int]) -> float:
+        m = out.issuer_country.isin(countries) & dom.isin(days)
+        return float((out.response_code[m] == "51").mean())
+
+    eu = ("DE", "FR", "ES")
+    assert rate(eu, [22, 23, 24, 25, 26]) > 1.5 * rate(eu, [28, 29, 30, 31, 1])
+    # mid-month is a payday for the US but not for Europe
+    assert rate(eu, [15, 16, 17]) > 1.3 * rate(eu, [28, 29, 30, 31, 1])
+    assert rate(("US",), [12, 13, 14]) > 1.5 * rate(("US",), [15, 16, 17])
 
 
 def test_oracle_beats_every_fixed_route(log: dict[str, pd.DataFrame], world: World) -> None:
