@@ -65,3 +65,40 @@ def test_oracle_routing_and_fixed_schedule_retries_in_the_worker(baseline_worker
             assert any(rc.startswith("FIXED_24H") for rc in x["reason_codes"])
     assert any(x["action"] == "RETRY" for x in retries)  # the schedule did act on some
     assert w.metric('authpilot_decisions_total{policy="oracle"') > 0
+
+
+def test_worker_retries_on_the_issuer_countrys_payday(worker_env, settings_for, tmp_path):
+    """AUTHPILOT_RETRY_PAY_CALENDAR reaches the retry agent: a German card short of funds on
+    2026-01-06 is retried after the German payday (the 28th), a US card after the 15th."""
+    from app.policy.retry import RECOVERY
+    from app.sampleworld import SampleWorld
+    from app.topics import ensure_topics
+
+    cal = RECOVERY.parent / "pay_calendars" / "europe_monthly.json"
+    env = dict(worker_env, AUTHPILOT_RETRY_PAY_CALENDAR=str(cal))
+    ensure_topics(settings_for)
+    s, codec, world = settings_for, Codec(settings_for), SampleWorld(5)
+    t0 = 1_767_225_600_000 + 5 * 86_400_000  # 2026-01-06 00:00 UTC
+    outs = []
+    for i, country in enumerate(["DE", "US"] * 4):
+        r = world.next_request(t0 + i * 60_000)
+        o = world.outcome(r, "acq-eu", r["event_time"] + 100)
+        o.update(response_code="51", failure_side="ISSUER", approved=False, initiator="MIT",
+                 issuer_country=country, network="VISA", advice_code=None, attempt=1,
+                 three_ds=False)  # fmt: skip
+        outs.append(o)
+    w = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        produce(s, s.topic_outcomes,
+                [(o["card_fingerprint"], codec.outcome.encode(o)) for o in outs])  # fmt: skip
+        got = {x["request_id"]: x for x in (codec.retry.decode(m.value())
+               for m in read_topic(s, s.topic_retry_decisions, len(outs)))}  # fmt: skip
+    finally:
+        w.stop()
+    assert set(got) == {o["request_id"] for o in outs}
+    for o in outs:
+        x = got[o["request_id"]]
+        day = 28 if o["issuer_country"] == "DE" else 15
+        payday = 1_767_225_600_000 + (day - 1) * 86_400_000 + 6 * 3_600_000
+        assert x["action"] == "RETRY" and "PAYDAY" in x["reason_codes"], x
+        assert x["not_before"] == payday, (o["issuer_country"], x)
