@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from app.evaluation.loop import PolicyRun
 from app.experiments.stats import Interval, mean_ci
+from app.policy.retry import decline_class
 
 
 def fmt(e: Interval, scale: float = 1.0, digits: int = 2) -> str:
@@ -58,6 +59,7 @@ class Comparison:
     payments: int
     seeds: list[int]
     checks: list[dict[str, Any]]
+    classes: list[dict[str, Any]] = field(default_factory=list)  # MIT retries by decline class
 
 
 def compare(runs: list[PolicyRun], margin_bps: float, champion: str, single: str,
@@ -128,7 +130,38 @@ def compare(runs: list[PolicyRun], margin_bps: float, champion: str, single: str
         v = totals[champion]["violations"]
         check(f"network-rule violations of {champion}", f"{v:.0f}", v == 0, "0")
     n = len(next(iter(cols.values()))["approval"]) if cols else 0
-    return Comparison(pol, totals, n, sorted({r.seed for r in runs}), checks)
+    classes = (by_decline_class(runs, fixed, champion, ceiling)
+               if {champion, fixed} <= set(cols) else [])  # fmt: skip
+    return Comparison(pol, totals, n, sorted({r.seed for r in runs}), checks, classes)
+
+
+def _decline_class(out: dict[str, Any]) -> str:
+    if out.get("failure_side") == "ROUTE":
+        return "route failure (cascade)"
+    return decline_class(str(out["response_code"]))
+
+
+def by_decline_class(runs: list[PolicyRun], fixed: str, champion: str,
+                     ceiling: np.ndarray | None) -> list[dict[str, Any]]:  # fmt: skip
+    """Merchant-initiated payments by the class of their declined first attempt: declines,
+    retries and recovered value of the fixed schedule and the champion, and what the hindsight
+    ceiling recovers (computed on the champion's declines): where the difference comes from."""
+    rows: dict[str, dict[str, float]] = {}
+    for name, tag in ((fixed, "fixed"), (champion, "champion")):
+        offset = 0
+        for r in sorted((r for r in runs if r.policy == name), key=lambda r: r.seed):
+            for i, out in r.first_declines.items():
+                if not r.mit[i]:
+                    continue
+                row = rows.setdefault(_decline_class(out), {})
+                row[f"{tag}_declines"] = row.get(f"{tag}_declines", 0) + 1
+                row[f"{tag}_retries"] = row.get(f"{tag}_retries", 0) + int(r.attempts[i]) - 1
+                value = float(r.amount[i]) * bool(r.approved[i])
+                row[f"{tag}_value"] = row.get(f"{tag}_value", 0.0) + value
+                if tag == "champion" and ceiling is not None:
+                    row["ceiling_value"] = row.get("ceiling_value", 0.0) + ceiling[offset + i]
+            offset += len(r.amount)
+    return [{"class": k, **v} for k, v in sorted(rows.items())]
 
 
 COLUMNS = (("first_approval", "first-attempt approval %", 100, 2),
@@ -151,6 +184,19 @@ def markdown(c: Comparison, title: str, command: str) -> str:
         t = c.totals[name]
         lines.append(f"| {name} | " + " | ".join(cells)
                      + f" | {t['retries']:.0f} | {t['violations']:.0f} |")  # fmt: skip
+    if c.classes:
+        lines += ["", "## Scheduled retries (MIT) by first decline class", "",
+                  "Recovered value in major units; the ceiling is one clairvoyant retry per "
+                  "declined payment (see app/evaluation/ceiling.py).", "",
+                  "| first decline | declines | fixed: retries | fixed: recovered | "
+                  "engine: retries | engine: recovered | hindsight ceiling |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for k in c.classes:
+            g = k.get
+            lines.append(f"| {k['class']} | {g('champion_declines', 0):.0f} | "
+                         f"{g('fixed_retries', 0):.0f} | {g('fixed_value', 0) / 100:,.0f} | "
+                         f"{g('champion_retries', 0):.0f} | {g('champion_value', 0) / 100:,.0f} | "
+                         f"{g('ceiling_value', 0) / 100:,.0f} |")  # fmt: skip
     lines += ["", "## Targets", "", "| check | value | target | result |", "|---|---|---|---|"]
     for k in c.checks:
         verdict = "context" if k["pass"] is None else "PASS" if k["pass"] else "MISS"
@@ -198,6 +244,6 @@ def write(c: Comparison, out: Path, title: str, command: str) -> Path:
     summary = {"payments": c.payments, "seeds": c.seeds, "checks": c.checks,
                "policies": {n: {k: e.__dict__ for k, e in m.items()}
                             for n, m in c.policies.items()},
-               "totals": c.totals}  # fmt: skip
+               "totals": c.totals, "mit_by_decline_class": c.classes}  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     return out / "report.md"

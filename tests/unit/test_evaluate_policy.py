@@ -100,6 +100,16 @@ def test_evaluate_policy_command_writes_a_report(tmp_path, capsys):
     ceiling = next(c for k, c in checks.items() if k.startswith("hindsight ceiling"))
     assert ceiling["pass"] is None and ceiling["value"].startswith("+")  # context, not a target
     assert "| context |" in md
+    # the per-class table adds up to the totals it breaks down
+    rows = summary["mit_by_decline_class"]
+    assert "## Scheduled retries (MIT) by first decline class" in md and rows
+    for tag, policy in (("champion", "expected_value+engine"),
+                        ("fixed", "expected_value+fixed_schedule")):  # fmt: skip
+        total = summary["totals"][policy]
+        assert sum(r.get(f"{tag}_value", 0) for r in rows) == pytest.approx(
+            total["mit_recovered_value"]
+        )
+        assert sum(r.get(f"{tag}_retries", 0) for r in rows) == pytest.approx(total["mit_retries"])
     p = summary["policies"]
     # the learned router beats the merchant's single route even on a small run
     assert (
