@@ -62,6 +62,8 @@ def _by_calendar(fn: Any, t_ms: np.ndarray, calendar: np.ndarray,
     """fn(t, paydays) per row, each row on its own calendar (few calendars: one call each)."""
     t = np.asarray(t_ms, np.int64)
     cal = np.broadcast_to(np.asarray(calendar, np.int64), t.shape)
+    if t.size == 0:
+        return np.zeros(t.shape, dtype)
     if t.size == 1 or (cal == cal.flat[0]).all():
         return fn(t, calendars[int(cal.flat[0])])
     out = np.empty(t.shape, dtype)

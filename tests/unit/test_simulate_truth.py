@@ -208,3 +208,16 @@ def test_decline_causes_persist_for_retries(world: World) -> None:
     assert same_day < 0.35 and next_day > same_day + 0.25, (same_day, next_day)
     nsf_now, nsf_week = retry_rate(NSF, 1), retry_rate(NSF, 168)
     assert nsf_now < 0.02 and nsf_week > 0.35, (nsf_now, nsf_week)
+
+
+def test_pay_calendar_helpers_take_empty_and_mixed_batches() -> None:
+    from app.simulate.seasonality import pay_cycle_by, payday_phase, payday_phase_by
+
+    cals = [(1, 15), (28,)]
+    empty = np.zeros(0, np.int64)
+    assert payday_phase_by(empty, empty, cals).shape == (0,)
+    assert pay_cycle_by(empty, empty, cals).shape == (0,)
+    t = np.array([1_767_225_600_000 + d * 86_400_000 for d in (2, 20, 2, 20)], np.int64)
+    got = payday_phase_by(t, np.array([0, 0, 1, 1]), cals)
+    assert np.allclose(got[:2], payday_phase(t[:2], cals[0]))
+    assert np.allclose(got[2:], payday_phase(t[2:], cals[1]))
