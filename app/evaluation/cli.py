@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -140,8 +141,10 @@ def main(argv: list[str]) -> int:
         params = RetryParams(margin, s.retry_attempt_cost_minor, recovery=fitted)
         retriers["engine_fitted"] = EngineRetrier(rules, params, "engine_fitted")
     runs: list[PolicyRun] = []
+    payments: dict[int, list[dict[str, Any]]] = {}
     for seed in seeds:
-        pays = eval_payments(prep.world, hist_days, hist_days + eval_days, a.payments, seed)
+        pays = payments[seed] = eval_payments(prep.world, hist_days, hist_days + eval_days,
+                                              a.payments, seed)  # fmt: skip
         for w in wanted:
             r, _, t = w.partition("+")
             t1 = time.monotonic()
@@ -162,8 +165,7 @@ def main(argv: list[str]) -> int:
         parts = []
         for seed in seeds:
             run = next(r for r in runs if r.policy == champion and r.seed == seed)
-            pays = eval_payments(prep.world, hist_days, hist_days + eval_days, a.payments, seed)
-            ok = hindsight_recoverable(prep.world, pays, run.first_declines, rules, seed)
+            ok = hindsight_recoverable(prep.world, payments[seed], run.first_declines, rules, seed)
             parts.append(run.amount * ok)
         ceiling = np.concatenate(parts)
     comp = report.compare(runs, margin, champion=champion,

@@ -106,7 +106,7 @@ def compare(runs: list[PolicyRun], margin_bps: float, champion: str, single: str
         # retries, so both policies compete for the same declines
         mv, mr = b["mit_recovered_value"], b["mit_retries"]
         gain = diff(champion, fixed, "mit_recovered_value")
-        base = mean_ci(cols[fixed]["mit_recovered_value"]).mean
+        base = float(cols[fixed]["mit_recovered_value"].mean())
         value = gain.mean / base if base else math.nan
         band = f"[{gain.lo / base:+.0%}, {gain.hi / base:+.0%}]" if base else ""
         tries = 1 - a["mit_retries"] / mr if mr else math.nan

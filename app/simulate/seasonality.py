@@ -7,7 +7,7 @@ sampler needs the same calendar for arrival volume.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,14 +57,15 @@ def pay_cycle(t_ms: np.ndarray, paydays: Sequence[int]) -> np.ndarray:
     return month.astype(np.int64) * len(offs) + k
 
 
-def _by_calendar(fn: Any, t_ms: np.ndarray, calendar: np.ndarray,
-                 calendars: Sequence[Sequence[int]], dtype: Any) -> np.ndarray:  # fmt: skip
+def _by_calendar(fn: Callable[[np.ndarray, Sequence[int]], np.ndarray], t_ms: np.ndarray,
+                 calendar: np.ndarray, calendars: Sequence[Sequence[int]],
+                 dtype: Any) -> np.ndarray:  # fmt: skip
     """fn(t, paydays) per row, each row on its own calendar (few calendars: one call each)."""
     t = np.asarray(t_ms, np.int64)
     cal = np.broadcast_to(np.asarray(calendar, np.int64), t.shape)
     if t.size == 0:
         return np.zeros(t.shape, dtype)
-    if t.size == 1 or (cal == cal.flat[0]).all():
+    if (cal == cal.flat[0]).all():  # one calendar (every single row): no masking
         return fn(t, calendars[int(cal.flat[0])])
     out = np.empty(t.shape, dtype)
     for c in np.unique(cal):
