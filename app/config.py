@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     retry_attempt_cost_minor: float = Field(
         10.0, description="cost of one more attempt (fees, network charges), minor units"
     )
-    # --- which policies run (app.policy.dispatch) ---------------------------------------------
+    # --- which policies run (app.routing.dispatch) ---------------------------------------------
     routing_policy: Literal["expected_value", "success_rate", "best_single_route", "oracle"] = (
         Field("expected_value", description="routing policy when no experiment arms are set")
     )

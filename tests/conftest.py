@@ -1,6 +1,7 @@
 """Shared fixtures: one real Kafka broker per test session, workers as real subprocesses.
 
-The broker is the project's own (app.kafka_local: Maven-resolved jars, KRaft mode, 127.0.0.1).
+The broker is the project's own (app.kafka.local_broker: Maven-resolved jars, KRaft mode,
+127.0.0.1).
 If it cannot start, every test that needs it ERRORS: nothing is skipped.
 """
 
@@ -28,7 +29,7 @@ def kafka_bootstrap() -> Iterator[str]:
     if os.environ.get("AUTHPILOT_KAFKA_BOOTSTRAP"):
         yield os.environ["AUTHPILOT_KAFKA_BOOTSTRAP"]
         return
-    from app import kafka_local
+    from app.kafka import local_broker as kafka_local
 
     broker = kafka_local.LocalBroker.from_settings(
         Settings(kafka_port=TEST_KAFKA_PORT, kafka_controller_port=TEST_KAFKA_PORT + 1)
@@ -57,7 +58,7 @@ class WorkerProcess:
         self.port = int(env["AUTHPILOT_WEB_PORT"])
 
     def start(self, timeout: float = 120) -> WorkerProcess:
-        from app.cli import wait_ready
+        from app.cli.main import wait_ready
 
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
@@ -127,7 +128,7 @@ def settings_for(worker_env: dict[str, str]) -> Settings:
 @pytest.fixture
 def worker(worker_env: dict[str, str], settings_for: Settings, tmp_path: Path) -> Iterator[Any]:
     """A started worker (topics created first); stopped at teardown."""
-    from app.topics import ensure_topics
+    from app.kafka.topics import ensure_topics
 
     ensure_topics(settings_for)
     w = WorkerProcess(worker_env, tmp_path / "worker.log")

@@ -8,10 +8,10 @@ import numpy as np
 
 from app.features.definitions import FEATURE_NAMES, feature_hash
 from app.features.offline import build_matrix
-from app.model.calibration import choose
-from app.model.compile import compile_model
-from app.model.train import fit, time_split
-from app.sampleworld import write_sample_log
+from app.harness.sample import write_sample_log
+from app.models.calibration import choose
+from app.models.training.compile import compile_model
+from app.models.training.train import fit, time_split
 
 
 def build_versions(tmp: Path, versions: tuple[str, ...] = ("v1", "v2")) -> Path:

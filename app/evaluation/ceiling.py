@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from app.policy.network_rules import HOUR_MS, Counters, NetworkRules
-from app.simulate.truth import draw_outcome
-from app.simulate.world import World
+from app.retry.rules import HOUR_MS, Counters, NetworkRules
+from app.sim.truth import draw_outcome
+from app.sim.world import World
 
 CANDIDATE_HOURS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 6.0, 12.0) + tuple(
     24.0 * d for d in range(1, 31)

@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 
+from app.contracts.records import next_attempt
 from app.evaluation.policies import Retrier, Router
-from app.policy.network_rules import Attempt, CardHistory, NetworkRules, counters_at
-from app.records import next_attempt
-from app.simulate.requests import sample_requests
-from app.simulate.traffic import payment_times
-from app.simulate.truth import draw_outcome
-from app.simulate.world import DAY_MS, World
+from app.retry.rules import Attempt, CardHistory, NetworkRules, counters_at
+from app.sim.requests import sample_requests
+from app.sim.traffic import payment_times
+from app.sim.truth import draw_outcome
+from app.sim.world import DAY_MS, World
 
 Progress = Callable[[int, int], None]
 

@@ -14,14 +14,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from app.features.online import FeatureState, new_buffer
-from app.model.scoring import CompiledModel
-from app.policy import baselines, expected_value, success_rate
-from app.policy.latency import RouteLatency
-from app.policy.network_rules import Counters, NetworkRules
-from app.policy.retry import RetryParams, decide_retry
-from app.routestats import Snapshot, outcome_code, ring_snapshot, ring_update, stat_keys
-from app.simulate.truth import p_approve
-from app.simulate.world import World
+from app.models.serving.scoring import CompiledModel
+from app.retry.engine import RetryParams, decide_retry
+from app.retry.rules import Counters, NetworkRules
+from app.routing import baselines, expected_value, success_rate
+from app.routing.latency import RouteLatency
+from app.sim.truth import p_approve
+from app.sim.world import World
+from app.state.windows.count import Snapshot, outcome_code, ring_snapshot, ring_update, stat_keys
 
 OWNERS = ("card", "route", "bin", "merchant")
 

@@ -22,11 +22,11 @@ import pyarrow.parquet as pq
 
 from app.evaluation.policies import ExpectedValueRouter, SuccessRateRouter
 from app.features.definitions import feature_hash
-from app.model.compile import SHIM_ABI
-from app.model.scoring import CompiledModel
-from app.policy import baselines, expected_value, success_rate
-from app.simulate import load_scenario, simulate
-from app.simulate.world import World, build_world
+from app.models.serving.scoring import CompiledModel
+from app.models.training.compile import SHIM_ABI
+from app.routing import baselines, expected_value, success_rate
+from app.sim import load_scenario, simulate
+from app.sim.world import World, build_world
 
 Say = Callable[[str], None]
 MODEL_NAME = "evaluate"
@@ -55,8 +55,8 @@ def prepare(scenario: str, work: Path, history_days: float, attempts: int, seed:
     sent to a uniformly drawn route, which is all a model ever learns about routes that are
     nobody's default."""
     from app.features.offline import main_build
-    from app.model.compile import main as compile_main
-    from app.model.train import main as train_main
+    from app.models.training.compile import main as compile_main
+    from app.models.training.train import main as train_main
 
     spec = load_scenario(scenario)
     world = build_world(spec)

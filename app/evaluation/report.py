@@ -18,7 +18,7 @@ import numpy as np
 
 from app.evaluation.loop import PolicyRun
 from app.experiments.stats import Interval, mean_ci
-from app.policy.retry import decline_class
+from app.retry.engine import decline_class
 
 
 def fmt(e: Interval, scale: float = 1.0, digits: int = 2) -> str:

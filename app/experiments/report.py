@@ -57,7 +57,7 @@ from app.experiments.stats import (
     two_proportion_z,
     wilson_ci,
 )
-from app.policy.dispatch import SHADOW_ARM
+from app.routing.dispatch import SHADOW_ARM
 
 KINDS = ("decisions", "outcomes", "shadow")
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -283,8 +283,8 @@ def read_kafka(
 ) -> EventLog:
     """Read the decisions, outcomes (and shadow) topics from the beginning to the end offsets
     they had when the read started."""
-    from app.codec import Codec
     from app.config import confluent_config
+    from app.contracts.codec import Codec
 
     if bootstrap:
         settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
@@ -708,7 +708,7 @@ class ShadowReport:
 
 def greedy_routes(scores: pd.Series) -> np.ndarray:
     """The route each decision's policy ranks first, without exploration (None for an empty
-    list). The rule of app.policy.choice.choose, vectorized (a contract test holds the two
+    list). The rule of app.routing.choice.choose, vectorized (a contract test holds the two
     equal): highest score among the non-eliminated routes (all when every route is), ties to
     the cheaper, then to the earlier candidate."""
     parent, pos, c = _long(scores)

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from app.features import rings
 from app.features.definitions import (
     CNP_CHANNELS,
     ENTITIES,
@@ -29,6 +28,7 @@ from app.features.definitions import (
     M,
     increments,
 )
+from app.state.windows import time as rings
 
 _LAST = struct.Struct(">qb")  # time of the card's last issuer decline (ms), hard flag
 _NET = {n: float(i) for i, n in enumerate(NETWORKS)}

@@ -16,7 +16,7 @@ shift d > delta is about threshold / (d - delta) samples. Why not the others:
 * KSWIN runs a KS test per update (hundreds of microseconds) at alpha per test: thousands of
   false alarms on a million events unless sampled; the mean-shift tests here are enough.
 
-Defaults were tuned on simulated traffic (python -m app.monitoring.replay): across 3 seeds x
+Defaults were tuned on simulated traffic (python -m app.bench.drift_replay): across 3 seeds x
 1M steady attempts the largest statistic reached was about a third to a half of each
 threshold (route failure 3.4 of 10, approval 6.3 of 20, score 10.7 of 30, calibration 23.6 of
 50, ln amount 42 of 100, cross-border 23 of 60, SCA 29 of 60).

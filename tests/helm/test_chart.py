@@ -433,7 +433,7 @@ def test_alerts_and_dashboard_use_only_the_metric_contract():
 
 
 def test_metric_contract_matches_the_worker_registry():
-    from app.metrics import METRIC_NAMES  # the families the worker registers
+    from app.monitoring.metrics import METRIC_NAMES  # the families the worker registers
 
     exposed = {n for m in METRIC_NAMES for n in (m, f"{m}_total", f"{m}_bucket")}
     assert exposed >= CONTRACT, CONTRACT - exposed

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from app.codec import Codec
-from app.loadgen import LoadGenerator
-from app.simulate.world import DAY_MS
-from app.simworld import SimulatedWorld
+from app.contracts.codec import Codec
+from app.harness.loadgen import LoadGenerator
+from app.harness.simulated import SimulatedWorld
+from app.sim.world import DAY_MS
 from tests.kafka_io import read_topic
 
 pytestmark = pytest.mark.kafka

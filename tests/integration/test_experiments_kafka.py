@@ -8,10 +8,10 @@ from collections import Counter
 
 import pytest
 
-from app.codec import Codec
+from app.contracts.codec import Codec
 from app.experiments.stats import arm_for
-from app.model.registry import promote
-from app.sampleworld import SampleWorld
+from app.harness.sample import SampleWorld
+from app.models.serving.registry import promote
 from tests.conftest import WorkerProcess, wait_until
 from tests.kafka_io import produce, read_topic
 from tests.modelkit import build_versions
@@ -25,7 +25,7 @@ HOLDOUT = 10
 
 @pytest.fixture
 def arms_worker(worker_env, settings_for, tmp_path):
-    from app.topics import ensure_topics
+    from app.kafka.topics import ensure_topics
 
     root = build_versions(tmp_path)
     env = dict(worker_env, AUTHPILOT_MODEL_DIR=str(root),

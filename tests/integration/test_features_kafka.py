@@ -9,10 +9,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from app.codec import Codec
+from app.contracts.codec import Codec
 from app.features.definitions import FEATURE_NAMES, OWNERS
 from app.features.online import FeatureState, new_buffer
-from app.sampleworld import write_sample_log as make_log
+from app.harness.sample import write_sample_log as make_log
 from tests.conftest import WorkerProcess, wait_until
 from tests.kafka_io import produce
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from app import kafka_local
 from app.config import Settings
+from app.kafka import local_broker as kafka_local
 from tests.conftest import TEST_KAFKA_PORT
 
 pytestmark = pytest.mark.kafka

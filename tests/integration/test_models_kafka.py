@@ -9,9 +9,9 @@ from collections import Counter
 
 import pytest
 
-from app.codec import Codec
-from app.model.registry import promote
-from app.sampleworld import SampleWorld
+from app.contracts.codec import Codec
+from app.harness.sample import SampleWorld
+from app.models.serving.registry import promote
 from tests.conftest import WorkerProcess, wait_until
 from tests.kafka_io import produce, read_topic
 from tests.modelkit import build_versions
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.kafka
 
 @pytest.fixture
 def models_worker(worker_env, settings_for, tmp_path):
-    from app.topics import ensure_topics
+    from app.kafka.topics import ensure_topics
 
     root = build_versions(tmp_path)
     env = dict(worker_env, AUTHPILOT_MODEL_DIR=str(root))

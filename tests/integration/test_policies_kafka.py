@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.codec import Codec
-from app.policy.baselines import oracle_decide
-from app.simulate import load_world
-from app.simulate.requests import sample_requests
-from app.simulate.truth import draw_outcome, p_approve
+from app.contracts.codec import Codec
+from app.routing.baselines import oracle_decide
+from app.sim import load_world
+from app.sim.requests import sample_requests
+from app.sim.truth import draw_outcome, p_approve
 from tests.conftest import WorkerProcess
 from tests.kafka_io import produce, read_topic
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.kafka
 
 @pytest.fixture
 def baseline_worker(worker_env, settings_for, tmp_path):
-    from app.topics import ensure_topics
+    from app.kafka.topics import ensure_topics
 
     env = dict(worker_env, AUTHPILOT_ROUTING_POLICY="oracle", AUTHPILOT_ORACLE_SCENARIO="steady",
                AUTHPILOT_RETRY_POLICY="fixed_schedule")  # fmt: skip
@@ -70,9 +70,9 @@ def test_oracle_routing_and_fixed_schedule_retries_in_the_worker(baseline_worker
 def test_worker_retries_on_the_issuer_countrys_payday(worker_env, settings_for, tmp_path):
     """AUTHPILOT_RETRY_PAY_CALENDAR reaches the retry agent: a German card short of funds on
     2026-01-06 is retried after the German payday (the 28th), a US card after the 15th."""
-    from app.policy.retry import RECOVERY
-    from app.sampleworld import SampleWorld
-    from app.topics import ensure_topics
+    from app.harness.sample import SampleWorld
+    from app.kafka.topics import ensure_topics
+    from app.retry.engine import RECOVERY
 
     cal = RECOVERY.parent / "pay_calendars" / "europe_monthly.json"
     env = dict(worker_env, AUTHPILOT_RETRY_PAY_CALENDAR=str(cal))

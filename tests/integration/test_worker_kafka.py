@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from app.codec import Codec, LocalRegistry
 from app.config import REPO_ROOT
-from app.sampleworld import SampleWorld
+from app.contracts.codec import Codec, LocalRegistry
+from app.harness.sample import SampleWorld
 from tests.conftest import WorkerProcess, wait_until
 from tests.kafka_io import produce, read_topic
 
@@ -172,7 +172,7 @@ def test_metrics_endpoint_exports_the_contract(worker, settings_for):
     assert f'authpilot_events_out_total{{topic="{s.topic_decisions}"}} 50.0' in text
     assert "authpilot_decision_latency_seconds_count 50.0" in text
     assert 'authpilot_decision_latency_seconds_bucket{le="5e-05"}' in text
-    from app.metrics import METRIC_NAMES
+    from app.monitoring.metrics import METRIC_NAMES
 
     exported = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
     exported_base = {n.removesuffix("_total") for n in exported}

@@ -1,0 +1,1 @@
+"""Benchmarks, kept out of the runtime modules; run with `make bench`."""

@@ -1,0 +1,1 @@
+"""The `authpilot` command: one module per command group, each calling library functions."""

@@ -1,0 +1,1 @@
+"""The wire contracts: Avro codec in Confluent framing, domain validation, typed records."""

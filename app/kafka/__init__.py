@@ -1,0 +1,1 @@
+"""Kafka wiring: connection settings, topics, the dead-letter sink, the local KRaft broker."""

@@ -1,0 +1,1 @@
+"""The model lifecycle: training and compilation (build time), scoring and registry (serve time)."""

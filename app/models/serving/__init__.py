@@ -1,0 +1,1 @@
+"""Serve-time model code: the compiled scoring core and the promotion registry."""

@@ -1,0 +1,124 @@
+"""Model registry on a compacted Kafka topic, and the worker side that hot-swaps models.
+
+`authpilot promote NAME VERSION --role champion|challenger` writes {name, version, role} to the
+control topic under the key "champion" or "challenger:<name>"; compaction keeps the latest per
+key, so a new worker learns the current champion by reading the topic from the start. Every
+worker reads the whole topic itself (a plain assigned consumer, no consumer group: each worker
+must see every promotion), loads the artifact from AUTHPILOT_MODEL_DIR off the event loop,
+verifies it (checksum, feature hash, warm-up) and swaps one reference: a request is scored
+entirely by the old or entirely by the new model, never dropped. A refused artifact leaves the
+old model serving, raises authpilot_model_load_failures_total{reason} and logs why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from app.config import Settings, confluent_config
+from app.models.serving.scoring import CompiledModel, ModelRejected
+from app.monitoring.metrics import MODEL_INFO, MODEL_LOAD_FAILURES
+
+log = logging.getLogger(__name__)
+
+
+def promote(s: Settings, name: str, version: str, role: str) -> dict[str, Any]:
+    """Publish a promotion to the control topic; returns the record written."""
+    if role not in ("champion", "challenger"):
+        raise ValueError("role must be champion or challenger")
+    key = "champion" if role == "champion" else f"challenger:{name}"
+    rec = {"name": name, "version": version, "role": role, "promoted_at": int(time.time() * 1000)}
+    p = Producer({**confluent_config(s), "enable.idempotence": True})
+    p.produce(s.topic_control, key=key.encode(), value=json.dumps(rec).encode())
+    if p.flush(30) != 0:
+        raise RuntimeError("promotion not acknowledged by Kafka within 30 s")
+    return rec
+
+
+class ControlWatcher:
+    """Reads the compacted control topic from the beginning, forever, in a daemon thread."""
+
+    def __init__(self, s: Settings) -> None:
+        self._s = s
+        self._lock = threading.Lock()
+        self._latest: dict[str, dict[str, Any]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="control-watcher", daemon=True)
+
+    def start(self) -> ControlWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return dict(self._latest)
+
+    def _run(self) -> None:
+        c = Consumer({**confluent_config(self._s), "group.id": "unused-assigned-only",
+                      "enable.auto.commit": False})  # fmt: skip
+        c.assign([TopicPartition(self._s.topic_control, 0, OFFSET_BEGINNING)])
+        while not self._stop.is_set():
+            m = c.poll(0.5)
+            if m is None or m.error():
+                continue
+            try:
+                rec = json.loads(m.value())
+                with self._lock:
+                    self._latest[m.key().decode()] = rec
+            except (ValueError, AttributeError):
+                log.error("unreadable control record at offset %s", m.offset())
+        c.close()
+
+
+class ModelSlots:
+    """The models a worker serves; the score agent reads `champion` once per request."""
+
+    def __init__(self, model_dir: Path, feature_hash: str) -> None:
+        self.model_dir = model_dir
+        self.feature_hash = feature_hash
+        self.champion: CompiledModel | None = None
+        self.challengers: dict[str, CompiledModel] = {}
+        self._seen: dict[str, tuple[Any, ...]] = {}  # key -> (name, version) last attempted
+
+    def pending(self, registry: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+        """Promotions not yet attempted (a refused one is not retried until re-promoted)."""
+        out = []
+        for key, rec in registry.items():
+            ident = (rec["name"], rec["version"], rec.get("promoted_at"))
+            if self._seen.get(key) != ident:
+                out.append((key, rec))
+        return out
+
+    def load(self, rec: dict[str, Any]) -> CompiledModel:
+        """Load and verify (blocking: run it off the event loop)."""
+        return CompiledModel(self.model_dir / rec["name"] / rec["version"], self.feature_hash)
+
+    def install(self, key: str, rec: dict[str, Any], model: CompiledModel | None,
+                error: ModelRejected | None) -> None:  # fmt: skip
+        """Swap in a loaded model, or record why it was refused (on the event loop thread)."""
+        self._seen[key] = (rec["name"], rec["version"], rec.get("promoted_at"))
+        role = rec["role"]
+        if error is not None or model is None:
+            reason = error.reason if error else "unknown"
+            MODEL_LOAD_FAILURES.labels(reason).inc()
+            log.error("refused %s/%s as %s: %s; the current model keeps serving",
+                      rec["name"], rec["version"], role, error)  # fmt: skip
+            return
+        old = self.champion if role == "champion" else self.challengers.get(rec["name"])
+        if role == "champion":
+            self.champion = model  # one reference assignment: the swap is atomic
+        else:
+            self.challengers[rec["name"]] = model
+        if old is not None:
+            MODEL_INFO.labels(old.name, old.version, role).set(0)
+        MODEL_INFO.labels(model.name, model.version, role).set(1)
+        log.warning("now serving %s as %s", model.label, role)

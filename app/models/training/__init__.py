@@ -1,0 +1,1 @@
+"""Build-time model code: train, calibrate, evaluate, compile to a shared library."""

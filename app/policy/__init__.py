@@ -1,1 +1,0 @@
-"""Routing and retry policies: pure functions from a request and read-only state to a decision."""

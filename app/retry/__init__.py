@@ -1,0 +1,1 @@
+"""Retry decisions: network rules as data, the retry engine, the fixed schedule, fitting."""

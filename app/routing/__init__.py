@@ -1,0 +1,1 @@
+"""Routing policies (pure functions), the dispatcher that composes them, and their registry."""

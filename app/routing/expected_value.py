@@ -1,0 +1,91 @@
+"""Expected-value routing: p_approve x margin(amount) - route fee, with exploration.
+
+p_approve comes from the calibrated champion model (one row per candidate route, scored in one
+call). The value of an approval is the merchant's margin on the amount (AUTHPILOT_EV_MARGIN_BPS,
+per-merchant overrides in AUTHPILOT_EV_MERCHANT_MARGIN_BPS); the cost of an attempt is the
+route's fee from the request. A route whose approval estimate is under the elimination
+threshold is skipped unless every route is. Reason codes say which route won and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from app.routing.choice import choose, decision, probe_pool
+from app.routing.latency import latency_penalty
+
+POLICY_NAME = "expected_value"
+
+
+@dataclass(frozen=True)
+class EVParams:
+    margin_bps: float = 2000.0
+    merchant_margin_bps: dict[str, float] = field(default_factory=dict)
+    explore: float = 0.03
+    eliminate_below: float = 0.05
+    latency_budget_ms: float = 1000.0
+    latency_penalty: float = 0.5  # share of the approval value lost at twice the budget
+
+    @classmethod
+    def from_settings(cls, s: Any) -> EVParams:
+        return cls(s.ev_margin_bps, dict(s.ev_merchant_margin_bps), s.ev_explore,
+                   s.ev_eliminate_below, s.ev_latency_budget_ms,
+                   s.ev_latency_penalty)  # fmt: skip
+
+
+def decide(req: dict[str, Any], p_approve: np.ndarray, model_version: str,
+           params: EVParams, demoted: Container[str] = frozenset(),
+           latency: Callable[[str], float | None] | None = None) -> dict[str, Any]:  # fmt: skip
+    """A RoutingDecision body (without timing and arm) from per-route approval probabilities.
+
+    `latency(route)` gives a route's recent latency: the part over the budget is charged as a
+    share of the approval value (LATENCY reason code). Routes in `demoted` (drift monitoring
+    saw them collapse) are eliminated but stay in the
+    exploration pool, so a recovered route is noticed."""
+    cands = req["candidates"]
+    bps = params.merchant_margin_bps.get(req["merchant_id"], params.margin_bps)
+    value = req["amount_minor"] * bps / 10000.0
+    probs = p_approve.tolist()
+    scores, eligible, evs, fees = [], [], [], []
+    reasons: list[str] = []
+    for i, (c, p) in enumerate(zip(cands, probs, strict=True)):
+        ev = p * value - c["fee_minor"]
+        if latency is not None:
+            lat = latency(c["route_id"])
+            pen = latency_penalty(lat, params.latency_budget_ms, params.latency_penalty)
+            if pen > 0:
+                ev -= pen * value
+                reasons.append(f"LATENCY:{c['route_id']}={lat:.0f}ms")
+        out = p < params.eliminate_below or c["route_id"] in demoted
+        scores.append({"route_id": c["route_id"], "p_approve": p, "score": ev,
+                       "fee_minor": c["fee_minor"], "samples": 0, "eliminated": out})  # fmt: skip
+        evs.append(ev)
+        fees.append(c["fee_minor"])
+        if not out:
+            eligible.append(i)
+    if not eligible:
+        reasons.append("ALL_ELIMINATED")
+        eligible = list(range(len(cands)))
+        for s in scores:
+            s["eliminated"] = False
+    pool = probe_pool(cands, eligible, demoted)
+    chosen, propensity, explored = choose(req["request_id"], evs, fees, eligible,
+                                          params.explore, pool)  # fmt: skip
+    c = scores[chosen]
+    reasons.insert(0, "EXPLORE" if explored else "EV_BEST")
+    reasons.append(
+        f"EV:{c['route_id']}={c['score']:.1f}(p={c['p_approve']:.3f},fee={c['fee_minor']})"
+    )
+    ranked = sorted(range(len(scores)), key=lambda i: -evs[i])
+    if ranked[0] != chosen and not explored:
+        reasons.append("TIE_CHEAPER_ROUTE")
+    for s in scores:
+        if s["route_id"] in demoted:
+            reasons.append(f"DEMOTED:{s['route_id']}")
+        elif s["eliminated"]:
+            reasons.append(f"ELIMINATED:{s['route_id']}")
+    return decision(req, chosen, scores, propensity, POLICY_NAME, model_version, reasons)

@@ -1,0 +1,1 @@
+"""One ring mechanism for windowed statistics: count-based and time-bucket codecs."""

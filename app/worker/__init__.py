@@ -1,0 +1,1 @@
+"""The Faust worker: app wiring, web endpoints, and the agents."""

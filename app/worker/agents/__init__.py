@@ -1,0 +1,1 @@
+"""Thin Faust agents: intake (decode or dead-letter), score, outcomes, alerts."""

@@ -1,0 +1,117 @@
+"""A trained, calibrated model beats the success-rate baseline on a later window, calibrated."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.features.offline import build_matrix
+from app.harness.sample import write_sample_log
+from app.models.training.train import run, time_split
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train")
+    log = write_sample_log(d / "log", n=40000, seed=9)
+    build_matrix(log).write_parquet(str(d / "matrix.parquet"))
+    summary = run(d / "matrix.parquet", d / "out", "router", "t1")
+    return d, summary
+
+
+def test_model_beats_success_rate_baseline_and_is_calibrated(trained):
+    _, s = trained
+    m, base = s["metrics_test"]["model (calibrated)"], s["metrics_test"]["success-rate baseline"]
+    assert m["log_loss"] < base["log_loss"], (m, base)
+    assert m["ece"] <= 0.02
+    assert m["roc_auc"] > 0.5
+
+
+def test_report_and_artifacts_are_written(trained):
+    d, s = trained
+    out = d / "out"
+    for f in ("model.txt", "calibration.json", "metrics.json", "report.md", "reliability.png",
+              "pr_curve.png", "feature_importance.png"):  # fmt: skip
+        assert (out / f).stat().st_size > 0, f
+    report = (out / "report.md").read_text()
+    assert "success-rate baseline" in report and "By network" in report
+    assert json.loads((out / "metrics.json").read_text())["feature_hash"] == s["feature_hash"]
+
+
+def test_split_is_by_time(trained):
+    import pandas as pd
+
+    d, _ = trained
+    sp = time_split(pd.read_parquet(d / "matrix.parquet"))
+    assert sp.train.event_time.max() <= sp.valid.event_time.min()
+    assert sp.valid.event_time.max() <= sp.test.event_time.min()
+
+
+def _compile_cli_and_compare(d, train_dir, version):
+    """`authpilot compile --model TRAIN_DIR` through its main(), then the loaded library's
+    outputs against the trainer's own calibrated predictions on the whole matrix."""
+    import numpy as np
+    import pandas as pd
+
+    from app.features.definitions import feature_hash
+    from app.models.calibration import Calibration
+    from app.models.serving.scoring import CompiledModel
+    from app.models.training.compile import main as compile_main
+    from app.models.training.frameworks import of_train_dir
+    from app.models.training.train import features
+
+    root = d / "models"
+    args = ["--model", str(train_dir), "--matrix", str(d / "matrix.parquet"), "--out", str(root)]
+    assert compile_main(args) == 0
+    model = CompiledModel(root / "router" / version, feature_hash())
+    fw = of_train_dir(train_dir)
+    assert model.manifest["trainer"] == fw.name
+    x = np.ascontiguousarray(features(pd.read_parquet(d / "matrix.parquet")))
+    cal = Calibration.from_dict(json.loads((train_dir / "calibration.json").read_text()))
+    raw = fw.predict(fw.load(train_dir / fw.model_file), x)
+    assert np.max(np.abs(model.predict_raw(x, np.empty(len(x))) - raw)) < 1e-6
+    assert np.max(np.abs(model.score_many(x, np.empty(len(x))) - cal.apply(raw.copy()))) < 1e-6
+    return model
+
+
+def test_compile_cli_from_a_train_dir_end_to_end(trained):
+    d, _ = trained
+    model = _compile_cli_and_compare(d, d / "out", "t1")
+    assert model.manifest["model_file"] == "model.txt"
+    assert model.manifest["build"]["annotated"]  # --matrix annotates the branches
+
+
+@pytest.fixture(scope="module")
+def trained_xgb(tmp_path_factory):
+    from app.models.training.train import main as train_main
+
+    d = tmp_path_factory.mktemp("train_xgb")
+    log = write_sample_log(d / "log", n=6000, seed=5)
+    build_matrix(log).write_parquet(str(d / "matrix.parquet"))
+    args = ["--matrix", str(d / "matrix.parquet"), "--out", str(d / "out"), "--version", "x1",
+            "--trainer", "xgboost", "--decline-weight", "1.5", "--rounds", "200"]  # fmt: skip
+    assert train_main(args) == 0
+    return d, json.loads((d / "out" / "metrics.json").read_text())
+
+
+def test_xgboost_trainer_same_report_early_stopped(trained_xgb):
+    d, s = trained_xgb
+    out = d / "out"
+    assert s["trainer"] == "xgboost" and s["decline_weight"] == 1.5
+    assert 0 < s["trees"] < 200, "early stopping on the validation window, booster sliced"
+    for f in ("model.json", "calibration.json", "report.md", "reliability.png"):
+        assert (out / f).stat().st_size > 0, f
+    assert not (out / "model.txt").exists()
+    assert "xgboost" in (out / "report.md").read_text()
+    m = s["metrics_test"]["model (calibrated)"]
+    assert m["roc_auc"] > 0.5
+    assert s["calibration"] in {"none", "isotonic", "platt"}
+
+
+def test_xgboost_train_dir_compiles_and_equals_xgboost(trained_xgb):
+    d, s = trained_xgb
+    model = _compile_cli_and_compare(d, d / "out", "x1")
+    assert model.manifest["model_file"] == "model.json"
+    assert model.manifest["threshold_type"] == "float32"
+    assert model.manifest["build"]["num_tree"] == s["trees"]
