@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, Producer
 from app.config import Settings, confluent_config
 from app.contracts.codec import Codec
 from app.harness.loadgen import LoadGenerator
-from app.harness.sample import SampleWorld
+from app.harness.sample import SampleTraffic
 from app.kafka.topics import ensure_topics
 
 
@@ -69,7 +69,7 @@ class EchoRouter:
 
 
 def _measure(s: Settings, rate: float, duration: float, closed: bool) -> dict[str, float]:
-    gen = LoadGenerator(s, SampleWorld(int(rate)), rate, duration, outcomes=closed)
+    gen = LoadGenerator(s, SampleTraffic(int(rate)), rate, duration, outcomes=closed)
     st = gen.run(show=False)
     p50, p99 = st.percentiles()
     return {

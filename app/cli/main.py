@@ -66,18 +66,13 @@ def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
     return 0
 
 
-def make_world(name: str, seed: int, start_day: float = 0.0):
-    """The traffic source for loadgen/demo: a simulator scenario, or the small sample world."""
-    if name == "sample":
-        from app.harness.sample import SampleWorld
+def _traffic(args: argparse.Namespace):
+    from app.harness.traffic import traffic_source
 
-        return SampleWorld(seed)
-    from app.harness.simulated import SimulatedWorld
-    from app.sim.scenarios import list_scenarios
-
-    if name not in list_scenarios():
-        raise SystemExit(f"unknown world {name!r}: sample or one of {list_scenarios()}")
-    return SimulatedWorld(name, seed, start_day=start_day)
+    try:
+        return traffic_source(args.world, args.seed, args.start_day)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def cmd_loadgen(args: argparse.Namespace, s: Settings) -> int:
@@ -88,7 +83,7 @@ def cmd_loadgen(args: argparse.Namespace, s: Settings) -> int:
     ensure_topics(s)
     gen = LoadGenerator(
         s,
-        make_world(args.world, args.seed, args.start_day),
+        _traffic(args),
         args.rate,
         args.duration,
         args.requests,
@@ -173,7 +168,7 @@ def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
     with running_worker(s, "demo-worker"):
         gen = LoadGenerator(
             s,
-            make_world(args.world, args.seed, args.start_day),
+            _traffic(args),
             args.rate,
             args.duration,
             on_decision=show,

@@ -1,10 +1,10 @@
 """Closed-loop traffic: requests to Kafka, decisions back, outcomes drawn for the chosen route.
 
 It plays the upstream gateway. It produces AuthorizationRequests with confluent-kafka at a target
-rate, consumes RoutingDecisions, draws each outcome from a world for the route the decision
-chose, publishes AuthorizationOutcomes, and shows rate, approval rate and the end-to-end latency
-(request produced -> decision consumed) percentiles live. The world is pluggable: anything with
-`next_request(now_ms)` and `outcome(request, route_id, now_ms)`.
+rate, consumes RoutingDecisions, draws each outcome from a traffic source
+(app.harness.traffic.TrafficSource) for the route the decision chose, publishes
+AuthorizationOutcomes, and shows rate, approval rate and the end-to-end latency (request
+produced -> decision consumed) percentiles live.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -24,12 +24,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from app.config import Settings, confluent_config
 from app.contracts.codec import Codec
 from app.contracts.records import next_attempt
-
-
-class World(Protocol):
-    def next_request(self, now_ms: int) -> dict[str, Any]: ...
-
-    def outcome(self, request: dict[str, Any], route_id: str, now_ms: int) -> dict[str, Any]: ...
+from app.harness.traffic import TrafficSource
 
 
 @dataclass
@@ -60,7 +55,7 @@ class LoadGenerator:
     def __init__(
         self,
         settings: Settings,
-        world: World,
+        source: TrafficSource,
         rate: float,
         duration: float | None = None,
         max_requests: int | None = None,
@@ -69,7 +64,7 @@ class LoadGenerator:
         outcomes: bool = True,
     ) -> None:
         self.s = settings
-        self.world = world
+        self.source = source
         self.rate = rate
         self.duration = duration
         self.max_requests = max_requests
@@ -117,7 +112,7 @@ class LoadGenerator:
                 continue
             for _ in range(min(due, 1000)):
                 now_ms = int(time.time() * 1000)
-                req = self.world.next_request(now_ms)
+                req = self.source.next_request(now_ms)
                 value = serde.encode(req)
                 with self._lock:
                     self._pending[req["request_id"]] = (req, time.perf_counter())
@@ -157,7 +152,7 @@ class LoadGenerator:
         nxt = next_attempt(req, d, last_route, last_code)
         if nxt is None:
             return
-        speedup = getattr(self.world, "speedup", 60.0)
+        speedup = getattr(self.source, "speedup", 60.0)
         delay_s = (nxt["event_time"] - req["event_time"]) / 1000.0 / speedup
         with self._lock:
             heapq.heappush(self._retries, (time.monotonic() + delay_s, next(self._seq), nxt))
@@ -217,7 +212,7 @@ class LoadGenerator:
                     self.on_decision(d)
                 if not self.send_outcomes:
                     continue
-                out = self.world.outcome(req, route, int(time.time() * 1000))
+                out = self.source.outcome(req, route, int(time.time() * 1000))
                 self.stats.outcomes += 1
                 self.stats.approved += out["approved"]
                 if req["attempt"] > 1:

@@ -33,7 +33,7 @@ ISSUERS = (
 )
 
 
-class SampleWorld:
+class SampleTraffic:
     """Seeded request stream and outcome draws for the three-route world."""
 
     def __init__(self, seed: int = 7, cards: int = 5000) -> None:
@@ -97,7 +97,7 @@ class SampleWorld:
 def write_sample_log(tmp: Path, n: int = 6000, seed: int = 3, same_ms: bool = False) -> Path:
     """A small event log from the sample world: ~12 days, few cards, retries after declines."""
     rng = random.Random(seed)
-    world = SampleWorld(seed, cards=300)
+    world = SampleTraffic(seed, cards=300)
     requests, outcomes = [], []
     t = T0
     for _ in range(n):

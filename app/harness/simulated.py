@@ -21,7 +21,7 @@ from app.sim.requests import sample_requests
 from app.sim.truth import draw_outcome
 
 
-class SimulatedWorld:
+class SimulatedTraffic:
     """`next_request` / `outcome` over app.sim, seeded, ids unique per run."""
 
     def __init__(self, scenario: str = "steady", seed: int = 7, speedup: float = 60.0,

@@ -7,7 +7,7 @@ import pytest
 
 from app.contracts.codec import Codec
 from app.harness.loadgen import LoadGenerator
-from app.harness.simulated import SimulatedWorld
+from app.harness.simulated import SimulatedTraffic
 from app.sim.world import DAY_MS
 from tests.kafka_io import read_topic
 
@@ -18,7 +18,7 @@ def test_acquirer_outage_is_detected_and_traffic_moves_away(worker, settings_for
     s = settings_for
     # 600x simulated time from 2.4 h before the outage: ~14 s of healthy traffic for the
     # detectors' baselines, then the outage (12 simulated hours = 72 s of wall time).
-    world = SimulatedWorld("acquirer_outage", seed=3, speedup=600, start_day=10.15)
+    world = SimulatedTraffic("acquirer_outage", seed=3, speedup=600, start_day=10.15)
     ev = world.world.events[0]
     route = ev.route_id
     start = world.world.start_ms + int(ev.start_day * DAY_MS)

@@ -10,7 +10,7 @@ import pytest
 
 from app.contracts.codec import Codec
 from app.experiments.stats import arm_for
-from app.harness.sample import SampleWorld
+from app.harness.sample import SampleTraffic
 from app.models.serving.registry import promote
 from tests.conftest import WorkerProcess, wait_until
 from tests.kafka_io import produce, read_topic
@@ -47,7 +47,7 @@ def test_arms_and_shadow_decisions_then_reports_from_kafka(arms_worker, worker_e
         label = f'authpilot_model_info{{name="router",role="{role}",version="{version}"}}'
         assert wait_until(lambda label=label: w.metric(label) == 1.0, 30), w.log_tail()
     codec = Codec(s)
-    world = SampleWorld(31)
+    world = SampleTraffic(31)
     reqs = [world.next_request(int(time.time() * 1000) + i) for i in range(300)]
     produce(s, s.topic_requests,
             [(r["card_fingerprint"], codec.request.encode(r)) for r in reqs])  # fmt: skip

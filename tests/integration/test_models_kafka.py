@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from app.contracts.codec import Codec
-from app.harness.sample import SampleWorld
+from app.harness.sample import SampleTraffic
 from app.models.serving.registry import promote
 from tests.conftest import WorkerProcess, wait_until
 from tests.kafka_io import produce, read_topic
@@ -35,7 +35,7 @@ def models_worker(worker_env, settings_for, tmp_path):
 def test_hot_swap_under_traffic_then_refuse_a_corrupt_artifact(models_worker):
     w, s, root = models_worker
     codec = Codec(s)
-    world = SampleWorld(12)
+    world = SampleTraffic(12)
     sent: list[str] = []
     stop = threading.Event()
 

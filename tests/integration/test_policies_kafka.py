@@ -70,14 +70,14 @@ def test_oracle_routing_and_fixed_schedule_retries_in_the_worker(baseline_worker
 def test_worker_retries_on_the_issuer_countrys_payday(worker_env, settings_for, tmp_path):
     """AUTHPILOT_RETRY_PAY_CALENDAR reaches the retry agent: a German card short of funds on
     2026-01-06 is retried after the German payday (the 28th), a US card after the 15th."""
-    from app.harness.sample import SampleWorld
+    from app.harness.sample import SampleTraffic
     from app.kafka.topics import ensure_topics
     from app.retry.engine import RECOVERY
 
     cal = RECOVERY.parent / "pay_calendars" / "europe_monthly.json"
     env = dict(worker_env, AUTHPILOT_RETRY_PAY_CALENDAR=str(cal))
     ensure_topics(settings_for)
-    s, codec, world = settings_for, Codec(settings_for), SampleWorld(5)
+    s, codec, world = settings_for, Codec(settings_for), SampleTraffic(5)
     t0 = 1_767_225_600_000 + 5 * 86_400_000  # 2026-01-06 00:00 UTC
     outs = []
     for i, country in enumerate(["DE", "US"] * 4):

@@ -9,7 +9,7 @@ import pytest
 
 from app.config import REPO_ROOT
 from app.contracts.codec import Codec, LocalRegistry
-from app.harness.sample import SampleWorld
+from app.harness.sample import SampleTraffic
 from tests.conftest import WorkerProcess, wait_until
 from tests.kafka_io import produce, read_topic
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.kafka
 
 
 def _requests(n: int, seed: int = 1) -> list[dict]:
-    w = SampleWorld(seed)
+    w = SampleTraffic(seed)
     return [w.next_request(1_700_000_000_000 + i) for i in range(n)]
 
 
@@ -63,7 +63,7 @@ def test_poison_pills_are_dead_lettered_and_the_stream_goes_on(worker, settings_
         r.update(changes)
         return enc(r)
 
-    outcome = SampleWorld(3).outcome(good[0], "acq-eu", 1)
+    outcome = SampleTraffic(3).outcome(good[0], "acq-eu", 1)
     pills = [
         (b"not avro at all", "undecodable"),
         (b"\x00\x00\x00\x00\x01", "undecodable"),  # header only, empty body
@@ -109,7 +109,7 @@ def test_outcomes_teach_the_router(worker, settings_for):
     """After outcomes where one route always fails for an issuer, traffic for it moves away."""
     s = settings_for
     codec = Codec(s)
-    world = SampleWorld(5)
+    world = SampleTraffic(5)
     history = [world.next_request(1_700_000_000_000 + i) for i in range(300)]
     outcomes = []
     for r in history:
@@ -187,7 +187,7 @@ def test_metrics_endpoint_exports_the_contract(worker, settings_for):
 def test_every_decline_gets_one_retry_decision(worker, settings_for):
     s = settings_for
     codec = Codec(s)
-    world = SampleWorld(21)
+    world = SampleTraffic(21)
     cases = [("00", "NONE", True), ("41", "ISSUER", False), ("96", "ROUTE", False),
              ("51", "ISSUER", False), ("1A", "ISSUER", False)] * 8  # fmt: skip
     outs = []

@@ -4,7 +4,7 @@ import pytest
 
 from app.config import Settings
 from app.contracts.codec import Codec, DecodeError
-from app.harness.sample import SampleWorld
+from app.harness.sample import SampleTraffic
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +14,7 @@ def codec() -> Codec:
 
 @pytest.fixture(scope="module")
 def request_record() -> dict:
-    return SampleWorld(1).next_request(1_700_000_000_000)
+    return SampleTraffic(1).next_request(1_700_000_000_000)
 
 
 def test_roundtrip_in_confluent_framing(codec, request_record):

@@ -1,9 +1,9 @@
 import pytest
 
 from app.contracts.validate import ValidationError, validate_outcome, validate_request
-from app.harness.sample import SampleWorld
+from app.harness.sample import SampleTraffic
 
-W = SampleWorld(2)
+W = SampleTraffic(2)
 REQ = W.next_request(1)
 
 

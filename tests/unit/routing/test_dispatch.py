@@ -10,7 +10,7 @@ from app.config import Settings
 from app.experiments.stats import arm_for
 from app.features.definitions import feature_hash
 from app.features.online import FeatureState
-from app.harness.sample import SampleWorld
+from app.harness.sample import SampleTraffic
 from app.models.serving.scoring import CompiledModel
 from app.routing.dispatch import Dispatcher, parse_arms
 from tests.modelkit import build_versions
@@ -38,7 +38,7 @@ def _dispatcher(champion=None, challengers=None, health=None, **settings):
     return Dispatcher(s, slots, features, lambda key: None, health)
 
 
-REQS = [SampleWorld(8).next_request(1_767_225_600_000 + i * 1000) for i in range(400)]
+REQS = [SampleTraffic(8).next_request(1_767_225_600_000 + i * 1000) for i in range(400)]
 
 
 def test_default_arm_runs_the_champion_and_falls_back_without_a_model(models):

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from app.harness.sample import SampleWorld
+from app.harness.sample import SampleTraffic
 from app.routing.expected_value import EVParams, decide
 
-REQ = dict(SampleWorld(4).next_request(1), amount_minor=10000)  # value = 250 at 250 bps
+REQ = dict(SampleTraffic(4).next_request(1), amount_minor=10000)  # value = 250 at 250 bps
 P = EVParams(margin_bps=250.0, explore=0.0, eliminate_below=0.05)
 
 

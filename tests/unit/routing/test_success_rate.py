@@ -1,11 +1,11 @@
 import pytest
 
-from app.harness.sample import SampleWorld
+from app.harness.sample import SampleTraffic
 from app.routing.choice import uniform_draws
 from app.routing.success_rate import SRParams, decide
 from app.state.windows.count import Snapshot
 
-REQ = SampleWorld(4).next_request(1)
+REQ = SampleTraffic(4).next_request(1)
 P = SRParams(min_samples=20, prior=0.8, explore=0.05, eliminate_below=0.2)
 
 
