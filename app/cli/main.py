@@ -269,7 +269,7 @@ DELEGATED = {
     ),
     "bench-model": ("app.bench.model", "main", "scoring core vs raw C vs Predictor vs LightGBM"),
     "report": (
-        "app.experiments.report",
+        "app.cli.report",
         "main",
         "report experiment|shadow: arms, z-test, sequential test, off-policy estimates",
     ),

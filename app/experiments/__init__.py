@@ -1,1 +1,1 @@
-"""Experiments: arm assignment, honest statistics, off-policy estimates."""
+"""Experiments: arm assignment, statistics (the one ECE), event logs, A/B and shadow reports."""

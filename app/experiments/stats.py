@@ -1,6 +1,5 @@
-"""Statistics for A/B arms and shadow challengers (pure numpy/scipy, no Kafka).
+"""Statistics for A/B arms, shadow challengers and model evaluation (pure numpy/scipy).
 
-- Arms by hash(payment_id) mod 100, so every attempt of a payment stays in one arm.
 - Two-proportion z-test (pooled standard error for the test, unpooled for the interval).
 - An always-valid p-value (mixture sequential probability ratio test on the difference of two
   proportions, normal approximation): it may be peeked at after every batch without inflating
@@ -8,37 +7,17 @@
 - Off-policy estimates of a challenger's approval rate from logged propensities: IPS,
   self-normalized IPS and doubly robust, with analytic standard errors.
 - Intervals for the reports (Wilson for rates, normal for means and their differences), a
-  non-inferiority guardrail verdict, and calibration (reliability bins, ECE).
+  non-inferiority guardrail verdict, and calibration: the one reliability/ECE computation,
+  used by the training report and the shadow report alike.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import norm
-
-
-def bucket(payment_id: str) -> int:
-    """0..99, stable across processes and restarts."""
-    return int.from_bytes(hashlib.blake2b(payment_id.encode(), digest_size=8).digest(), "big") % 100
-
-
-def arm_for(payment_id: str, arms: Sequence[tuple[str, int]], holdout_pct: int = 0) -> str:
-    """The arm of a payment: buckets [0, holdout) are 'holdout', then arms by percentage."""
-    b = bucket(payment_id)
-    if b < holdout_pct:
-        return "holdout"
-    edge = holdout_pct
-    for name, pct in arms:
-        edge += pct
-        if b < edge:
-            return name
-    return arms[-1][0]
-
 
 Z95 = float(norm.ppf(0.975))
 
@@ -177,6 +156,15 @@ def off_policy(reward: np.ndarray, logged_propensity: np.ndarray, target_prob: n
     return OffPolicy(ips, snips, dr, ess, ips_se, snips_se, dr_se)
 
 
+# Equal-width bins over [0, 1]. 10, not 15: approval probabilities sit in about [0.5, 0.95]
+# (5-95% of a trained model's test window), so 10 bins already split that range into ~5 well
+# filled bins, while the sampling noise of ECE grows like sqrt(bins / n). Measured on the
+# training test window (6,675 rows, outcomes redrawn from p itself, i.e. perfectly
+# calibrated): the noise floor is 0.0099 with 10 bins, 0.0118 with 15; a +0.06 biased
+# challenger reads 0.050 with both. Segments (>= 50 rows) and shadow agreement sets are small.
+ECE_BINS = 10
+
+
 @dataclass(frozen=True)
 class Reliability:
     """Equal-width probability bins: where predictions fell and how often they came true."""
@@ -188,11 +176,18 @@ class Reliability:
     ece: float  # expected calibration error: sum_b n_b / N |y_b - p_b|
 
 
-def reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> Reliability:
-    """Reliability diagram data and ECE of probabilities p against 0/1 outcomes y."""
-    p, y = np.asarray(p, float), np.asarray(y, float)
+def reliability(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS) -> Reliability:
+    """Reliability diagram data and ECE of probabilities p against 0/1 outcomes y.
+
+    (y, p) like every metric here and in models.training.evaluate (and scikit-learn's
+    y_true, y_prob); y must be 0/1, so passing the arguments swapped raises."""
+    y, p = np.asarray(y, float), np.asarray(p, float)
+    if len(y) != len(p):
+        raise ValueError(f"reliability: {len(y)} outcomes for {len(p)} probabilities")
+    if not np.all((y == 0) | (y == 1)):
+        raise ValueError("reliability: y must be 0/1 outcomes (arguments are (y, p))")
     edges = np.linspace(0.0, 1.0, bins + 1)
-    idx = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, bins - 1)
+    idx = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, bins - 1)  # [e_i, e_i+1)
     count = np.bincount(idx, minlength=bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         p_mean = np.bincount(idx, p, bins) / count

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from app.experiments.stats import arm_for
+from app.experiments.assignment import arm_for
 from app.features.online import FeatureState, new_buffer
 from app.routing import baselines, expected_value, success_rate
 from app.routing.latency import RouteLatency

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from app.contracts.codec import Codec
-from app.experiments.stats import arm_for
+from app.experiments.assignment import arm_for
 from app.harness.sample import SampleTraffic
 from app.models.serving.registry import promote
 from tests.conftest import WorkerProcess, wait_until
@@ -90,7 +90,7 @@ def test_arms_and_shadow_decisions_then_reports_from_kafka(arms_worker, worker_e
     for k, v in worker_env.items():
         if k.startswith("AUTHPILOT_TOPIC_"):
             monkeypatch.setenv(k, v)
-    from app.experiments.report import main as report_main
+    from app.cli.report import main as report_main
 
     boot = s.kafka_bootstrap
     out = tmp_path / "experiment"

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from app.experiments.stats import reliability
 from app.models.calibration import EPS, log_loss
 
 
@@ -49,19 +50,6 @@ def average_precision(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.sum(np.diff(np.concatenate(([0.0], recall))) * precision))
 
 
-def reliability(y: np.ndarray, p: np.ndarray, bins: int = 15) -> pd.DataFrame:
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.clip(np.digitize(p, edges) - 1, 0, bins - 1)
-    df = pd.DataFrame({"bin": idx, "p": p, "y": y})
-    g = df.groupby("bin").agg(n=("y", "size"), mean_p=("p", "mean"), rate=("y", "mean"))
-    return g.reset_index()
-
-
-def ece(y: np.ndarray, p: np.ndarray, bins: int = 15) -> float:
-    r = reliability(y, p, bins)
-    return float(np.sum(r.n * np.abs(r.mean_p - r.rate)) / r.n.sum())
-
-
 def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     return {
         "n": float(len(y)),
@@ -70,7 +58,7 @@ def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
         "pr_auc": average_precision(y, p),
         "log_loss": log_loss(y, p),
         "brier": float(np.mean((p - y) ** 2)),
-        "ece": ece(y, p),
+        "ece": reliability(y, p).ece,
     }
 
 
@@ -124,7 +112,8 @@ def plots(out: Path, y: np.ndarray, curves: dict[str, np.ndarray],
     ax.plot([0, 1], [0, 1], "k:", lw=1)
     for label, p in curves.items():
         r = reliability(y, p)
-        ax.plot(r.mean_p, r.rate, "o-", ms=3, label=f"{label} (ECE {ece(y, p):.3f})")
+        filled = r.count > 0
+        ax.plot(r.p_mean[filled], r.y_mean[filled], "o-", ms=3, label=f"{label} (ECE {r.ece:.3f})")
     ax.set(xlabel="predicted approval probability", ylabel="observed approval rate",
            title="Reliability (test window)")  # fmt: skip
     ax.legend()

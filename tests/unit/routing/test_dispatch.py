@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from app.config import Settings
-from app.experiments.stats import arm_for
+from app.experiments.assignment import arm_for
 from app.features.definitions import feature_hash
 from app.features.online import FeatureState
 from app.harness.sample import SampleTraffic

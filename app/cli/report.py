@@ -1,0 +1,96 @@
+"""`authpilot report experiment|shadow`: what the A/B arms and the shadow challengers did.
+
+Reads the worker's decisions, outcomes and shadow decisions from an event-log directory
+(app.experiments.eventlog) or straight from Kafka (app.experiments.kafka_log), analyses them
+(experiment / shadow) and writes report.md, summary.json and the plots (render). Exit status 2
+with a one-line message on missing or invalid input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from app.experiments.eventlog import ReportError, read_event_log
+from app.experiments.experiment import ExperimentReport, experiment_report
+from app.experiments.kafka_log import read_kafka
+from app.experiments.render import write_report
+from app.experiments.shadow import ShadowReport, shadow_report
+from app.experiments.stats import ECE_BINS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="authpilot report", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="kind", required=True)
+    for name, helptext in (
+        ("experiment", "A/B arms against the control"),
+        ("shadow", "shadow challengers against the champion"),
+    ):
+        c = sub.add_parser(name, help=helptext)
+        src = c.add_mutually_exclusive_group(required=True)
+        src.add_argument("--log", type=Path, help="event-log directory (see the README)")
+        src.add_argument("--bootstrap", help="read the topics from this Kafka cluster")
+        c.add_argument("--out", type=Path, default=Path(f"reports/{name}"))
+        c.add_argument(
+            "--idle-timeout",
+            type=float,
+            default=60.0,
+            help="Kafka: give up after this many seconds without a message",
+        )
+        c.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+        if name == "experiment":
+            c.add_argument("--control", help="control arm (default: control, else holdout)")
+            c.add_argument(
+                "--guardrail-margin",
+                type=float,
+                default=0.02,
+                help="allowed rise of attempts/fees per payment, relative",
+            )
+            c.add_argument("--looks", type=int, default=50, help="looks of the sequential plot")
+            c.add_argument(
+                "--tau2", type=float, default=1e-4, help="mSPRT mixture variance of the difference"
+            )
+        else:
+            c.add_argument("--challenger", help="only this model_version")
+            c.add_argument("--bins", type=int, default=ECE_BINS, help="calibration bins")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    t0 = time.monotonic()
+
+    def progress(msg: str) -> None:
+        if not args.quiet:
+            print(f"[{time.monotonic() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    shadow = args.kind == "shadow"
+    try:
+        if args.log is not None:
+            log = read_event_log(args.log, shadow, progress)
+        else:
+            from app.config import get_settings
+
+            log = read_kafka(get_settings(), args.bootstrap, shadow, progress, args.idle_timeout)
+        progress(
+            f"{len(log.decisions):,} decisions, {len(log.outcomes):,} outcomes, "
+            f"{len(log.shadow):,} shadow decisions"
+        )
+        r: ExperimentReport | ShadowReport
+        if shadow:
+            r = shadow_report(log, args.challenger, args.bins)
+        else:
+            r = experiment_report(log, args.control, args.guardrail_margin, args.looks, args.tau2)
+    except ReportError as exc:
+        print(f"authpilot report {args.kind}: error: {exc}", file=sys.stderr)
+        return 2
+    path = write_report(r, args.out)
+    print(path.read_text())
+    print(f"wrote {path} and plots in {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
