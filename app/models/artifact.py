@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict, cast
 
 import numpy as np
 
@@ -135,7 +135,7 @@ def read_manifest(path: Path) -> Manifest:
         )
     if not (isinstance(m["files"], dict) and LIBRARY in m["files"]):
         raise ModelRejected("manifest", f"{LIBRARY} has no checksum in the manifest")
-    return m  # type: ignore[no-any-return]
+    return cast(Manifest, m)
 
 
 def warmup_vector(rows: np.ndarray, expected: np.ndarray) -> WarmupVector:

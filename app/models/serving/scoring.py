@@ -34,6 +34,7 @@ import json
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,11 @@ _F64 = np.dtype(np.float64)
 _PD = ctypes.POINTER(ctypes.c_double)
 _I32 = np.dtype(np.int32)
 _PI = ctypes.POINTER(ctypes.c_int32)
-_from_buffer_i32 = ctypes.c_int32.from_buffer
+# numpy's stubs do not declare the buffer protocol ndarrays implement, hence Callable[[Any], Any]
+_from_buffer_i32: Callable[[Any], Any] = ctypes.c_int32.from_buffer
 # threshold type -> sizeof(union Entry) the generated code must have
 _ENTRY_SIZE = {"float64": 8, "float32": 4}
-_from_buffer = ctypes.c_double.from_buffer
+_from_buffer: Callable[[Any], Any] = ctypes.c_double.from_buffer
 _BUFFER_ERRORS = (TypeError, ValueError, BufferError)
 PROBE_TIMEOUT_S = 60.0
 _PROBE_SCRIPT = str(Path(__file__).with_name("probe.py"))

@@ -241,7 +241,7 @@ def compile_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST).unlink(missing_ok=True)  # invalid until the new one is written
     given = booster_or_model_file
-    fw: Framework = of_file(given) if isinstance(given, str | Path) else of_booster(given)
+    fw: Framework = of_file(Path(given)) if isinstance(given, str | Path) else of_booster(given)
     model_file = out_dir / fw.model_file
     if not isinstance(given, str | Path):
         fw.save(given, model_file)
