@@ -28,6 +28,6 @@ def build_versions(tmp: Path, versions: tuple[str, ...] = ("v1", "v2")) -> Path:
         compile_model(tmp / v / "model.txt", root / "router" / v, name="router", version=v,
                       feature_names=list(FEATURE_NAMES), feature_hash=feature_hash(),
                       calibration=cal,
-                      test_rows=np.ascontiguousarray(split.test[list(FEATURE_NAMES)])[:16],
+                      test_matrix=np.ascontiguousarray(split.test[list(FEATURE_NAMES)])[:16],
                       )  # fmt: skip
     return root

@@ -115,7 +115,7 @@ def run(
               "num_threads": os.cpu_count() or 1}  # fmt: skip
     booster = lgb.train(params, lgb.Dataset(x[:n_train], y[:n_train]), trees)
     print(f"trained in {time.monotonic() - t0:.1f} s")
-    cal = fit_platt(booster.predict(x[n_train:]), y[n_train:].astype(float))
+    cal = fit_platt(np.asarray(booster.predict(x[n_train:])), y[n_train:].astype(float))
     with tempfile.TemporaryDirectory(prefix="authpilot-bench-") as tmp:
         out = Path(tmp) / "bench" / "v1"
         t0 = time.monotonic()
@@ -141,7 +141,7 @@ def run(
         xbuf[:4] = req
         xbuf[4:cap] = x[n_train + 4 : n_train + cap]  # further requests for the batches
         offsets = np.arange(0, cap + 1, 4, dtype=np.int32)  # request i: rows 4i .. 4i+4
-        want = cal.apply(booster.predict(req))
+        want = cal.apply(np.asarray(booster.predict(req)))
 
         # (b) raw: preallocated Entry buffer (8-byte union: the doubles' bytes as they are,
         # NaN as missing = -1 set once in the pristine copy), 4 predict() calls.
@@ -215,7 +215,9 @@ def run(
             cal.apply(r4, out=o4)
 
         shim, cal_ptr = model._fn, model._cal_ptr
-        xp, op = ctypes.c_double.from_buffer(xbuf), ctypes.c_double.from_buffer(pbuf)
+        # ndarrays implement the buffer protocol; numpy's stubs do not declare it
+        xp = ctypes.c_double.from_buffer(xbuf)  # type: ignore[arg-type]
+        op = ctypes.c_double.from_buffer(pbuf)  # type: ignore[arg-type]
 
         pred = tl2cgen.Predictor(str(out / "model.so"), nthread=1, verbose=False)
         checks = {
@@ -275,11 +277,11 @@ def run(
     core_us = table["(a) scoring core"]["median_us"]
     print(f"\n{'B requests, 4 routes each':<36} {'call us':>10} {'per req':>9} {'x (a)':>7}"
           f" {'x (f)':>7}")  # fmt: skip
-    for size, k, f in zip(BATCHES, batch_fns, single_fns, strict=True):
-        for name in (k, f):
+    for size, batch_name, single_name in zip(BATCHES, batch_fns, single_fns, strict=True):
+        for name in (batch_name, single_name):
             med = float(np.median(times[name]))
             per = med / size
-            per_single = float(np.median(times[f])) / size
+            per_single = float(np.median(times[single_name])) / size
             table[name] = {"median_us": med, "per_request_us": per, "x_core": per / core_us,
                            "x_single_calls": per / per_single}  # fmt: skip
             print(f"{name:<36} {med:10.2f} {per:9.2f} {per / core_us:7.2f} {per / per_single:7.2f}")

@@ -1,1 +1,1 @@
-"""The model lifecycle: training and compilation (build time), scoring and registry (serve time)."""
+"""The model lifecycle: training/ (build time) and serving/ (serve time), meeting in artifact."""

@@ -22,7 +22,8 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from app.config import Settings, confluent_config
-from app.models.serving.scoring import CompiledModel, ModelRejected
+from app.models.artifact import ModelRejected
+from app.models.serving.scoring import CompiledModel
 from app.monitoring.metrics import MODEL_INFO, MODEL_LOAD_FAILURES
 
 log = logging.getLogger(__name__)
@@ -70,11 +71,14 @@ class ControlWatcher:
             m = c.poll(0.5)
             if m is None or m.error():
                 continue
-            try:
-                rec = json.loads(m.value())
+            key, value = m.key(), m.value()
+            try:  # a record without key or value (a tombstone) is logged, never a dead thread
+                if key is None or value is None:
+                    raise ValueError("no key or value")
+                rec = json.loads(value)
                 with self._lock:
-                    self._latest[m.key().decode()] = rec
-            except (ValueError, AttributeError):
+                    self._latest[key.decode()] = rec
+            except ValueError:
                 log.error("unreadable control record at offset %s", m.offset())
         c.close()
 

@@ -5,18 +5,19 @@ and the caller keeps the model it has):
 1. manifest: readable, the expected format, model.so listed among its checksummed files;
 2. checksum: every file's sha256 against the manifest;
 3. feature_hash: the manifest's against this worker's feature definitions;
-4. probe: a child process dlopens the library and scores the warm-up rows first. A truncated
-   model.so whose checksum matches (a bad copy recorded as good) kills the process that
-   dlopens it with SIGBUS - measured here - so the first dlopen is never in the worker;
+4. probe: a child process (app/models/serving/probe.py) dlopens the library and scores the
+   warm-up rows first. A truncated model.so whose checksum matches (a bad copy recorded as good)
+   kills the process that dlopens it with SIGBUS - measured here - so the first dlopen is never
+   in the worker;
 5. load: the library in this process, its entry points, ABI, the manifest's threshold type
    with the matching sizeof(union Entry) (float64: 8, LightGBM; float32: 4, XGBoost) and
    feature count;
 6. warmup: the manifest's rows score to the trainer's recorded outputs within 1e-6.
 
-score_many(x, out) is one ctypes call for all candidate routes of a request: the C shim (see
-app.models.training.compile) encodes NaN as Entry.missing = -1, applies the union-bug guard,
-calls the generated predict() per row on an Entry row on its stack, and calibrates. The library is
-opened with ctypes.PyDLL, which keeps the GIL for the call: a 10 us call gains nothing from
+score_many(x, out) is one ctypes call for all candidate routes of a request: the C shim
+(app/models/training/shim.c) encodes NaN as Entry.missing = -1, applies the union-bug guard,
+calls the generated predict() per row on an Entry row on its stack, and calibrates. The library
+is opened with ctypes.PyDLL, which keeps the GIL for the call: a 10 us call gains nothing from
 releasing it, and re-acquiring it behind another thread can cost a whole switch interval (5 ms).
 Array pointers come from ctypes.c_double.from_buffer (~0.4 us) rather than ndarray.ctypes
 (~2 us, measured): on a 4-row request that was a third of the trees' own time.
@@ -33,39 +34,41 @@ import json
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from app.models.artifact import (
+    DEFAULT_THRESHOLD_TYPE,
+    LIBRARY,
+    SHIM_ABI,
+    WARMUP_ATOL,
+    Manifest,
+    ModelRejected,
+    read_manifest,
+    sha256,
+    warmup_arrays,
+)
 from app.models.calibration import Calibration
-from app.models.training.compile import MANIFEST_FORMAT, SHIM_ABI, sha256
 
 _F64 = np.dtype(np.float64)
 _PD = ctypes.POINTER(ctypes.c_double)
 _I32 = np.dtype(np.int32)
 _PI = ctypes.POINTER(ctypes.c_int32)
-_from_buffer_i32 = ctypes.c_int32.from_buffer
+# numpy's stubs do not declare the buffer protocol ndarrays implement, hence Callable[[Any], Any]
+_from_buffer_i32: Callable[[Any], Any] = ctypes.c_int32.from_buffer
 # threshold type -> sizeof(union Entry) the generated code must have
 _ENTRY_SIZE = {"float64": 8, "float32": 4}
-_from_buffer = ctypes.c_double.from_buffer
+_from_buffer: Callable[[Any], Any] = ctypes.c_double.from_buffer
 _BUFFER_ERRORS = (TypeError, ValueError, BufferError)
-WARMUP_ATOL = 1e-6
 PROBE_TIMEOUT_S = 60.0
-
-
-class ModelRejected(Exception):
-    """A model that must not serve. `reason` is a short label for metrics: manifest, checksum,
-    feature_hash, probe, load or warmup; `detail` says what was wrong."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
+_PROBE_SCRIPT = str(Path(__file__).with_name("probe.py"))
 
 
 class _Cal(ctypes.Structure):
-    """struct authpilot_cal in the shim."""
+    """struct authpilot_cal in app/models/training/shim.c (part of SHIM_ABI)."""
 
     _fields_ = [
         ("kind", ctypes.c_int32),
@@ -78,26 +81,6 @@ class _Cal(ctypes.Structure):
 
 
 _KINDS = {"none": 0, "isotonic": 1, "platt": 2}
-
-# Runs in a child `python -I`: dlopen, entry points, then the warm-up rows (raw probabilities,
-# no calibration), printed as JSON. Stdlib only, so it starts in ~20 ms.
-_PROBE = r"""
-import ctypes, json, sys
-so, rows_json, nf = sys.argv[1], sys.stdin.read(), int(sys.argv[2])
-lib = ctypes.CDLL(so)
-assert lib.authpilot_abi() == int(sys.argv[3]), "abi"
-assert lib.authpilot_entry_size() in (4, 8), "entry size"
-assert lib.get_num_feature() == nf, "num_feature"
-rows = json.loads(rows_json)
-flat = [float("nan") if v is None else float(v) for r in rows for v in r]
-n = len(rows)
-X = (ctypes.c_double * max(1, len(flat)))(*flat)
-out = (ctypes.c_double * max(1, n))()
-f = lib.authpilot_score
-f.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p]
-assert f(X, n, nf, out, None) == 0, "rc"
-print(json.dumps(list(out)[:n]))
-"""
 
 
 def _require(cond: bool, reason: str, detail: str) -> None:
@@ -121,8 +104,8 @@ class CompiledModel:
         probe: bool = True,
     ) -> None:
         self.path = path = Path(path)
-        m = self._read_manifest(path)
-        self.manifest = m
+        m = read_manifest(path)
+        self.manifest: Manifest = m
         self.name, self.version = str(m["name"]), str(m["version"])
         self.label = f"{self.name}/{self.version}"
         self.feature_names: list[str] = list(m["feature_names"])
@@ -139,24 +122,11 @@ class CompiledModel:
             "feature_hash",
             f"model features {m['feature_hash']} != worker features {expected_feature_hash}",
         )
-        try:
-            nf = int(m["num_feature"])
-            tv = m["test_vector"]
-            rows = [[np.nan if v is None else float(v) for v in r] for r in tv["rows"]]
-            self._warm_x = np.array(rows, dtype=np.float64).reshape(len(rows), nf)
-            self._warm_y = np.asarray(tv["expected"], dtype=np.float64).reshape(-1)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelRejected("manifest", f"unreadable test vector: {exc!r}") from exc
-        _require(nf == len(self.feature_names), "manifest", "num_feature != len(feature_names)")
-        self.num_feature = nf
-        _require(
-            len(self._warm_x) == len(self._warm_y) and len(self._warm_x) > 0,
-            "manifest",
-            "test vector rows and expected outputs differ in length or are empty",
-        )
+        self._warm_x, self._warm_y = warmup_arrays(m)
+        self.num_feature = nf = self._warm_x.shape[1]
         if probe:
             self._probe()
-        self._open(path / "model.so", nf)
+        self._open(path / LIBRARY, nf)
         self._lock = threading.Lock()
         self.max_batch = int(max_batch)
         self._xbuf = np.empty((self.max_batch, nf), dtype=np.float64)
@@ -171,41 +141,11 @@ class CompiledModel:
 
     # -- loading ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _read_manifest(path: Path) -> dict[str, Any]:
-        try:
-            m = json.loads((path / "manifest.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelRejected("manifest", f"{path}: {exc}") from exc
-        _require(isinstance(m, dict), "manifest", f"{path}/manifest.json is not an object")
-        need = (
-            "name",
-            "version",
-            "feature_names",
-            "feature_hash",
-            "num_feature",
-            "files",
-            "test_vector",
-        )
-        missing = [k for k in need if k not in m]
-        _require(not missing, "manifest", f"{path}/manifest.json lacks {missing}")
-        _require(
-            m.get("format", 1) <= MANIFEST_FORMAT,
-            "manifest",
-            f"manifest format {m.get('format')} is newer than this worker's {MANIFEST_FORMAT}",
-        )
-        _require(
-            isinstance(m["files"], dict) and "model.so" in m["files"],
-            "manifest",
-            "model.so has no checksum in the manifest",
-        )
-        return m
-
     def _probe(self) -> None:
         """Load and run the library once in a child process: a crash there is a rejection."""
         rows = self.manifest["test_vector"]["rows"]
-        so, nf = str(self.path / "model.so"), str(self.num_feature)
-        cmd = [sys.executable, "-I", "-c", _PROBE, so, nf, str(SHIM_ABI)]
+        so, nf = str(self.path / LIBRARY), str(self.num_feature)
+        cmd = [sys.executable, "-I", _PROBE_SCRIPT, so, nf, str(SHIM_ABI)]
         try:
             res = subprocess.run(
                 cmd, input=json.dumps(rows), capture_output=True, text=True, timeout=PROBE_TIMEOUT_S
@@ -230,13 +170,13 @@ class CompiledModel:
             lib_nf = lib.get_num_feature()
             fn = lib.authpilot_score
             batch = lib.authpilot_score_batch
-            self._predict = lib.predict  # the generated entry point, for raw access and tests
+            _ = lib.predict  # the generated entry point the shim calls must be there
             ttype = lib.get_threshold_type
         except (OSError, AttributeError) as exc:
             raise ModelRejected("load", f"{so}: {exc}") from exc
         ttype.restype = ctypes.c_char_p
         _require(abi == SHIM_ABI, "load", f"shim ABI {abi}, this worker speaks {SHIM_ABI}")
-        want = str(self.manifest.get("threshold_type", "float64"))  # format 2 before XGBoost
+        want = str(self.manifest.get("threshold_type", DEFAULT_THRESHOLD_TYPE))
         _require(
             ttype() == want.encode() and entry == _ENTRY_SIZE.get(want),
             "load",
@@ -248,8 +188,6 @@ class CompiledModel:
         batch.argtypes = [_PD, _PI, ctypes.c_int32, ctypes.c_int32, _PD, ctypes.c_void_p]
         batch.restype = ctypes.c_int32
         self._batch = batch
-        self._predict.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
-        self._predict.restype = None
         self._lib = lib
         self._fn = fn
 
@@ -408,7 +346,7 @@ class CompiledModel:
 
     def close(self) -> None:
         """Drop references to the library (glibc unloads it when nothing else holds it)."""
-        self._fn = self._predict = self._batch = None  # type: ignore[assignment]
+        self._fn = self._batch = None  # type: ignore[assignment]
         self._xc = self._oc = self._fc = (None, None, 0)
         self._lib = None  # type: ignore[assignment]
 

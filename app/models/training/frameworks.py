@@ -8,8 +8,7 @@ everything else looks a framework up by name (`FRAMEWORKS[...]`) or by file (`of
 
 XGBoost differs in ways that matter for exactness: it compares float32(x) with float32
 thresholds and sums float32 leaves, so Treelite keeps its float32 types and the generated
-code reproduces XGBoost's outputs (see the shim in app.models.training.compile, which handles
-both widths).
+code reproduces XGBoost's outputs (the C shim, training/shim.c, handles both widths).
 """
 
 from __future__ import annotations
@@ -186,7 +185,7 @@ def of_file(path: Path) -> Framework:
 
 
 def of_train_dir(train_dir: Path) -> Framework:
-    """The framework of an `authpilot train --out` directory, from its metrics.json (older
-    directories have no "trainer" and are LightGBM)."""
+    """The framework of an `authpilot train --out` directory, from its metrics.json (one
+    without "trainer" is LightGBM's)."""
     summary = json.loads((Path(train_dir) / "metrics.json").read_text())
     return FRAMEWORKS[summary.get("trainer", "lightgbm")]

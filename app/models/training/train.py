@@ -69,7 +69,7 @@ def fit(split: Split, rounds: int = 1000, params: dict[str, Any] | None = None,
     dtr = lgb.Dataset(split.train[list(FEATURE_NAMES)], split.train.approved, weight=w,
                       free_raw_data=False)  # fmt: skip
     dva = lgb.Dataset(split.valid[list(FEATURE_NAMES)], split.valid.approved, reference=dtr)
-    callbacks = [lgb.early_stopping(50, verbose=False)]
+    callbacks: list[Callable[..., Any]] = [lgb.early_stopping(50, verbose=False)]
     if show:
         callbacks.append(lgb.log_evaluation(100))
     return lgb.train(p, dtr, rounds, valid_sets=[dva], valid_names=["valid"], callbacks=callbacks)

@@ -14,7 +14,8 @@ import pytest
 
 from app.models.calibration import Calibration, choose, fit_isotonic, fit_platt
 from app.models.serving.scoring import CompiledModel
-from app.models.training.compile import compile_model, guard_report, split_thresholds
+from app.models.training.compile import compile_model, guard_report
+from app.models.training.frameworks import split_thresholds
 
 NF = 12
 HASH = "test-features-1"

@@ -12,8 +12,9 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from app.models.serving.scoring import CompiledModel, ModelRejected
-from app.models.training.compile import compile_model, main, rebuild, sha256
+from app.models.artifact import ModelRejected, sha256
+from app.models.serving.scoring import CompiledModel
+from app.models.training.compile import compile_model, main, rebuild
 
 NF = 6
 HASH = "features-A"
