@@ -238,8 +238,8 @@ def _register_models(app: faust.App, ctx: WorkerContext) -> None:
     """Watch the control topic; load promoted models off the loop; swap them on it."""
     import asyncio
 
+    from app.models.artifact import ModelRejected
     from app.models.serving.registry import ControlWatcher
-    from app.models.serving.scoring import ModelRejected
 
     s = ctx.settings
     watcher: list[ControlWatcher] = []
