@@ -169,13 +169,14 @@ class Settings(BaseSettings):
     model_poll_seconds: float = Field(
         1.0, description="how often a worker checks the model registry for a promotion"
     )
-    feature_publish_every: int = Field(
-        10, description="publish an owned feature ring to every worker every N updates"
-    )
-    sr_persist_every: int = Field(
+    state_publish_every: int = Field(
         10,
-        description="write a mature key's ring to its table and snapshot every N updates "
-        "(a crash loses at most N-1 outcomes of the window)",
+        ge=1,
+        description="an owned key (feature rings, success-rate windows) is written to its table "
+        "on every update and published to every worker on its first update, while young "
+        "(success rate: <= sr_min_samples outcomes) and every N-th update after; other workers "
+        "see a key at most N-1 updates late. A crash loses nothing of the owner's tables; the "
+        "published copy of a key stays up to N-1 updates stale until its next update",
     )
 
 

@@ -21,7 +21,7 @@ from app.routing import baselines, expected_value, success_rate
 from app.routing.latency import RouteLatency
 from app.sim.truth import p_approve
 from app.sim.world import World
-from app.state.windows.count import Snapshot, outcome_code, ring_snapshot, ring_update, stat_keys
+from app.state.windows.count import CountRing, Snapshot, update_success_rate
 
 OWNERS = ("card", "route", "bin", "merchant")
 
@@ -69,28 +69,26 @@ class OracleRouter:
 
 
 class SuccessRateRouter:
-    """The worker's fallback router with its success-rate rings in one dict."""
+    """The worker's fallback router with its success-rate rings in one dict, learning through
+    the same update_success_rate as the worker's route owner."""
 
     name = success_rate.POLICY_NAME
 
     def __init__(self, params: success_rate.SRParams, window: int,
-                 rings: dict[str, bytes] | None = None) -> None:  # fmt: skip
+                 rings: dict[bytes, bytes] | None = None) -> None:  # fmt: skip
         self.params, self.window = params, window
-        self.rings: dict[str, bytes] = dict(rings or {})
+        self.ring = CountRing(window)
+        self.rings: dict[bytes, bytes] = dict(rings or {})
 
     def lookup(self, key: str) -> Snapshot | None:
-        v = self.rings.get(key)
-        return None if v is None else ring_snapshot(v)
+        v = self.rings.get(key.encode())
+        return None if v is None else self.ring.read_one(v)
 
     def decide(self, req: dict[str, Any]) -> dict[str, Any]:
         return success_rate.decide(req, self.lookup, self.params)
 
     def observe(self, outcome: dict[str, Any]) -> None:
-        code = outcome_code(outcome)
-        keys = stat_keys(outcome["route_id"], outcome["bin"], outcome["network"],
-                         outcome["issuer_country"])  # fmt: skip
-        for k in keys:
-            self.rings[k] = ring_update(self.rings.get(k), code, self.window)[0]
+        update_success_rate(self.rings, outcome, self.ring)
 
 
 class ExpectedValueRouter:

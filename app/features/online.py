@@ -1,15 +1,16 @@
 """Online features: update state from outcomes, build the model's input rows for a request.
 
 The same code runs in the worker (state in Faust tables on RocksDB) and in the parity test
-(state in dicts): `FeatureState` only needs get/set mappings per owner. `fill()` writes one row
-per candidate route into a caller-owned, preallocated float64 buffer.
+(state in dicts): `FeatureState` only needs a get/set store per owner, and keeps each entity's
+windows in one time ring (app.state.windows.time). `fill()` writes one row per candidate route
+into a caller-owned, preallocated float64 buffer.
 """
 
 from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ from app.features.definitions import (
     ENTITIES,
     FUNDING,
     HARD_CODES,
+    METRICS,
     N_FEATURES,
     NETWORKS,
     REQUEST_FEATURES,
@@ -28,7 +30,8 @@ from app.features.definitions import (
     M,
     increments,
 )
-from app.state.windows import time as rings
+from app.state.windows.base import Store
+from app.state.windows.time import Increment, TimeRing, geometry
 
 _LAST = struct.Struct(">qb")  # time of the card's last issuer decline (ms), hard flag
 _NET = {n: float(i) for i, n in enumerate(NETWORKS)}
@@ -47,7 +50,7 @@ class _Plan:
 
     entity: Entity
     owner: str
-    geo: rings.Geometry
+    ring: TimeRing
     count_w: np.ndarray
     count_m: np.ndarray
     rate_w: np.ndarray
@@ -59,7 +62,7 @@ def _plan(e: Entity) -> _Plan:
     return _Plan(
         e,
         e.owner,
-        rings.geometry(e),
+        TimeRing(geometry([(w.width_s * 1000, w.buckets) for w in e.windows], len(METRICS))),
         np.array([w[a] for a, _ in e.counts], dtype=np.intp),
         np.array([M[b] for _, b in e.counts], dtype=np.intp),
         np.array([w[a] for a, _ in e.rates], dtype=np.intp),
@@ -78,7 +81,7 @@ assert [p.owner == "card" for p in PLANS] == sorted(
 class FeatureState:
     """Feature state over one mapping per owner ('card', 'route', 'bin', 'merchant')."""
 
-    def __init__(self, stores: dict[str, MutableMapping[bytes, bytes]]) -> None:
+    def __init__(self, stores: Mapping[str, Store]) -> None:
         self.stores = stores
         self._getters: dict[str, Callable[[bytes], bytes | None]] = {
             o: s.get for o, s in stores.items()
@@ -86,15 +89,15 @@ class FeatureState:
 
     def update_outcome(self, outcome: dict[str, Any], owner: str) -> None:
         """Apply one outcome to the entities of one owner (each owner applies its own)."""
-        incr = np.asarray(increments(outcome), dtype=np.int64)
-        store = self.stores[owner]
         t = outcome["event_time"]
+        event = Increment(t, np.asarray(increments(outcome), dtype=np.int64))
+        store = self.stores[owner]
         route = outcome["route_id"]
         for p in PLANS:
             if p.owner != owner:
                 continue
             k = p.entity.key(outcome, route).encode()
-            store[k] = rings.update(store.get(k), p.geo, t, incr)
+            store[k] = p.ring.update_one(store.get(k), event)
         if owner == "card" and not outcome["approved"] and outcome["failure_side"] != "ROUTE":
             k = last_decline_key(outcome["card_fingerprint"]).encode()
             prev = store.get(k)
@@ -138,14 +141,14 @@ class FeatureState:
         """Metric sums of a card-owned entity's first window at time t (inclusive of t)."""
         p = next(p for p in PLANS if p.entity.name == entity_name)
         value = self._getters["card"](p.entity.key(rec, None).encode())
-        sums = rings.window_sums(value, p.geo, t)[0]
+        sums = p.ring.read_one(value, t)[0]
         return {m: int(sums[i]) for m, i in M.items()}
 
     def _entity_values(
         self, p: _Plan, req: dict[str, Any], route: str | None, t: int
     ) -> list[float]:
         value = self._getters[p.owner](p.entity.key(req, route).encode())
-        sums = rings.window_sums(value, p.geo, t)
+        sums = p.ring.read_one(value, t)
         vals = sums[p.count_w, p.count_m].tolist()
         if len(p.rate_w):
             ns = sums[p.rate_w, 0].tolist()

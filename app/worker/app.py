@@ -184,7 +184,7 @@ def _register_web(app: faust.App, ctx: WorkerContext) -> None:
         )
 
     # The owner tables, not the published snapshots: this endpoint shows the table state
-    # (exact on the worker that owns the keys; snapshots may lag by feature_publish_every).
+    # (exact on the worker that owns the keys; snapshots may lag by state_publish_every).
     reader = FeatureState(
         {
             "card": ctx.card_features,

@@ -5,8 +5,9 @@ decline) are updated right here, on the partition that also scores that card's r
 Statistics keyed by route, BIN or merchant span every partition: the outcome agent forwards the
 outcome's original Avro bytes once per owner kind (route, bin, merchant) to an internal topic
 keyed by that owner; the owner agent keeps the rings in a RocksDB table (changelogged) and
-publishes them to a GlobalTable every worker's score agent reads. No two workers ever update the
-same key. The route owner also keeps the success-rate windows of the fallback router.
+publishes them to a GlobalTable every worker's score agent reads (app.state.owned, throttled by
+AUTHPILOT_STATE_PUBLISH_EVERY). No two workers ever update the same key. The route owner also
+keeps the success-rate windows of the fallback router.
 
 Guarantee: at-least-once; a replayed outcome after a crash is counted twice, a bounded error
 for window statistics that ages out with the window.
@@ -23,13 +24,8 @@ from app.monitoring.metrics import EVENTS_IN, EVENTS_OUT
 from app.retry.engine import RetryParams, decide_retry, load_recovery
 from app.retry.rules import Counters, NetworkRules
 from app.routing.baselines import FIXED_SCHEDULE, fixed_schedule_retry
-from app.state.windows.count import (
-    outcome_code,
-    pack_snapshot,
-    ring_snapshot,
-    ring_update,
-    stat_keys,
-)
+from app.state.owned import OwnedState
+from app.state.windows.count import CountRing, snapshot_bytes, update_success_rate
 from app.worker.agents.alerts import AlertSink
 from app.worker.agents.intake import decode_or_dead_letter, processing_failed
 from app.worker.context import WorkerContext
@@ -46,8 +42,8 @@ def register(app: Any, ctx: WorkerContext) -> tuple[Any, Any]:
     updates_topic = ctx.stats_updates
     dlq = ctx.dlq
     card_features = FeatureState({"card": ctx.card_features})
-    published = _Published(ctx.feature_state, ctx.feature_snapshots, s.feature_publish_every)
-    owned_features = FeatureState(dict.fromkeys(OWNER_TAGS, published))
+    features = OwnedState(ctx.feature_state, ctx.feature_snapshots, s.state_publish_every)
+    owned_features = FeatureState(dict.fromkeys(OWNER_TAGS, features))
 
     rules = NetworkRules(s.visa_rules_variant)
     retry_params = RetryParams(s.ev_margin_bps, s.retry_attempt_cost_minor,
@@ -106,41 +102,19 @@ def register(app: Any, ctx: WorkerContext) -> tuple[Any, Any]:
             except Exception as exc:
                 await processing_failed(msg, exc, dlq)
 
-    table = ctx.route_stats
-    snapshots = ctx.route_sr
-    window = s.sr_window
-    every = max(1, s.sr_persist_every)
-    min_samples = s.sr_min_samples
+    sr_ring = CountRing(s.sr_window, s.sr_min_samples)
+    # Published on every update while a key holds <= sr_min_samples outcomes (a router starts
+    # trusting a level at sr_min_samples, so these updates move decisions), then every N-th;
+    # the route-sr GlobalTable holds 6-byte snapshots, not the 137-byte rings.
+    success_rates = OwnedState(ctx.route_stats, ctx.route_sr, s.state_publish_every,
+                               young=sr_ring.young, published_as=snapshot_bytes)  # fmt: skip
     stats_in = EVENTS_IN.labels(updates_topic.get_topic_name())
-    # The newest success-rate ring of every key this worker owns, and updates not yet written.
-    # Writing the table (and so its changelog) every N-th update of a mature key loses at most
-    # N-1 outcomes of a 125-outcome window on a crash, for 10x fewer changelog messages.
-    rings: dict[bytes, bytes] = {}
-    unsaved: dict[bytes, int] = {}
 
     @app.on_partitions_revoked.connect
-    async def forget_rings(*args: Any, **kwargs: Any) -> None:
-        # another worker may own these keys next: its writes would make our copies stale
-        rings.clear()
-        unsaved.clear()
-        published.forget()
-
-    def update_success_rate(rec: dict[str, Any]) -> None:
-        code = outcome_code(rec)
-        for key in stat_keys(rec["route_id"], rec["bin"], rec["network"], rec["issuer_country"]):
-            k = key.encode()
-            old = rings.get(k)
-            value, _ = ring_update(old if old is not None else table.get(k), code, window)
-            rings[k] = value
-            n = unsaved.get(k, 0) + 1
-            snap = ring_snapshot(value)
-            # Persist and publish every update while a key is young (its estimate moves
-            # fast), then every N-th: the GlobalTable changelog is read by every worker.
-            if snap.samples <= min_samples or n >= every:
-                table[k] = value
-                snapshots[k] = pack_snapshot(snap)
-                n = 0
-            unsaved[k] = n
+    async def forget_published(*args: Any, **kwargs: Any) -> None:
+        # another worker may own these keys next; when they come back, they publish at once
+        features.forget()
+        success_rates.forget()
 
     @app.agent(updates_topic, name="state-owner")
     async def state_owner(stream: Any) -> None:
@@ -152,37 +126,8 @@ def register(app: Any, ctx: WorkerContext) -> tuple[Any, Any]:
                 rec = serde.decode(msg.value[1:])
                 owned_features.update_outcome(rec, owner)
                 if owner == "route":
-                    update_success_rate(rec)
+                    update_success_rate(success_rates, rec, sr_ring)
             except Exception as exc:
                 await processing_failed(msg, exc, dlq)
 
     return outcomes, state_owner
-
-
-class _Published:
-    """A mapping over the owner's table (every write: it is the durable state) that also
-    publishes to the shared GlobalTable, every N-th write of a key after its first: each
-    published ring is a changelog message every worker reads, and per-outcome publishing of
-    six rings measured as the worker's bottleneck (Faust's changelog buffer filled, commits
-    overran). Readers on other workers see a key at most N-1 outcomes late."""
-
-    def __init__(self, table: Any, published: Any, every: int) -> None:
-        self._table = table
-        self._published = published
-        self._every = max(1, every)
-        self._since: dict[bytes, int] = {}
-
-    def get(self, key: bytes) -> bytes | None:
-        return self._table.get(key)
-
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self._table[key] = value
-        n = self._since.get(key)
-        if n is None or n + 1 >= self._every:
-            self._published[key] = value
-            self._since[key] = 0
-        else:
-            self._since[key] = n + 1
-
-    def forget(self) -> None:
-        self._since.clear()
