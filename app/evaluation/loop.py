@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from app.contracts.records import next_attempt
-from app.evaluation.policies import Retrier, Router
+from app.evaluation.policies import Router
+from app.retry.registry import RetryPolicy
 from app.retry.rules import Attempt, CardHistory, NetworkRules, counters_at
 from app.sim.requests import sample_requests
 from app.sim.traffic import payment_times
@@ -67,10 +68,12 @@ class PolicyRun:
     first_declines: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
-def run_policy(world: World, payments: list[dict[str, Any]], router: Router, retrier: Retrier,
-               rules: NetworkRules, seed: int, progress: Progress | None = None,
-               max_attempts: int = 16) -> PolicyRun:  # fmt: skip
-    """Run every payment through router + retrier; returns per-payment results.
+def run_policy(world: World, payments: list[dict[str, Any]], router: Router,
+               retrier: RetryPolicy, rules: NetworkRules, seed: int,
+               progress: Progress | None = None, max_attempts: int = 16,
+               label: str | None = None) -> PolicyRun:  # fmt: skip
+    """Run every payment through router + retrier; returns per-payment results, named `label`
+    (default router+retrier).
 
     max_attempts is a guard against a retrier that never stops, not a policy: the engine and
     the fixed schedule stop long before it."""
@@ -128,8 +131,8 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router, ret
             progress(done, n)
     if progress is not None:
         progress(n, n)
-    return PolicyRun(f"{router.name}+{retrier.name}", seed, amount, first, approved, attempts,
-                     fees, violations, mit, first_declines)  # fmt: skip
+    return PolicyRun(label or f"{router.name}+{retrier.name}", seed, amount, first, approved,
+                     attempts, fees, violations, mit, first_declines)  # fmt: skip
 
 
 def _violations(rules: NetworkRules, prev: dict[str, Any], req: dict[str, Any],
