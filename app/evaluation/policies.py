@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 class Router(Protocol):
     name: str
+    features: FeatureState  # the learned windows; the retry counters read its card windows
 
     def decide(self, req: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -101,6 +102,7 @@ class DispatchRouter:
                  oracle_p: OracleP | None = None) -> None:  # fmt: skip
         self.name = policy
         self.state = state
+        self.features = state.features
         one_arm = s.model_copy(update={"routing_policy": policy, "holdout_policy": policy,
                                        "experiment_arms": [],
                                        "experiment_holdout_pct": 0})  # fmt: skip
