@@ -88,7 +88,7 @@ class OraclePolicy:
         return Proposal(oracle.oracle_decide(req, p, self.margin_bps))
 
 
-Factory = Callable[[RoutingServices, "str | None"], RoutingPolicy]
+Factory = Callable[[RoutingServices, str | None], RoutingPolicy]
 POLICIES: dict[str, Factory] = {
     expected_value.POLICY_NAME: ExpectedValuePolicy,
     success_rate.POLICY_NAME: lambda sv, model: SuccessRatePolicy(sv),
