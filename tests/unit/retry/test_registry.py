@@ -7,7 +7,7 @@ from typing import get_args
 import pytest
 
 from app.config import Settings
-from app.harness.sample import SampleWorld
+from app.harness.sample import SampleTraffic
 from app.retry import registry
 from app.retry.engine import RetryParams
 from app.retry.rules import Counters, NetworkRules
@@ -16,7 +16,7 @@ RULES = NetworkRules()
 
 
 def declines() -> list[dict]:
-    world, out = SampleWorld(6), []
+    world, out = SampleTraffic(6), []
     for i in range(200):
         r = world.next_request(1_767_225_600_000 + i * 60_000)
         o = world.outcome(r, r["candidates"][0]["route_id"], r["event_time"] + 100)

@@ -10,14 +10,14 @@ import pytest
 
 from app.config import Settings
 from app.features.online import FeatureState
-from app.harness.sample import SampleWorld
+from app.harness.sample import SampleTraffic
 from app.routing import registry
 from app.routing.dispatch import Arm
 from app.routing.expected_value import EVParams, FeatureRows
 from app.routing.protocols import Proposal
 from app.routing.success_rate import SRParams
 
-REQS = [SampleWorld(3).next_request(1_767_225_600_000 + i * 1000) for i in range(50)]
+REQS = [SampleTraffic(3).next_request(1_767_225_600_000 + i * 1000) for i in range(50)]
 
 
 class FakeModel:
