@@ -13,6 +13,9 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.retry.registry import RetryPolicyName
+from app.routing.registry import RoutingPolicyName
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -125,9 +128,9 @@ class Settings(BaseSettings):
     retry_attempt_cost_minor: float = Field(
         10.0, description="cost of one more attempt (fees, network charges), minor units"
     )
-    # --- which policies run (app.routing.dispatch) ---------------------------------------------
-    routing_policy: Literal["expected_value", "success_rate", "best_single_route", "oracle"] = (
-        Field("expected_value", description="routing policy when no experiment arms are set")
+    # --- which policies run (names: app.routing.registry, app.retry.registry) -----------------
+    routing_policy: RoutingPolicyName = Field(
+        "expected_value", description="routing policy when no experiment arms are set"
     )
     best_routes: dict[str, str] = Field(
         default_factory=dict,
@@ -148,7 +151,7 @@ class Settings(BaseSettings):
         "country: [days of month]} (e.g. app/data/pay_calendars/europe_monthly.json); unset = "
         "the recovery table's paydays (1st and 15th) for every country",
     )
-    retry_policy: Literal["engine", "fixed_schedule"] = Field(
+    retry_policy: RetryPolicyName = Field(
         "engine", description="retry engine, or the +1d/+3d/+7d rule-aware fixed schedule"
     )
     experiment_arms: list[dict[str, Any]] = Field(
@@ -160,8 +163,8 @@ class Settings(BaseSettings):
     experiment_holdout_pct: int = Field(
         0, ge=0, le=100, description="share of payments kept out of every arm (holdout)"
     )
-    holdout_policy: Literal["expected_value", "success_rate", "best_single_route", "oracle"] = (
-        Field("best_single_route", description="what the holdout gets: no optimization")
+    holdout_policy: RoutingPolicyName = Field(
+        "best_single_route", description="what the holdout gets: no optimization"
     )
     drift_monitor: bool = Field(
         True, description="run the drift detectors: alerts, route demotion, model fallback"

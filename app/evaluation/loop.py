@@ -2,14 +2,17 @@
 
 Events run in event-time order from a heap: an attempt is decided with the state as of its
 time and its outcome lands `latency_ms` later; outcomes teach the router and, when declined,
-go to the retrier, whose RETRY becomes the payment's next attempt at its not-before time.
+go to the retrier, whose RETRY becomes the payment's next attempt at its not-before time. The
+retrier gets the counters a worker gives it (app.retry.counters, from the router's card
+windows, warm with the history).
 
 Every policy sees the same payments and the same luck: the outcome of attempt k of payment n
 is drawn from a generator seeded by (seed, n, k) (common random numbers), so differences
 between policies are differences of decisions, not of draws, and paired comparisons are tight.
 
 Compliance is checked independently of the policy, at the moment a retry is sent: the network
-rules are asked again about the previous decline with the card's counters as they stand then;
+rules are asked again about the previous decline with the card's exact counters as they stand
+then (every attempt of the run in the card's history, not the worker's bucketed windows);
 a retry they forbid, one sent before an advised delay, or an SCA retry without 3-D Secure is a
 violation.
 """
@@ -25,7 +28,9 @@ from typing import Any
 import numpy as np
 
 from app.contracts.records import next_attempt
-from app.evaluation.policies import Retrier, Router
+from app.evaluation.policies import Router
+from app.retry.counters import card_counters
+from app.retry.registry import RetryPolicy
 from app.retry.rules import Attempt, CardHistory, NetworkRules, counters_at
 from app.sim.requests import sample_requests
 from app.sim.traffic import payment_times
@@ -67,10 +72,12 @@ class PolicyRun:
     first_declines: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
-def run_policy(world: World, payments: list[dict[str, Any]], router: Router, retrier: Retrier,
-               rules: NetworkRules, seed: int, progress: Progress | None = None,
-               max_attempts: int = 16) -> PolicyRun:  # fmt: skip
-    """Run every payment through router + retrier; returns per-payment results.
+def run_policy(world: World, payments: list[dict[str, Any]], router: Router,
+               retrier: RetryPolicy, rules: NetworkRules, seed: int,
+               progress: Progress | None = None, max_attempts: int = 16,
+               label: str | None = None) -> PolicyRun:  # fmt: skip
+    """Run every payment through router + retrier; returns per-payment results, named `label`
+    (default router+retrier).
 
     max_attempts is a guard against a retrier that never stops, not a policy: the engine and
     the fixed schedule stop long before it."""
@@ -117,8 +124,7 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router, ret
         if out["approved"]:
             approved[i] = True
         else:
-            c = counters_at(h, req["merchant_id"], req["amount_minor"], t)
-            rd = retrier.after_decline(out, c, t)
+            rd = retrier.after_decline(out, card_counters(router.features, out, t), t)
             nxt = next_attempt(req, rd, out["route_id"], out["response_code"])
             if nxt is not None and attempts[i] < max_attempts:
                 heapq.heappush(heap, (nxt["event_time"], next(seq), 0, i, nxt, out))
@@ -128,8 +134,8 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router, ret
             progress(done, n)
     if progress is not None:
         progress(n, n)
-    return PolicyRun(f"{router.name}+{retrier.name}", seed, amount, first, approved, attempts,
-                     fees, violations, mit, first_declines)  # fmt: skip
+    return PolicyRun(label or f"{router.name}+{retrier.name}", seed, amount, first, approved,
+                     attempts, fees, violations, mit, first_declines)  # fmt: skip
 
 
 def _violations(rules: NetworkRules, prev: dict[str, Any], req: dict[str, Any],

@@ -1,82 +1,49 @@
-"""Routers and retriers for the closed loop: thin wrappers over the worker's policy functions.
+"""Routers for the closed loop: the worker's Dispatcher over the worker's learning state in dicts.
 
-Each router decides with exactly the function the worker's score agent calls and learns from
-outcomes with the same state code (FeatureState for the model, success-rate rings for the
-fallback), kept in dicts instead of RocksDB tables. Retriers return RetryDecision bodies.
+A router here is a `Dispatcher` configured with one arm running the evaluated policy, built
+from the same registry the worker builds from, so its fallbacks (NO_MODEL, MODEL_FALLBACK to
+success rate) and demotion handling are the production ones. It learns from outcomes with the
+worker's state code (FeatureState for the model and the retry counters, success-rate rings for
+the fallback, route latency), kept in dicts instead of RocksDB tables. Retriers come from the
+retry registry (app.retry.registry) unchanged.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-
-from app.features.online import FeatureState, new_buffer
-from app.models.serving.scoring import CompiledModel
-from app.retry.engine import RetryParams, decide_retry
-from app.retry.rules import Counters, NetworkRules
-from app.routing import baselines, expected_value, success_rate
+from app.features.definitions import OWNERS
+from app.features.online import FeatureState
+from app.routing.dispatch import Dispatcher
 from app.routing.latency import RouteLatency
+from app.routing.oracle import OracleP
+from app.routing.protocols import Scorer
 from app.sim.truth import p_approve
 from app.sim.world import World
 from app.state.windows.count import CountRing, Snapshot, update_success_rate
 
-OWNERS = ("card", "route", "bin", "merchant")
+if TYPE_CHECKING:
+    from app.config import Settings
 
 
 class Router(Protocol):
     name: str
+    features: FeatureState  # the learned windows; the retry counters read its card windows
 
     def decide(self, req: dict[str, Any]) -> dict[str, Any]: ...
 
     def observe(self, outcome: dict[str, Any]) -> None: ...
 
 
-class Retrier(Protocol):
-    name: str
+class SuccessRateRings:
+    """The fallback router's success-rate rings in one dict (the route owner's table in the
+    worker), learning through the same update_success_rate as the worker's route owner; the
+    dispatcher reads them through `lookup`."""
 
-    def after_decline(self, outcome: dict[str, Any], counters: Counters,
-                      now_ms: int) -> dict[str, Any]: ...  # fmt: skip
-
-
-class BestSingleRouter:
-    name = baselines.BEST_SINGLE
-
-    def __init__(self, routes: Mapping[str, str]) -> None:
-        self.routes = dict(routes)
-
-    def decide(self, req: dict[str, Any]) -> dict[str, Any]:
-        return baselines.best_single_decide(req, self.routes)
-
-    def observe(self, outcome: dict[str, Any]) -> None:
-        pass
-
-
-class OracleRouter:
-    name = baselines.ORACLE
-
-    def __init__(self, world: World, margin_bps: float) -> None:
-        self.world, self.margin_bps = world, margin_bps
-
-    def decide(self, req: dict[str, Any]) -> dict[str, Any]:
-        p = [p_approve(self.world, req, c["route_id"]) for c in req["candidates"]]
-        return baselines.oracle_decide(req, p, self.margin_bps)
-
-    def observe(self, outcome: dict[str, Any]) -> None:
-        pass
-
-
-class SuccessRateRouter:
-    """The worker's fallback router with its success-rate rings in one dict, learning through
-    the same update_success_rate as the worker's route owner."""
-
-    name = success_rate.POLICY_NAME
-
-    def __init__(self, params: success_rate.SRParams, window: int,
-                 rings: dict[bytes, bytes] | None = None) -> None:  # fmt: skip
-        self.params, self.window = params, window
+    def __init__(self, window: int, rings: dict[bytes, bytes] | None = None) -> None:
+        self.window = window
         self.ring = CountRing(window)
         self.rings: dict[bytes, bytes] = dict(rings or {})
 
@@ -84,65 +51,64 @@ class SuccessRateRouter:
         v = self.rings.get(key.encode())
         return None if v is None else self.ring.read_one(v)
 
-    def decide(self, req: dict[str, Any]) -> dict[str, Any]:
-        return success_rate.decide(req, self.lookup, self.params)
-
     def observe(self, outcome: dict[str, Any]) -> None:
         update_success_rate(self.rings, outcome, self.ring)
 
 
-class ExpectedValueRouter:
-    """The champion model through the scoring core, features from FeatureState over dicts."""
+class LearnedState:
+    """What a worker learns from outcomes, over dicts: feature rings per owner, success-rate
+    rings, route latency. `copy()` gives every policy run the same warm start."""
 
-    name = expected_value.POLICY_NAME
-
-    def __init__(self, model: CompiledModel, params: expected_value.EVParams,
-                 stores: Mapping[str, dict[bytes, bytes]] | None = None) -> None:  # fmt: skip
-        self.model, self.params = model, params
+    def __init__(self, sr_window: int, stores: Mapping[str, dict[bytes, bytes]] | None = None,
+                 rings: dict[bytes, bytes] | None = None,
+                 latency: Mapping[str, float] | None = None) -> None:  # fmt: skip
         self.stores = {o: dict((stores or {}).get(o, {})) for o in OWNERS}
         self.features = FeatureState(self.stores)
+        self.sr = SuccessRateRings(sr_window, rings)
         self.latency = RouteLatency()
-        self.x = new_buffer(64)
-        self.p = np.empty(64)
-
-    def decide(self, req: dict[str, Any]) -> dict[str, Any]:
-        rows = self.features.fill(req, self.x)
-        p = self.model.score_many(self.x, self.p, len(rows))
-        return expected_value.decide(req, p, self.model.label, self.params,
-                                     latency=self.latency.get)  # fmt: skip
+        self.latency.mean = dict(latency or {})
 
     def observe(self, outcome: dict[str, Any]) -> None:
         for owner in OWNERS:
             self.features.update_outcome(outcome, owner)
+        self.sr.observe(outcome)
         self.latency.observe(outcome["route_id"], outcome["latency_ms"])
 
-
-class EngineRetrier:
-    def __init__(self, rules: NetworkRules, params: RetryParams, name: str = "engine") -> None:
-        self.rules, self.params, self.name = rules, params, name
-
-    def after_decline(self, outcome: dict[str, Any], counters: Counters,
-                      now_ms: int) -> dict[str, Any]:  # fmt: skip
-        return decide_retry(outcome, counters, self.rules, self.params, now_ms)
+    def copy(self) -> LearnedState:
+        return LearnedState(self.sr.window, self.stores, self.sr.rings, self.latency.mean)
 
 
-class FixedScheduleRetrier:
-    name = baselines.FIXED_SCHEDULE
+@dataclass(frozen=True)
+class StaticModels:
+    """A fixed champion and no challengers (the evaluator trains one model)."""
 
-    def __init__(self, rules: NetworkRules) -> None:
-        self.rules = rules
-
-    def after_decline(self, outcome: dict[str, Any], counters: Counters,
-                      now_ms: int) -> dict[str, Any]:  # fmt: skip
-        return baselines.fixed_schedule_retry(outcome, counters, self.rules, now_ms)
+    champion: Scorer | None = None
+    challengers: Mapping[str, Scorer] = field(default_factory=dict)
 
 
-def warm_copy(router: Router) -> Router:
-    """A fresh router with the same learned state (every policy run starts from the history)."""
-    if isinstance(router, ExpectedValueRouter):
-        fresh = ExpectedValueRouter(router.model, router.params, router.stores)
-        fresh.latency.mean = dict(router.latency.mean)
-        return fresh
-    if isinstance(router, SuccessRateRouter):
-        return SuccessRateRouter(router.params, router.window, router.rings)
-    return copy.copy(router)
+def truth(world: World) -> OracleP:
+    """The oracle's input: the simulator's true approval probability of a route."""
+    return lambda req, route: p_approve(world, req, route)
+
+
+class DispatchRouter:
+    """One routing policy as the worker runs it: a Dispatcher with a single arm (no
+    experiment arms, no holdout) over `state`."""
+
+    def __init__(self, policy: str, s: Settings, state: LearnedState,
+                 models: StaticModels | None = None,
+                 oracle_p: OracleP | None = None) -> None:  # fmt: skip
+        self.name = policy
+        self.state = state
+        self.features = state.features
+        one_arm = s.model_copy(update={"routing_policy": policy, "holdout_policy": policy,
+                                       "experiment_arms": [],
+                                       "experiment_holdout_pct": 0})  # fmt: skip
+        self.dispatcher = Dispatcher(one_arm, models or StaticModels(), state.features,
+                                     state.sr.lookup, None, oracle_p, state.latency)  # fmt: skip
+
+    def decide(self, req: dict[str, Any]) -> dict[str, Any]:
+        return self.dispatcher.decide(req).record
+
+    def observe(self, outcome: dict[str, Any]) -> None:
+        self.state.observe(outcome)

@@ -4,8 +4,9 @@ state every learning policy has built from it by the time evaluated traffic arri
 The history is the simulator's log of its randomized logging policy over the first
 `history_days` of the scenario; the model is trained and compiled from it with the same
 commands an ML engineer runs (`features build`, `train`, `compile`), cached by a fingerprint
-of the inputs. Routers are then warmed by replaying the history's outcomes through their own
-state code, so the first evaluated payment sees the windows a live worker would have.
+of the inputs. The learning state is then warmed by replaying the history's outcomes through
+the worker's state code, so the first evaluated payment sees the windows a live worker would
+have.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from app.evaluation.policies import ExpectedValueRouter, SuccessRateRouter
+from app.evaluation.policies import LearnedState
 from app.features.definitions import feature_hash
 from app.models.serving.scoring import CompiledModel
 from app.models.training.compile import SHIM_ABI
-from app.routing import baselines, expected_value, success_rate
+from app.routing.best_single import best_single_routes
 from app.sim import load_scenario, simulate
 from app.sim.world import World, build_world
 
@@ -90,9 +91,9 @@ def prepare(scenario: str, work: Path, history_days: float, attempts: int, seed:
     order = sorted(range(len(out)), key=lambda i: (out[i]["event_time"], i))
     outcomes = [out[i] for i in order]
     del req
-    routes = baselines.best_single_routes([o["merchant_id"] for o in outcomes],
-                                          [o["route_id"] for o in outcomes],
-                                          [o["approved"] for o in outcomes])  # fmt: skip
+    routes = best_single_routes([o["merchant_id"] for o in outcomes],
+                                [o["route_id"] for o in outcomes],
+                                [o["approved"] for o in outcomes])  # fmt: skip
     return Prepared(world, log, model_dir, routes, outcomes)
 
 
@@ -101,19 +102,15 @@ def _check(rc: int, stage: str) -> None:
         raise RuntimeError(f"{stage} failed with exit code {rc}")
 
 
-def warm_routers(
-    p: Prepared,
-    ev: expected_value.EVParams,
-    sr: success_rate.SRParams,
-    sr_window: int,
-    say: Say = print,
-) -> tuple[ExpectedValueRouter, SuccessRateRouter]:
-    """The two learning routers with the history replayed through their state."""
-    model = CompiledModel(p.model_dir, feature_hash())
-    evr = ExpectedValueRouter(model, ev)
-    srr = SuccessRateRouter(sr, sr_window)
+def load_model(p: Prepared) -> CompiledModel:
+    """The champion trained and compiled on the history."""
+    return CompiledModel(p.model_dir, feature_hash())
+
+
+def warm_state(p: Prepared, sr_window: int, say: Say = print) -> LearnedState:
+    """The learning state with the history's outcomes replayed through it."""
+    state = LearnedState(sr_window)
     say(f"warm-up: replaying {len(p.outcomes):,} history outcomes into router state")
     for o in p.outcomes:
-        evr.observe(o)
-        srr.observe(o)
-    return evr, srr
+        state.observe(o)
+    return state

@@ -22,6 +22,7 @@ from typing import Any
 
 from app.retry.rules import HOUR_MS, Counters, NetworkRules
 
+POLICY_NAME = "engine"
 RECOVERY = Path(__file__).resolve().parents[1] / "data" / "retry_recovery.json"
 
 

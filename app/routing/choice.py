@@ -73,3 +73,13 @@ def decision(
         "model_version": model_version,
         "reason_codes": reasons,
     }
+
+
+def fixed_route_decision(req: dict[str, Any], chosen: int, policy: str,
+                         reasons: list[str]) -> dict[str, Any]:  # fmt: skip
+    """The decision of a policy that picks one route outright (no scores, no exploration:
+    propensity 1); score 1 marks the chosen candidate."""
+    scores = [{"route_id": c["route_id"], "p_approve": float("nan"), "score": float(i == chosen),
+               "fee_minor": c["fee_minor"], "samples": 0, "eliminated": False}
+              for i, c in enumerate(req["candidates"])]  # fmt: skip
+    return decision(req, chosen, scores, 1.0, policy, None, reasons)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from app.contracts.codec import Codec
-from app.routing.baselines import oracle_decide
+from app.routing.oracle import oracle_decide
 from app.sim import load_world
 from app.sim.requests import sample_requests
 from app.sim.truth import draw_outcome, p_approve

@@ -21,9 +21,10 @@ from typing import Any
 from app.contracts.validate import validate_outcome
 from app.features.online import FeatureState
 from app.monitoring.metrics import EVENTS_IN, EVENTS_OUT
-from app.retry.engine import RetryParams, decide_retry, load_recovery
-from app.retry.rules import Counters, NetworkRules
-from app.routing.baselines import FIXED_SCHEDULE, fixed_schedule_retry
+from app.retry import registry as retry_registry
+from app.retry.counters import card_counters
+from app.retry.engine import RetryParams, load_recovery
+from app.retry.rules import NetworkRules
 from app.state.owned import OwnedState
 from app.state.windows.count import CountRing, snapshot_bytes, update_success_rate
 from app.worker.agents.alerts import AlertSink
@@ -54,21 +55,8 @@ def register(app: Any, ctx: WorkerContext) -> tuple[Any, Any]:
 
     async def decide_retry_for(rec: dict[str, Any]) -> None:
         """One RetryDecision per decline, from the card's counters as they stand now."""
-        t = rec["event_time"]
-        card = card_features.card_window("card", rec, t)
-        cm = card_features.card_window("card_merchant", rec, t)
-        cma = card_features.card_window("card_merchant_amount", rec, t)
-        counters = Counters(
-            declines_24h=card["n"] - card["ok"],
-            reattempts_30d_cit=cm["reatt_cit"],
-            reattempts_30d_mit=cm["reatt_mit"],
-            declines_card_merchant_amount_30d=cma["n"] - cma["ok"],
-        )
-        now = int(time.time() * 1000)
-        if retry_policy == FIXED_SCHEDULE:
-            d = fixed_schedule_retry(rec, counters, rules, now)
-        else:
-            d = decide_retry(rec, counters, rules, retry_params, now)
+        counters = card_counters(card_features, rec, rec["event_time"])
+        d = retry_policy.after_decline(rec, counters, int(time.time() * 1000))
         await ctx.retry_decisions.send(key=rec["card_fingerprint"].encode(),
                                        value=retry_serde.encode(d))  # fmt: skip
         retry_out.inc()
@@ -77,7 +65,7 @@ def register(app: Any, ctx: WorkerContext) -> tuple[Any, Any]:
     estimates = ctx.estimates
     latency = ctx.latency
     sink = AlertSink(ctx) if health is not None else None
-    retry_policy = s.retry_policy
+    retry_policy = retry_registry.build(s.retry_policy, rules, retry_params)
 
     @app.agent(ctx.outcomes, name="outcomes")
     async def outcomes(stream: Any) -> None:

@@ -65,7 +65,8 @@ def register(app: Any, ctx: WorkerContext) -> Any:
             if req is None:
                 continue
             try:
-                decision, shadows = dispatch.decide(req)
+                decided = dispatch.decide(req)
+                decision, shadows = decided.record, decided.shadows
                 now = int(time.time() * 1000)
                 decision["decided_at"] = now
                 decision["decision_latency_us"] = int((time.perf_counter() - t0) * 1e6)
@@ -75,7 +76,7 @@ def register(app: Any, ctx: WorkerContext) -> Any:
                     if champion is not served[0]:
                         served[0] = champion
                         health.set_model(champion.label if champion else "none")
-                    p = dispatch.model_p
+                    p = decided.model_p
                     if p is not None:  # only model estimates feed calibration
                         estimates.put(req["request_id"], p)
                     alerts = health.observe_decision(
@@ -85,7 +86,7 @@ def register(app: Any, ctx: WorkerContext) -> Any:
                     if alerts:
                         await sink.send(alerts)
                 if shadows:
-                    added = dispatch.shadow_seconds
+                    added = decided.shadow_seconds
                     for sd in shadows:
                         sd["decided_at"] = now
                         sd["decision_latency_us"] = int(added * 1e6)

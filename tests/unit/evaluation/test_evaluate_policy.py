@@ -9,13 +9,24 @@ import numpy as np
 import pytest
 
 from app.cli.evaluate import main
+from app.config import Settings
 from app.evaluation.loop import eval_payments, run_policy
-from app.evaluation.policies import BestSingleRouter, EngineRetrier, OracleRouter
+from app.evaluation.policies import DispatchRouter, LearnedState, truth
 from app.retry.engine import RetryParams
+from app.retry.registry import EngineRetry, FixedScheduleRetry
 from app.retry.rules import Counters, NetworkRules
 from app.sim import load_world
 
 RULES = NetworkRules()
+
+
+def best_single(routes: dict[str, str]) -> DispatchRouter:
+    return DispatchRouter("best_single_route", Settings(best_routes=routes), LearnedState(125))
+
+
+def oracle(world, margin_bps: float) -> DispatchRouter:
+    return DispatchRouter("oracle", Settings(ev_margin_bps=margin_bps), LearnedState(125),
+                          oracle_p=truth(world))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -41,22 +52,22 @@ class _Reckless:
 
 def test_engine_retries_never_break_network_rules_and_the_check_can_fail(world, payments):
     routes = {m.merchant_id: m.default_route for m in world.merchants}
-    engine = run_policy(world, payments, BestSingleRouter(routes),
-                        EngineRetrier(RULES, RetryParams()), RULES, seed=5)  # fmt: skip
+    engine = run_policy(world, payments, best_single(routes),
+                        EngineRetry(RULES, RetryParams()), RULES, seed=5)  # fmt: skip
     assert (engine.attempts > 1).sum() > 50  # retries did happen
     assert engine.violations.sum() == 0
-    reckless = run_policy(world, payments, BestSingleRouter(routes), _Reckless(), RULES, seed=5)
+    reckless = run_policy(world, payments, best_single(routes), _Reckless(), RULES, seed=5)
     assert reckless.violations.sum() > 10
     assert reckless.attempts.max() == 16  # the loop guard stops a runaway retrier
 
 
 def test_same_seed_same_draws_and_the_oracle_wins_paired(world, payments):
     routes = {m.merchant_id: m.default_route for m in world.merchants}
-    retry = EngineRetrier(RULES, RetryParams())
-    a = run_policy(world, payments, BestSingleRouter(routes), retry, RULES, seed=9)
-    b = run_policy(world, payments, BestSingleRouter(routes), retry, RULES, seed=9)
+    retry = EngineRetry(RULES, RetryParams())
+    a = run_policy(world, payments, best_single(routes), retry, RULES, seed=9)
+    b = run_policy(world, payments, best_single(routes), retry, RULES, seed=9)
     assert np.array_equal(a.approved, b.approved) and np.array_equal(a.fees, b.fees)
-    o = run_policy(world, payments, OracleRouter(world, 2000), retry, RULES, seed=9)
+    o = run_policy(world, payments, oracle(world, 2000), retry, RULES, seed=9)
     d = o.first_approved.astype(float) - a.first_approved
     assert d.mean() > 3 * d.std() / np.sqrt(len(d)), d.mean()
 
@@ -66,11 +77,10 @@ def test_hindsight_ceiling_covers_every_first_retry_the_schedule_wins(world, pay
     schedule's route, so every MIT payment the fixed schedule recovers on its first retry is
     in the ceiling; and the ceiling never exceeds the declined value."""
     from app.evaluation.ceiling import hindsight_recoverable
-    from app.evaluation.policies import FixedScheduleRetrier
 
     routes = {m.merchant_id: m.default_route for m in world.merchants}
-    run = run_policy(world, payments, BestSingleRouter(routes), FixedScheduleRetrier(RULES),
-                     RULES, seed=5)  # fmt: skip
+    run = run_policy(world, payments, best_single(routes), FixedScheduleRetry(RULES), RULES,
+                     seed=5)  # fmt: skip
     ok = hindsight_recoverable(world, payments, run.first_declines, RULES, seed=5)
     won_first_retry = run.approved & ~run.first_approved & (run.attempts == 2) & run.mit
     assert won_first_retry.sum() > 10

@@ -42,18 +42,21 @@ REQS = [SampleTraffic(8).next_request(1_767_225_600_000 + i * 1000) for i in ran
 
 
 def test_default_arm_runs_the_champion_and_falls_back_without_a_model(models):
-    d, shadows = _dispatcher(models[0]).decide(REQS[0])
+    dec = _dispatcher(models[0]).decide(REQS[0])
+    d, shadows = dec.record, dec.shadows
     assert d["arm"] == "default" and d["policy"] == "expected_value"
     assert d["model_version"] == "router/v1" and shadows == []
-    d, _ = _dispatcher(None).decide(REQS[0])
+    dec = _dispatcher(None).decide(REQS[0])
+    d = dec.record
     assert d["policy"] == "success_rate" and "NO_MODEL" in d["reason_codes"]
 
 
 def test_model_alarm_falls_back_but_keeps_scoring_for_the_monitor(models):
     disp = _dispatcher(models[0], health=Health(ok=False))
-    d, _ = disp.decide(REQS[1])
+    dec = disp.decide(REQS[1])
+    d = dec.record
     assert d["policy"] == "success_rate" and "MODEL_FALLBACK" in d["reason_codes"]
-    assert disp.model_p is not None and 0.0 < disp.model_p < 1.0
+    assert dec.model_p is not None and 0.0 < dec.model_p < 1.0
 
 
 def test_demoted_route_gets_only_probe_traffic(models):
@@ -61,7 +64,7 @@ def test_demoted_route_gets_only_probe_traffic(models):
     disp = _dispatcher(models[0], health=Health({route}))
     chosen = []
     for r in REQS:
-        d, _ = disp.decide(r)
+        d = disp.decide(r).record
         assert f"DEMOTED:{route}" in d["reason_codes"]
         chosen.append(d["chosen_route"])
         if d["chosen_route"] == route:
@@ -75,8 +78,11 @@ def test_arms_follow_the_payment_hash_and_shadows_score_every_request(models):
     disp = _dispatcher(models[0], {"router": models[1]}, experiment_arms=arms,
                        experiment_holdout_pct=10)  # fmt: skip
     seen = set()
+    shadow_seconds = []
     for r in REQS:
-        d, shadows = disp.decide(r)
+        dec = disp.decide(r)
+        d, shadows = dec.record, dec.shadows
+        shadow_seconds.append(dec.shadow_seconds)
         arm = arm_for(r["payment_id"], [("ev", 60), ("sr", 30)], 10)
         assert d["arm"] == arm
         assert d["policy"] == {"ev": "expected_value", "sr": "success_rate",
@@ -85,7 +91,7 @@ def test_arms_follow_the_payment_hash_and_shadows_score_every_request(models):
         assert shadows[0]["arm"] == "shadow"
         seen.add(arm)
     assert seen == {"ev", "sr", "holdout"}
-    assert disp.shadow_seconds > 0
+    assert all(t > 0 for t in shadow_seconds)
 
 
 def test_bad_arm_configurations_are_refused():

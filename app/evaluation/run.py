@@ -1,0 +1,133 @@
+"""One `evaluate-policy` run: prepare the history, build every router+retrier pair from the
+routing and retry registries, run them on the same payments per seed, compare.
+
+A pair is named router+retrier with names from the registries, plus `engine_fitted`: the
+engine with the recovery table fitted on the history (`authpilot fit-retry`), what a worker
+runs with AUTHPILOT_RETRY_RECOVERY_FILE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.config import Settings
+from app.evaluation import report
+from app.evaluation.ceiling import hindsight_recoverable
+from app.evaluation.loop import PolicyRun, Progress, eval_payments, run_policy
+from app.evaluation.policies import DispatchRouter, StaticModels, truth
+from app.evaluation.prepare import Say, load_model, prepare, warm_state
+from app.retry import engine, fixed_schedule
+from app.retry import registry as retry_registry
+from app.retry.engine import RetryParams, load_recovery
+from app.retry.recovery_fit import fit_from_log
+from app.retry.rules import NetworkRules
+from app.routing import best_single, expected_value, oracle, success_rate
+from app.routing import registry as routing_registry
+
+FITTED = "engine_fitted"  # the engine, recovery table fitted on the history
+ROUTERS = routing_registry.NAMES
+RETRIERS = (*retry_registry.NAMES, FITTED)
+CHAMPION = f"{expected_value.POLICY_NAME}+{engine.POLICY_NAME}"
+# same router as the champion: the retry policies compared
+FIXED_BASELINE = f"{expected_value.POLICY_NAME}+{fixed_schedule.POLICY_NAME}"
+DEFAULT_POLICIES = (
+    f"{best_single.POLICY_NAME}+{fixed_schedule.POLICY_NAME}",
+    f"{success_rate.POLICY_NAME}+{fixed_schedule.POLICY_NAME}",
+    FIXED_BASELINE,
+    f"{best_single.POLICY_NAME}+{engine.POLICY_NAME}",
+    f"{success_rate.POLICY_NAME}+{engine.POLICY_NAME}",
+    CHAMPION,
+    f"{oracle.POLICY_NAME}+{engine.POLICY_NAME}",
+)
+RunProgress = Callable[[int, str], Progress]  # (seed, pair) -> progress callback of that run
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    scenario: str = "steady"
+    seeds: tuple[int, ...] = (1, 2, 3)
+    payments: int = 20_000  # per seed
+    history_attempts: int = 200_000
+    history_days: float | None = None  # default: the first 75% of the scenario
+    eval_days: float | None = None  # default: the rest of the scenario
+    history_seed: int = 101
+    history_retry_explore: float = 0.0
+    policies: tuple[str, ...] = DEFAULT_POLICIES
+    margin_bps: float | None = None  # default AUTHPILOT_EV_MARGIN_BPS
+    pay_calendar: Path | None = None  # default AUTHPILOT_RETRY_PAY_CALENDAR
+    work: Path = Path("var/evaluate")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    comparison: report.Comparison
+    title: str
+
+
+def parse_pair(spec: str) -> tuple[str, str]:
+    """(router, retrier) of 'router+retrier'; ValueError for a name no registry holds."""
+    r, _, t = spec.partition("+")
+    if r not in ROUTERS or t not in RETRIERS:
+        raise ValueError(f"unknown policy {spec!r}: use router+retrier with routers {ROUTERS} "
+                         f"and retriers {RETRIERS}")  # fmt: skip
+    return r, t
+
+
+def evaluate(cfg: EvalConfig, s: Settings, say: Say = print,
+             progress: RunProgress | None = None) -> Evaluation:  # fmt: skip
+    """Every pair of `cfg.policies` on every seed, compared (see app.evaluation.report)."""
+    from app.sim import load_world
+
+    pairs = {w: parse_pair(w) for w in cfg.policies}
+    margin = s.ev_margin_bps if cfg.margin_bps is None else cfg.margin_bps
+    horizon = load_world(cfg.scenario).days
+    hist_days = cfg.history_days if cfg.history_days is not None else round(horizon * 0.75, 2)
+    eval_days = cfg.eval_days if cfg.eval_days is not None else horizon - hist_days
+    prep = prepare(cfg.scenario, cfg.work, hist_days, cfg.history_attempts, cfg.history_seed,
+                   retry_explore=cfg.history_retry_explore, say=say)  # fmt: skip
+    state = warm_state(prep, s.sr_window, say=say)
+    models = StaticModels(load_model(prep))
+    es = s.model_copy(update={"ev_margin_bps": margin, "best_routes": prep.best_routes})
+    rules = NetworkRules(s.visa_rules_variant)
+    calendar = cfg.pay_calendar if cfg.pay_calendar is not None else s.retry_pay_calendar
+    params = RetryParams(margin, s.retry_attempt_cost_minor,
+                         recovery=load_recovery(None, calendar))  # fmt: skip
+    retriers = {n: retry_registry.build(n, rules, params) for n in retry_registry.NAMES}
+    if any(t == FITTED for _, t in pairs.values()):
+        fitted = fit_from_log(prep.log_dir, prior=load_recovery(None, calendar))
+        retriers[FITTED] = retry_registry.build(engine.POLICY_NAME, rules,
+                                                replace(params, recovery=fitted))  # fmt: skip
+    oracle_p = truth(prep.world)
+    runs: list[PolicyRun] = []
+    payments: dict[int, list[dict[str, Any]]] = {}
+    for seed in cfg.seeds:
+        pays = payments[seed] = eval_payments(prep.world, hist_days, hist_days + eval_days,
+                                              cfg.payments, seed)  # fmt: skip
+        for w, (r, t) in pairs.items():
+            router = DispatchRouter(r, es, state.copy(), models, oracle_p)
+            runs.append(run_policy(prep.world, pays, router, retriers[t], rules, seed,
+                                   progress(seed, w) if progress else None,
+                                   label=w))  # fmt: skip
+    champion = CHAMPION if CHAMPION in pairs else cfg.policies[-1]
+    ceiling = None
+    if FIXED_BASELINE in pairs and champion != FIXED_BASELINE:
+        say("hindsight retry ceiling (one clairvoyant retry per declined MIT payment)")
+        parts = []
+        for seed in cfg.seeds:
+            run = next(r for r in runs if r.policy == champion and r.seed == seed)
+            ok = hindsight_recoverable(prep.world, payments[seed], run.first_declines, rules, seed)
+            parts.append(run.amount * ok)
+        ceiling = np.concatenate(parts)
+    comp = report.compare(runs, margin, champion=champion,
+                          single=f"{best_single.POLICY_NAME}+{engine.POLICY_NAME}",
+                          success_rate=f"{success_rate.POLICY_NAME}+{engine.POLICY_NAME}",
+                          oracle=f"{oracle.POLICY_NAME}+{engine.POLICY_NAME}",
+                          fixed=FIXED_BASELINE, ceiling=ceiling)  # fmt: skip
+    title = (f"Policy evaluation: {cfg.scenario}, history {hist_days:g} days, evaluated days "
+             f"{hist_days:g}-{hist_days + eval_days:g}, margin {margin:g} bps")  # fmt: skip
+    return Evaluation(comp, title)
