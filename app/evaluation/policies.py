@@ -20,8 +20,6 @@ from app.routing.dispatch import Dispatcher
 from app.routing.latency import RouteLatency
 from app.routing.oracle import OracleP
 from app.routing.protocols import Scorer
-from app.sim.truth import p_approve
-from app.sim.world import World
 from app.state.windows.count import CountRing, Snapshot, update_success_rate
 
 if TYPE_CHECKING:
@@ -84,11 +82,6 @@ class StaticModels:
 
     champion: Scorer | None = None
     challengers: Mapping[str, Scorer] = field(default_factory=dict)
-
-
-def truth(world: World) -> OracleP:
-    """The oracle's input: the simulator's true approval probability of a route."""
-    return lambda req, route: p_approve(world, req, route)
 
 
 class DispatchRouter:

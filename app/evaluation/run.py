@@ -19,7 +19,7 @@ from app.config import Settings
 from app.evaluation import report
 from app.evaluation.ceiling import hindsight_recoverable
 from app.evaluation.loop import PolicyRun, Progress, eval_payments, run_policy
-from app.evaluation.policies import DispatchRouter, StaticModels, truth
+from app.evaluation.policies import DispatchRouter, StaticModels
 from app.evaluation.prepare import Say, load_model, prepare, warm_state
 from app.retry import engine, fixed_schedule
 from app.retry import registry as retry_registry
@@ -28,6 +28,7 @@ from app.retry.recovery_fit import fit_from_log
 from app.retry.rules import NetworkRules
 from app.routing import best_single, expected_value, oracle, success_rate
 from app.routing import registry as routing_registry
+from app.sim.truth import true_p
 
 FITTED = "engine_fitted"  # the engine, recovery table fitted on the history
 ROUTERS = routing_registry.NAMES
@@ -102,7 +103,7 @@ def evaluate(cfg: EvalConfig, s: Settings, say: Say = print,
         fitted = fit_from_log(prep.log_dir, prior=load_recovery(None, calendar))
         retriers[FITTED] = retry_registry.build(engine.POLICY_NAME, rules,
                                                 replace(params, recovery=fitted))  # fmt: skip
-    oracle_p = truth(prep.world)
+    oracle_p = true_p(prep.world)
     runs: list[PolicyRun] = []
     payments: dict[int, list[dict[str, Any]]] = {}
     for seed in cfg.seeds:

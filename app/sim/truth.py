@@ -27,7 +27,7 @@ and run the same vectorized code on a batch of one, so the two can never disagre
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -567,3 +567,15 @@ __all__ = [
     "p_approve_many",
     "p_approve_matrix",
 ]
+
+
+def true_p(world: World) -> Callable[[dict[str, Any], str], float]:
+    """The oracle router's input: the world's true approval probability of a route."""
+    return lambda req, route: p_approve(world, req, route)
+
+
+def oracle_for(scenario: str) -> Callable[[dict[str, Any], str], float]:
+    """true_p of a scenario by name (the worker's AUTHPILOT_ORACLE_SCENARIO)."""
+    from app.sim import load_world
+
+    return true_p(load_world(scenario))

@@ -14,16 +14,18 @@ import faust
 
 from app.config import Settings, bootstrap_servers
 from app.contracts.codec import Codec
-from app.features.definitions import FEATURE_NAMES, feature_hash
-from app.features.online import FeatureState, new_buffer
+from app.features.definitions import feature_hash
+from app.features.online import FeatureState
 from app.kafka.deadletter import DeadLetterSink
 from app.models.serving.registry import ModelSlots
-from app.monitoring.metrics import CONSUMER_LAG, exposition
+from app.monitoring.route_health import HealthMonitor
 from app.routing.latency import RouteLatency
-from app.worker.agents import alerts as monitor_agents
+from app.worker import web
+from app.worker.agents import alerts as alert_agents
 from app.worker.agents import outcomes as outcome_agents
+from app.worker.agents import owners as owner_agents
 from app.worker.agents import score as score_agent
-from app.worker.context import Recent, WorkerContext
+from app.worker.context import Monitoring, Recent, Tables, Topics, WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +105,6 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
     def raw_topic(name: str, **kw: Any) -> Any:
         return app.topic(name, key_serializer="raw", value_serializer="raw", **kw)
 
-    stats_updates = raw_topic(f"{s.app_id}-owner-updates", internal=True)
-
     def table(name: str) -> Any:
         return app.Table(
             name, key_type=bytes, value_type=bytes, partitions=s.partitions, options=table_opts
@@ -124,114 +124,55 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
             options=table_opts,
         )
 
-    ctx = WorkerContext(
-        settings=s,
-        codec=Codec(s),
+    topics = Topics(
         requests=raw_topic(s.topic_requests),
         outcomes=raw_topic(s.topic_outcomes),
         decisions=raw_topic(s.topic_decisions),
-        stats_updates=stats_updates,
+        owner_updates=raw_topic(f"{s.app_id}-owner-updates", internal=True),
         dead_letter=raw_topic(s.topic_dead_letter),
         retry_decisions=raw_topic(s.topic_retry_decisions),
-        route_stats=table("route-stats"),
-        route_sr=global_table("route-sr"),
+        shadow=raw_topic(s.topic_shadow),
+        alerts=raw_topic(s.topic_alerts),
+    )
+    tables = Tables(
         card_features=table("card-features"),
         feature_state=table("feature-state"),
         feature_snapshots=global_table("feature-snapshots"),
-        dlq=None,  # type: ignore[arg-type]
+        route_stats=table("route-stats"),
+        route_sr=global_table("route-sr"),
     )
-    ctx.dlq = DeadLetterSink(ctx.dead_letter, ctx.codec.dead_letter, f"{socket.gethostname()}")
-    ctx.features = FeatureState(
-        {
-            "card": ctx.card_features,
-            "route": ctx.feature_snapshots,
-            "bin": ctx.feature_snapshots,
-            "merchant": ctx.feature_snapshots,
-        }
+    codec = Codec(s)
+    oracle_p = None
+    if s.oracle_scenario:  # demos and benchmarks only: the simulator's truth as a policy
+        from app.sim.truth import oracle_for
+
+        oracle_p = oracle_for(s.oracle_scenario)
+    ctx = WorkerContext(
+        settings=s,
+        codec=codec,
+        topics=topics,
+        tables=tables,
+        dlq=DeadLetterSink(topics.dead_letter, codec.dead_letter, socket.gethostname()),
+        features=FeatureState(
+            {
+                "card": tables.card_features,
+                "route": tables.feature_snapshots,
+                "bin": tables.feature_snapshots,
+                "merchant": tables.feature_snapshots,
+            }
+        ),
+        latency=RouteLatency(),
+        models=ModelSlots(s.model_dir, feature_hash()),
+        monitoring=Monitoring(HealthMonitor(), Recent()) if s.drift_monitor else None,
+        oracle_p=oracle_p,
     )
-    ctx.latency = RouteLatency()
-    ctx.shadow = raw_topic(s.topic_shadow)
-    ctx.alerts = raw_topic(s.topic_alerts)
-    if s.drift_monitor:
-        from app.monitoring.route_health import HealthMonitor
-
-        ctx.health = HealthMonitor()
-        ctx.estimates = Recent()
-    if s.oracle_scenario:
-        from app.sim import load_world
-        from app.sim.truth import p_approve
-
-        world = load_world(s.oracle_scenario)
-        ctx.oracle_p = lambda req, route: p_approve(world, req, route)
-    ctx.models = ModelSlots(s.model_dir, feature_hash())
     _register_models(app, ctx)
     score_agent.register(app, ctx)
     outcome_agents.register(app, ctx)
-    monitor_agents.register(app, ctx)
-    _register_web(app, ctx)
+    owner_agents.register(app, ctx)
+    alert_agents.register(app, ctx)
+    web.register(app, ctx)
     return app, ctx
-
-
-def _register_web(app: faust.App, ctx: WorkerContext) -> None:
-    s = ctx.settings
-    lag_topics = {s.topic_requests, s.topic_outcomes, ctx.stats_updates.get_topic_name()}
-
-    @app.page("/metrics")
-    async def metrics(web: Any, request: Any) -> Any:
-        # aiohttp refuses parameters in content_type, so the full header goes in headers.
-        return web.bytes(
-            exposition(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
-        )
-
-    # The owner tables, not the published snapshots: this endpoint shows the table state
-    # (exact on the worker that owns the keys; snapshots may lag by state_publish_every).
-    reader = FeatureState(
-        {
-            "card": ctx.card_features,
-            "route": ctx.feature_state,
-            "bin": ctx.feature_state,
-            "merchant": ctx.feature_state,
-        }
-    )
-
-    @app.page("/debug/features")
-    class DebugFeatures(faust.web.View):
-        """POST a JSON list of requests: the feature rows this worker would build for them now.
-
-        For operators asking "what did the model see", and for the restart test. Card-level
-        features are only on the worker that owns the card's partition.
-        """
-
-        async def post(self, request: Any) -> Any:
-            reqs = await request.json()
-            buf = new_buffer(64)
-            rows = {}
-            for r in reqs:
-                out = reader.fill(r, buf)
-                rows[r["request_id"]] = [[None if v != v else v for v in row] for row in out]
-            return self.json({"names": list(FEATURE_NAMES), "rows": rows})
-
-    @app.page("/healthz")
-    async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok"})
-
-    @app.page("/readyz")
-    async def readyz(web: Any, request: Any) -> Any:
-        ready = app.tables.recovery.completed.is_set() and not app.rebalancing
-        return web.json({"ready": ready}, status=200 if ready else 503)
-
-    @app.timer(5.0)
-    async def consumer_lag() -> None:
-        try:
-            for tp in app.consumer.assignment():
-                if tp.topic not in lag_topics:
-                    continue
-                pos = await app.consumer.position(tp)
-                hw = app.consumer.highwater(tp)
-                if pos is not None and hw is not None:
-                    CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(hw - pos, 0))
-        except Exception:  # lag is observability, never a reason to fail
-            log.debug("lag probe failed", exc_info=True)
 
 
 def _register_models(app: faust.App, ctx: WorkerContext) -> None:

@@ -1,40 +1,47 @@
-"""What every agent needs, built once per worker: settings, codec, topics, tables, sinks."""
+"""The typed services every agent is built from, assembled once per worker by build_app."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+
+from faust.types import TopicT
+from faust.types.tables import GlobalTableT, TableT
 
 from app.config import Settings
 from app.contracts.codec import Codec
+from app.features.online import FeatureState
 from app.kafka.deadletter import DeadLetterSink
+from app.models.serving.registry import ModelSlots
+from app.monitoring.route_health import HealthMonitor
+from app.routing.latency import RouteLatency
+from app.routing.oracle import OracleP
 
 
-@dataclass
-class WorkerContext:
-    settings: Settings
-    codec: Codec
-    requests: Any  # faust topics
-    outcomes: Any
-    decisions: Any
-    stats_updates: Any
-    dead_letter: Any
-    retry_decisions: Any
-    route_stats: Any  # Table: ring per route x key, owned by one partition
-    route_sr: Any  # GlobalTable: snapshots every worker reads
-    card_features: Any  # Table keyed by card entities, co-partitioned with requests/outcomes
-    feature_state: Any  # Table: route/bin/merchant feature rings, owned by one partition
-    feature_snapshots: Any  # GlobalTable: the same rings, readable by every worker
-    dlq: DeadLetterSink
-    shadow: Any = None  # topic of challengers' shadow decisions
-    alerts: Any = None  # topic of drift alerts
-    health: Any = None  # app.monitoring.route_health.HealthMonitor, None = monitoring off
-    estimates: Recent | None = None  # request_id -> the decision's p for its chosen route
-    oracle_p: Any = None  # (request, route) -> simulator truth, only with oracle_scenario
-    latency: Any = None  # app.routing.latency.RouteLatency, fed by the outcome agent
-    models: Any = None  # app.models.serving.registry.ModelSlots
-    features: Any = None  # app.features.online.FeatureState reading the tables above
+@dataclass(frozen=True)
+class Topics:
+    """Every topic the worker reads or writes (raw bytes: the codec does Avro)."""
+
+    requests: TopicT
+    outcomes: TopicT
+    decisions: TopicT
+    owner_updates: TopicT  # internal: outcomes repartitioned by route / BIN / merchant
+    dead_letter: TopicT
+    retry_decisions: TopicT
+    shadow: TopicT  # challengers' shadow decisions
+    alerts: TopicT  # drift alerts
+
+
+@dataclass(frozen=True)
+class Tables:
+    """RocksDB tables (changelogged). Owned tables are written by one partition's owner;
+    GlobalTables are their published copies, restored by every worker."""
+
+    card_features: TableT  # card entities, co-partitioned with requests and outcomes
+    feature_state: TableT  # route / BIN / merchant feature rings, owned per key
+    feature_snapshots: GlobalTableT  # the same rings, readable by every worker
+    route_stats: TableT  # success-rate rings per route x key, owned per key
+    route_sr: GlobalTableT  # their snapshots, readable by every worker
 
 
 class Recent:
@@ -45,15 +52,37 @@ class Recent:
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
-        self._d: OrderedDict[str, Any] = OrderedDict()
+        self._d: OrderedDict[str, float] = OrderedDict()
 
-    def put(self, key: str, value: Any) -> None:
+    def put(self, key: str, value: float) -> None:
         self._d[key] = value
         if len(self._d) > self.capacity:
             self._d.popitem(last=False)
 
-    def pop(self, key: str) -> Any:
+    def pop(self, key: str) -> float | None:
         return self._d.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._d)
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    """The drift monitor and the decisions' estimates it checks outcomes against."""
+
+    health: HealthMonitor
+    estimates: Recent
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    settings: Settings
+    codec: Codec
+    topics: Topics
+    tables: Tables
+    dlq: DeadLetterSink
+    features: FeatureState  # the score agent's reader: card table + published snapshots
+    latency: RouteLatency  # per-route latency EWMA, fed by the outcome agent
+    models: ModelSlots
+    monitoring: Monitoring | None  # None: AUTHPILOT_DRIFT_MONITOR=false
+    oracle_p: OracleP | None  # the simulator's truth, only with AUTHPILOT_ORACLE_SCENARIO

@@ -12,6 +12,8 @@ import logging
 import time
 from typing import Any
 
+from faust.types import AppT
+
 from app.monitoring.metrics import ALERTS, DRIFT_ALARM, EVENTS_OUT, ROUTE_DEMOTED
 from app.worker.context import WorkerContext
 
@@ -22,7 +24,7 @@ class AlertSink:
     """Encode and send alerts (Alert.avsc); count them; log each one."""
 
     def __init__(self, ctx: WorkerContext) -> None:
-        self.topic = ctx.alerts
+        self.topic = ctx.topics.alerts
         self.serde = ctx.codec.serde("Alert")
         self.out = EVENTS_OUT.labels(ctx.settings.topic_alerts)
 
@@ -34,10 +36,10 @@ class AlertSink:
             self.out.inc()
 
 
-def register(app: Any, ctx: WorkerContext) -> None:
-    health = ctx.health
-    if health is None:
+def register(app: AppT, ctx: WorkerContext) -> None:
+    if ctx.monitoring is None:
         return
+    health = ctx.monitoring.health
 
     @app.timer(2.0)
     async def drift_gauges() -> None:

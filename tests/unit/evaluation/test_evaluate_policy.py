@@ -11,11 +11,12 @@ import pytest
 from app.cli.evaluate import main
 from app.config import Settings
 from app.evaluation.loop import eval_payments, run_policy
-from app.evaluation.policies import DispatchRouter, LearnedState, truth
+from app.evaluation.policies import DispatchRouter, LearnedState
 from app.retry.engine import RetryParams
 from app.retry.registry import EngineRetry, FixedScheduleRetry
 from app.retry.rules import Counters, NetworkRules
 from app.sim import load_world
+from app.sim.truth import true_p
 
 RULES = NetworkRules()
 
@@ -26,7 +27,7 @@ def best_single(routes: dict[str, str]) -> DispatchRouter:
 
 def oracle(world, margin_bps: float) -> DispatchRouter:
     return DispatchRouter("oracle", Settings(ev_margin_bps=margin_bps), LearnedState(125),
-                          oracle_p=truth(world))  # fmt: skip
+                          oracle_p=true_p(world))  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,80 @@
+"""The worker's web endpoints: Prometheus metrics, liveness, readiness, feature debugging.
+
+Served by Faust's web server on AUTHPILOT_WEB_PORT; the consumer-lag gauge is updated here too.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from app.features.definitions import FEATURE_NAMES
+from app.features.online import FeatureState, new_buffer
+from app.monitoring.metrics import CONSUMER_LAG, exposition
+from app.worker.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+
+def register(app: faust.App, ctx: WorkerContext) -> None:
+    s = ctx.settings
+    lag_topics = {s.topic_requests, s.topic_outcomes, ctx.topics.owner_updates.get_topic_name()}
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        # aiohttp refuses parameters in content_type, so the full header goes in headers.
+        return web.bytes(
+            exposition(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+        )
+
+    # The owner tables, not the published snapshots: this endpoint shows the table state
+    # (exact on the worker that owns the keys; snapshots may lag by state_publish_every).
+    reader = FeatureState(
+        {
+            "card": ctx.tables.card_features,
+            "route": ctx.tables.feature_state,
+            "bin": ctx.tables.feature_state,
+            "merchant": ctx.tables.feature_state,
+        }
+    )
+
+    @app.page("/debug/features")
+    class DebugFeatures(faust.web.View):
+        """POST a JSON list of requests: the feature rows this worker would build for them now.
+
+        For operators asking "what did the model see", and for the restart test. Card-level
+        features are only on the worker that owns the card's partition.
+        """
+
+        async def post(self, request: Any) -> Any:
+            reqs = await request.json()
+            buf = new_buffer(64)
+            rows = {}
+            for r in reqs:
+                out = reader.fill(r, buf)
+                rows[r["request_id"]] = [[None if v != v else v for v in row] for row in out]
+            return self.json({"names": list(FEATURE_NAMES), "rows": rows})
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        ready = app.tables.recovery.completed.is_set() and not app.rebalancing
+        return web.json({"ready": ready}, status=200 if ready else 503)
+
+    @app.timer(5.0)
+    async def consumer_lag() -> None:
+        try:
+            for tp in app.consumer.assignment():
+                if tp.topic not in lag_topics:
+                    continue
+                pos = await app.consumer.position(tp)
+                hw = app.consumer.highwater(tp)
+                if pos is not None and hw is not None:
+                    CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(hw - pos, 0))
+        except Exception:  # lag is observability, never a reason to fail
+            log.debug("lag probe failed", exc_info=True)
