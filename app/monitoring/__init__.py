@@ -1,17 +1,12 @@
-"""Drift monitoring: River detectors (drift.py) and the route/model health they drive
-(route_health.py). Pure: no Kafka; the worker's agents call HealthMonitor per decision and per
+"""Monitoring: River drift detectors, the route and model health they drive, Prometheus metrics.
+
+Pure except metrics.py: the worker's agents call HealthMonitor (health.py) per decision and per
 outcome and publish the alerts it returns (schemas/Alert.avsc)."""
 
 from app.monitoring.drift import Alarm, DriftConfig, DriftMonitor, PHSpec, Signal
-from app.monitoring.route_health import (
-    ALERT_KINDS,
-    HealthMonitor,
-    ModelHealthConfig,
-    ModelState,
-    MonitorConfig,
-    RouteHealthConfig,
-    RouteState,
-)
+from app.monitoring.health import ALERT_KINDS, HealthMonitor, MonitorConfig
+from app.monitoring.model_health import ModelHealthConfig, ModelState
+from app.monitoring.route_health import RouteHealthConfig, RouteState
 
 __all__ = [
     "ALERT_KINDS",

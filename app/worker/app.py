@@ -18,7 +18,7 @@ from app.features.definitions import feature_hash
 from app.features.online import FeatureState
 from app.kafka.deadletter import DeadLetterSink
 from app.models.serving.registry import ModelSlots
-from app.monitoring.route_health import HealthMonitor
+from app.monitoring.health import HealthMonitor
 from app.routing.latency import RouteLatency
 from app.worker import web
 from app.worker.agents import alerts as alert_agents

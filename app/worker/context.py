@@ -13,7 +13,7 @@ from app.contracts.codec import Codec
 from app.features.online import FeatureState
 from app.kafka.deadletter import DeadLetterSink
 from app.models.serving.registry import ModelSlots
-from app.monitoring.route_health import HealthMonitor
+from app.monitoring.health import HealthMonitor
 from app.routing.latency import RouteLatency
 from app.routing.oracle import OracleP
 

@@ -1,1 +1,1 @@
-"""Thin Faust agents: intake (decode or dead-letter), score, outcomes, alerts."""
+"""Thin Faust agents: the guarded intake loop, score, outcomes, owners, retries, alerts."""

@@ -23,7 +23,8 @@ from app.monitoring import (
     RouteState,
     Signal,
 )
-from app.monitoring.route_health import ModelHealth, ModelHealthConfig, RouteHealth
+from app.monitoring.model_health import ModelHealth, ModelHealthConfig
+from app.monitoring.route_health import RouteHealth
 from app.sim.world import DAY_MS, RouteOutage
 
 SPECS = [f.name for f in dataclasses.fields(DriftConfig)]

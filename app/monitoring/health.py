@@ -1,0 +1,214 @@
+"""HealthMonitor: the drift detectors wired to the route and model state machines, emitting
+alerts (schemas/Alert.avsc). Pure: no Kafka; the worker's agents call it per decision and per
+outcome. Feature alarms (FEATURE_DRIFT) are informational and change no state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.monitoring.drift import Alarm, DriftConfig, DriftMonitor
+from app.monitoring.model_health import ModelHealth, ModelHealthConfig, ModelState
+from app.monitoring.route_health import RouteHealth, RouteHealthConfig, RouteState
+
+ALERT_KINDS = (
+    "ROUTE_DEMOTED",
+    "ROUTE_RESTORED",
+    "MODEL_FALLBACK",
+    "MODEL_RESTORED",
+    "FEATURE_DRIFT",
+    "SCORE_DRIFT",
+    "CALIBRATION_DRIFT",
+)
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    route: RouteHealthConfig = field(default_factory=RouteHealthConfig)
+    model: ModelHealthConfig = field(default_factory=ModelHealthConfig)
+    # How long a score/calibration/feature alarm counts as "raised" for the gauges.
+    alarm_hold_ms: int = 60 * 60_000
+
+
+_SIGNAL_KIND = {"score": "SCORE_DRIFT", "calibration": "CALIBRATION_DRIFT"}
+
+
+class HealthMonitor:
+    """What the score and outcome agents call: one per worker, single-threaded, pure.
+
+    Per outcome: `observe_outcome(...)`; per decision: `observe_decision(...)`; both return the
+    alerts (Alert.avsc-shaped dicts) that update raised, usually none. Read `is_demoted(route)`
+    and `model_ok()` before each decision. State lives in memory: after a restart detectors
+    re-learn their baselines (min_instances samples) and demotions are re-detected.
+    """
+
+    def __init__(
+        self,
+        config: MonitorConfig | None = None,
+        model_version: str = "model",
+        clock: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.config = config or MonitorConfig()
+        self.model_version = model_version
+        self.drift = DriftMonitor(self.config.drift, model_version)
+        self.routes: dict[str, RouteHealth] = {}
+        self.model = ModelHealth(self.config.model)
+        self._clock = clock
+        self._raised: dict[tuple[str, str], int] = {}
+        # read on every decision: kept up to date on demote/restore instead of rebuilt per read
+        self._demoted: frozenset[str] = frozenset()
+
+    # ------------------------------------------------------------ what the policy reads
+    def is_demoted(self, route_id: str) -> bool:
+        r = self.routes.get(route_id)
+        return r is not None and r.state is RouteState.DEMOTED
+
+    def model_ok(self) -> bool:
+        return self.model.state is ModelState.OK
+
+    @property
+    def demoted(self) -> frozenset[str]:
+        return self._demoted
+
+    # ------------------------------------------------------------ updates
+    def observe_outcome(
+        self,
+        route_id: str,
+        approved: bool,
+        failure_side: str,
+        event_time: int,
+        p_approve: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """One AuthorizationOutcome; p_approve = the model's estimate for the route taken."""
+        alerts: list[dict[str, Any]] = []
+        route_failure = failure_side == "ROUTE"
+        rh = self.routes.get(route_id)
+        if rh is None:
+            rh = self.routes[route_id] = RouteHealth(self.config.route)
+        if rh.state is RouteState.DEMOTED:
+            if rh.observe_probe(approved, route_failure, p_approve):
+                self._demoted = self._demoted - {route_id}
+                self.drift.route(route_id).reset()
+                fail, appr, mean_p = rh.last_window or (0.0, 0.0, None)
+                extra = "" if mean_p is None else f", approval {appr:.3f} vs model {mean_p:.3f}"
+                alerts.append(self._alert(
+                    "ROUTE_RESTORED", route_id, f"probe_window(n={rh.cfg.probe_window})",
+                    fail, rh.baseline_failure_rate, event_time,
+                    f"{route_id} restored: probe route-failure rate {fail:.3f}{extra}",
+                ))  # fmt: skip
+            return alerts
+        rh.observe_healthy(route_failure)
+        alarm = self.drift.update_route(route_id, approved, route_failure)
+        if alarm is not None:
+            rh.demote(event_time)
+            self._demoted = self._demoted | {route_id}
+            alerts.append(self._from_alarm("ROUTE_DEMOTED", alarm, event_time))
+        if p_approve is not None:
+            if self.model.state is ModelState.OK:
+                a = self.drift.update_calibration(p_approve, approved)
+                if a is not None:
+                    alerts += self._model_alarm(a, event_time)
+            elif self.model.observe((1.0 if approved else 0.0) - p_approve, event_time):
+                self.drift.reset_model()
+                res = self.model.last_residual or 0.0
+                alerts.append(self._alert(
+                    "MODEL_RESTORED", self.model_version,
+                    f"calibration_window(n={self.model.cfg.calibration_window})", res, 0.0,
+                    event_time, f"model {self.model_version} restored: mean y - p {res:+.4f}",
+                ))  # fmt: skip
+        return alerts
+
+    def observe_outcome_record(
+        self, rec: Mapping[str, Any], p_approve: float | None = None
+    ) -> list[dict[str, Any]]:
+        """observe_outcome on an AuthorizationOutcome dict."""
+        return self.observe_outcome(
+            rec["route_id"], rec["approved"], rec["failure_side"], rec["event_time"], p_approve
+        )
+
+    def observe_decision(
+        self,
+        event_time: int,
+        p_chosen: float | None,
+        amount_minor: float,
+        cross_border: bool,
+        sca_required: bool,
+    ) -> list[dict[str, Any]]:
+        """One decision: request features, and the model's p for the chosen route (None when
+        no model scored). cross_border = merchant country != issuer country."""
+        alerts = [
+            self._from_alarm("FEATURE_DRIFT", a, event_time)
+            for a in self.drift.update_features(amount_minor, cross_border, sca_required)
+        ]
+        if p_chosen is not None and self.model.state is ModelState.OK:
+            a = self.drift.update_score(p_chosen)
+            if a is not None:
+                alerts += self._model_alarm(a, event_time)
+        return alerts
+
+    def set_model(self, model_version: str) -> None:
+        """A new model is served: fresh model detectors and state."""
+        self.model_version = model_version
+        self.drift.score.subject = self.drift.calibration.subject = model_version
+        self.drift.reset_model()
+        self.model = ModelHealth(self.config.model)
+
+    def alarm_levels(self, event_time: int) -> dict[tuple[str, str], int]:
+        """(detector, target) -> 0/1 for the authpilot_drift_alarm gauge: demotions and the
+        fallback while they last, other alarms for `alarm_hold_ms` after they fired."""
+        hold = self.config.alarm_hold_ms
+        out = {k: int(event_time - t < hold) for k, t in self._raised.items()}
+        for route_id, r in self.routes.items():
+            out[("route_health", route_id)] = int(r.state is RouteState.DEMOTED)
+        out[("model_health", self.model_version)] = int(not self.model_ok())
+        return out
+
+    # ------------------------------------------------------------ alerts
+    def _model_alarm(self, a: Alarm, event_time: int) -> list[dict[str, Any]]:
+        self.model.fall_back(event_time)
+        return [
+            self._from_alarm(_SIGNAL_KIND[a.signal], a, event_time),
+            self._alert(
+                "MODEL_FALLBACK", self.model_version, a.detector, a.value, a.baseline,
+                event_time, f"model {self.model_version} -> success-rate fallback: {a.signal} "
+                f"{a.direction} ({a.baseline:.4f} -> {a.value:.4f})",
+            ),
+        ]  # fmt: skip
+
+    def _from_alarm(self, kind: str, a: Alarm, event_time: int) -> dict[str, Any]:
+        self._raised[(a.signal, a.subject)] = event_time
+        msg = (
+            f"{a.signal} {a.direction} on {a.subject}: {a.baseline:.4f} -> {a.value:.4f} "
+            f"after {a.samples} samples"
+        )
+        return self._alert(kind, a.subject, a.detector, a.value, a.baseline, event_time, msg)
+
+    def _alert(
+        self,
+        kind: str,
+        subject: str,
+        detector: str,
+        value: float,
+        baseline: float,
+        event_time: int,
+        message: str,
+    ) -> dict[str, Any]:
+        return {
+            "alert_id": f"{kind}:{subject}:{event_time}",
+            "kind": kind,
+            "subject": subject,
+            "detector": detector,
+            "value": float(value),
+            "baseline": float(baseline),
+            "event_time": int(event_time),
+            "raised_at": self._clock(),
+            "message": message,
+        }
