@@ -17,10 +17,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from app.config import Settings, confluent_config
+from app.config import Settings
 from app.contracts.codec import Codec
 from app.harness.loadgen import LoadGenerator
 from app.harness.sample import SampleTraffic
+from app.kafka.connection import confluent_config
 from app.kafka.topics import ensure_topics
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from app.config import Settings, confluent_config
+from app.config import Settings
+from app.kafka.connection import confluent_config
 
 
 class TopicError(RuntimeError):
