@@ -66,7 +66,10 @@ def bootstrap_servers(s: Settings) -> str:
 def confluent_config(s: Settings) -> dict[str, str]:
     """librdkafka connection settings (security included) for producers, consumers, admin."""
     sec = KafkaSecurity.from_settings(s)
-    conf = {"bootstrap.servers": bootstrap_servers(s), "security.protocol": sec.protocol}
+    conf = {
+        "bootstrap.servers": bootstrap_servers(s),
+        "security.protocol": sec.protocol,
+    }
     if sec.sasl:
         conf["sasl.mechanism"] = sec.sasl_mechanism or ""
         conf["sasl.username"] = sec.sasl_username or ""
