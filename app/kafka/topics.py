@@ -36,7 +36,7 @@ def topic_specs(s: Settings) -> dict[str, dict[str, str]]:
 
 def ensure_topics(s: Settings, timeout: float = 30.0) -> list[str]:
     """Create missing topics (idempotent); returns the names created."""
-    admin = AdminClient({**confluent_config(s)})  # a copy: the stub types it dict[str, str | int ...]
+    admin = AdminClient({**confluent_config(s)})  # a copy typed as its stub wants
     md = admin.list_topics(timeout=timeout)
     specs = topic_specs(s)
     partitioned = {s.topic_requests, s.topic_outcomes, s.topic_decisions}
