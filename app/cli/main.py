@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from app.config import Settings, get_settings
-from app.harness.process import WorkerProcess
+from app.harness.process import running_worker
 from app.kafka.connection import bootstrap_servers
 
 
@@ -102,22 +99,6 @@ def cmd_loadgen(args: argparse.Namespace, s: Settings) -> int:
     return 0 if st.decided == st.produced + st.retries_sent else 1
 
 
-@contextlib.contextmanager
-def running_worker(s: Settings, name: str) -> Iterator[WorkerProcess]:
-    """A worker subprocess (log in var/<name>.log) that is ready on entry, stopped on exit."""
-    env = {**os.environ, "AUTHPILOT_DATA_DIR": str(Path(f"var/{name}").resolve())}
-    env["AUTHPILOT_KAFKA_BOOTSTRAP"] = bootstrap_servers(s)
-    env["AUTHPILOT_WEB_PORT"] = str(s.web_port)
-    worker = WorkerProcess(env, Path(f"var/{name}.log")).spawn()
-    try:
-        print(f"worker pid {worker.pid}, log {worker.log}; waiting for it to be ready", flush=True)
-        worker.wait_ready(120)
-        print(f"worker ready; metrics on http://127.0.0.1:{s.web_port}/metrics", flush=True)
-        yield worker
-    finally:
-        worker.stop(30)
-
-
 def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
     from app.harness.loadgen import LoadGenerator
     from app.kafka.topics import ensure_topics
@@ -164,7 +145,7 @@ def cmd_bench_e2e(args: argparse.Namespace, s: Settings) -> int:
     from app.bench.e2e import run_bench
 
     ensure_kafka(s)
-    return run_bench(s, args.rates, args.duration, args.out, running_worker)
+    return run_bench(s, args.rates, args.duration, args.out)
 
 
 def cmd_promote(args: argparse.Namespace, s: Settings) -> int:

@@ -7,14 +7,19 @@ assert is the deployed worker, not an in-process copy sharing the caller's state
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+from app.config import Settings
+from app.kafka.connection import bootstrap_servers
 
 
 class WorkerProcess:
@@ -117,3 +122,20 @@ class WorkerProcess:
     ) -> None:
         if self.running:
             self.stop()
+
+
+@contextlib.contextmanager
+def running_worker(s: Settings, name: str) -> Iterator[WorkerProcess]:
+    """A worker for `s`'s cluster and port (log var/<name>.log, tables var/<name>/), ready on
+    entry, stopped on exit; the rest of its configuration is this process's environment."""
+    env = {**os.environ, "AUTHPILOT_DATA_DIR": str(Path(f"var/{name}").resolve())}
+    env["AUTHPILOT_KAFKA_BOOTSTRAP"] = bootstrap_servers(s)
+    env["AUTHPILOT_WEB_PORT"] = str(s.web_port)
+    worker = WorkerProcess(env, Path(f"var/{name}.log")).spawn()
+    try:
+        print(f"worker pid {worker.pid}, log {worker.log}; waiting for it to be ready", flush=True)
+        worker.wait_ready(120)
+        print(f"worker ready; metrics on http://127.0.0.1:{s.web_port}/metrics", flush=True)
+        yield worker
+    finally:
+        worker.stop(30)
