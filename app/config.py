@@ -187,22 +187,3 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, built once."""
     return Settings()
-
-
-def bootstrap_servers(settings: Settings) -> str:
-    """Where Kafka is: the configured cluster or the embedded local broker."""
-    return settings.kafka_bootstrap or f"127.0.0.1:{settings.kafka_port}"
-
-
-def confluent_config(settings: Settings) -> dict[str, str]:
-    """librdkafka connection settings (security included) for producers, consumers, admin."""
-    conf = {"bootstrap.servers": bootstrap_servers(settings)}
-    if settings.kafka_security_protocol != "PLAINTEXT":
-        conf["security.protocol"] = settings.kafka_security_protocol
-    if settings.kafka_sasl_mechanism:
-        conf["sasl.mechanism"] = settings.kafka_sasl_mechanism
-        conf["sasl.username"] = settings.kafka_sasl_username or ""
-        conf["sasl.password"] = settings.kafka_sasl_password or ""
-    if settings.kafka_ssl_cafile:
-        conf["ssl.ca.location"] = settings.kafka_ssl_cafile
-    return conf

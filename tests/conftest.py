@@ -8,8 +8,6 @@ If it cannot start, every test that needs it ERRORS: nothing is skipped.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +17,7 @@ from typing import Any
 import pytest
 
 from app.config import Settings
+from app.harness.process import WorkerProcess
 
 TEST_KAFKA_PORT = int(os.environ.get("AUTHPILOT_TEST_KAFKA_PORT", "29092"))
 
@@ -46,55 +45,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-class WorkerProcess:
-    """`authpilot worker` in a subprocess with its own app id, topics, port and data dir."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = int(env["AUTHPILOT_WEB_PORT"])
-
-    def start(self, timeout: float = 120) -> WorkerProcess:
-        from app.cli.main import wait_ready
-
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "worker"], env=self.env, stdout=out, stderr=out
-            )
-        try:
-            wait_ready(self.port, timeout, self.proc)
-        except RuntimeError as exc:
-            raise RuntimeError(f"{exc}\n--- worker log ---\n{self.log_tail()}") from exc
-        return self
-
-    def stop(self, timeout: float = 60) -> int:
-        """Graceful stop (SIGTERM): Faust commits offsets on the way out."""
-        assert self.proc is not None
-        self.proc.terminate()
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-    def log_tail(self, n: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
-
-    def metrics(self) -> str:
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-            return r.read().decode()
-
-    def metric(self, prefix: str) -> float:
-        """The value of the first exported sample starting with `prefix` (0 if none)."""
-        for line in self.metrics().splitlines():
-            if line.startswith(prefix):
-                return float(line.split()[-1])
-        return 0.0
 
 
 @pytest.fixture
@@ -126,7 +76,9 @@ def settings_for(worker_env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture
-def worker(worker_env: dict[str, str], settings_for: Settings, tmp_path: Path) -> Iterator[Any]:
+def worker(
+    worker_env: dict[str, str], settings_for: Settings, tmp_path: Path
+) -> Iterator[WorkerProcess]:
     """A started worker (topics created first); stopped at teardown."""
     from app.kafka.topics import ensure_topics
 
@@ -134,7 +86,7 @@ def worker(worker_env: dict[str, str], settings_for: Settings, tmp_path: Path) -
     w = WorkerProcess(worker_env, tmp_path / "worker.log")
     w.start()
     yield w
-    if w.proc and w.proc.poll() is None:
+    if w.running:
         w.stop()
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from app.config import Settings, confluent_config
+from app.config import Settings
+from app.kafka.connection import confluent_config
 
 
 def produce(s: Settings, topic: str, items: list[tuple[bytes | str | None, bytes]]) -> None:

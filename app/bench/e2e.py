@@ -17,10 +17,12 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from app.config import Settings, confluent_config
+from app.config import Settings
 from app.contracts.codec import Codec
 from app.harness.loadgen import LoadGenerator
+from app.harness.process import running_worker
 from app.harness.sample import SampleTraffic
+from app.kafka.connection import confluent_config
 from app.kafka.topics import ensure_topics
 
 
@@ -81,7 +83,7 @@ def _measure(s: Settings, rate: float, duration: float, closed: bool) -> dict[st
     }
 
 
-def run_bench(s: Settings, rates: list[float], duration: float, out: Path, running_worker) -> int:
+def run_bench(s: Settings, rates: list[float], duration: float, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tag = time.strftime("%H%M%S")
     ref = s.model_copy(update={f"topic_{n}": f"bench{tag}.echo.{n}" for n in (

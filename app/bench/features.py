@@ -7,6 +7,7 @@ implementation must pay), so the ratio says what ring packing and numpy cost on 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -59,3 +60,7 @@ def main(argv: list[str]) -> int:
     print(f"total per event         median {u + v:7.1f} us  (target <= 50 us)")
     print(f"raw key traffic (ref)   median {rf:7.1f} us  -> total/ref = {(u + v) / rf:.1f}x")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

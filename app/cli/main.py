@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-from app.config import Settings, bootstrap_servers, get_settings
+from app.config import Settings, get_settings
+from app.harness.process import running_worker
+from app.kafka.connection import bootstrap_servers
 
 
 def _broker(s: Settings):
@@ -103,46 +99,6 @@ def cmd_loadgen(args: argparse.Namespace, s: Settings) -> int:
     return 0 if st.decided == st.produced + st.retries_sent else 1
 
 
-def wait_ready(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
-    """Block until the worker's /readyz answers 200."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"worker exited with code {proc.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"worker not ready on port {port} after {timeout:.0f}s")
-
-
-@contextlib.contextmanager
-def running_worker(s: Settings, name: str) -> Iterator[subprocess.Popen]:
-    """A worker subprocess (log in var/<name>.log) that is ready on entry, stopped on exit."""
-    log_path = Path(f"var/{name}.log")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "AUTHPILOT_DATA_DIR": str(Path(f"var/{name}").resolve())}
-    env["AUTHPILOT_KAFKA_BOOTSTRAP"] = bootstrap_servers(s)
-    with open(log_path, "ab") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker"], env=env, stdout=log, stderr=log
-        )
-    try:
-        print(f"worker pid {worker.pid}, log {log_path}; waiting for it to be ready", flush=True)
-        wait_ready(s.web_port, 120, worker)
-        print(f"worker ready; metrics on http://127.0.0.1:{s.web_port}/metrics", flush=True)
-        yield worker
-    finally:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-
-
 def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
     from app.harness.loadgen import LoadGenerator
     from app.kafka.topics import ensure_topics
@@ -189,7 +145,7 @@ def cmd_bench_e2e(args: argparse.Namespace, s: Settings) -> int:
     from app.bench.e2e import run_bench
 
     ensure_kafka(s)
-    return run_bench(s, args.rates, args.duration, args.out, running_worker)
+    return run_bench(s, args.rates, args.duration, args.out)
 
 
 def cmd_promote(args: argparse.Namespace, s: Settings) -> int:

@@ -27,8 +27,8 @@ def read_kafka(
 ) -> EventLog:
     """Read the decisions, outcomes (and shadow) topics from the beginning to the end offsets
     they had when the read started."""
-    from app.config import confluent_config
     from app.contracts.codec import Codec
+    from app.kafka.connection import confluent_config
 
     if bootstrap:
         settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})

@@ -1,1 +1,2 @@
-"""The gateway's side for demos, tests and benchmarks: traffic sources and load generation."""
+"""The gateway's side for demos, tests and benchmarks: traffic sources, load generation and the
+worker run as a subprocess."""

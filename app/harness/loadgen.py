@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from app.config import Settings, confluent_config
+from app.config import Settings
 from app.contracts.codec import Codec
 from app.contracts.records import next_attempt
 from app.harness.traffic import TrafficSource
+from app.kafka.connection import confluent_config
 
 
 @dataclass

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from app.config import Settings, confluent_config
+from app.config import Settings
+from app.kafka.connection import confluent_config
 
 
 class TopicError(RuntimeError):
@@ -35,7 +36,7 @@ def topic_specs(s: Settings) -> dict[str, dict[str, str]]:
 
 def ensure_topics(s: Settings, timeout: float = 30.0) -> list[str]:
     """Create missing topics (idempotent); returns the names created."""
-    admin = AdminClient(confluent_config(s))
+    admin = AdminClient({**confluent_config(s)})  # a copy typed as its stub wants
     md = admin.list_topics(timeout=timeout)
     specs = topic_specs(s)
     partitioned = {s.topic_requests, s.topic_outcomes, s.topic_decisions}

@@ -12,10 +12,11 @@ from typing import Any
 
 import faust
 
-from app.config import Settings, bootstrap_servers
+from app.config import Settings
 from app.contracts.codec import Codec
 from app.features.definitions import feature_hash
 from app.features.online import FeatureState
+from app.kafka.connection import faust_broker, faust_credentials
 from app.kafka.deadletter import DeadLetterSink
 from app.models.serving.registry import ModelSlots
 from app.monitoring.health import HealthMonitor
@@ -28,24 +29,6 @@ from app.worker.agents import score as score_agent
 from app.worker.context import Monitoring, Recent, Tables, Topics, WorkerContext
 
 log = logging.getLogger(__name__)
-
-
-def _credentials(s: Settings) -> Any:
-    if s.kafka_security_protocol == "PLAINTEXT":
-        return None
-    ssl_context = None
-    if s.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        import ssl
-
-        ssl_context = ssl.create_default_context(cafile=s.kafka_ssl_cafile)
-    if s.kafka_sasl_mechanism:
-        return faust.SASLCredentials(
-            username=s.kafka_sasl_username,
-            password=s.kafka_sasl_password,
-            mechanism=s.kafka_sasl_mechanism,
-            ssl_context=ssl_context,
-        )
-    return faust.SSLCredentials(ssl_context)
 
 
 def _cap_fetch_wait(ms: int) -> None:
@@ -80,8 +63,8 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
     _cap_fetch_wait(s.fetch_max_wait_ms)
     app = faust.App(
         s.app_id,
-        broker=f"kafka://{bootstrap_servers(s)}",
-        broker_credentials=_credentials(s),
+        broker=faust_broker(s),
+        broker_credentials=faust_credentials(s),
         store=s.store,
         datadir=str(s.data_dir),
         web_port=s.web_port,

@@ -21,7 +21,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from app.config import Settings, confluent_config
+from app.config import Settings
+from app.kafka.connection import confluent_config
 from app.models.artifact import ModelRejected
 from app.models.serving.scoring import CompiledModel
 from app.monitoring.metrics import MODEL_INFO, MODEL_LOAD_FAILURES
