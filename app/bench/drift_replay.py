@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from app.contracts.vocab import DAY_MS
 from app.monitoring.health import HealthMonitor, MonitorConfig
 from app.sim import load_world, traffic
 from app.sim.truth import APPROVED, FAILURE_SIDE, draw_many, p_approve_many
-from app.sim.world import DAY_MS, RouteOutage, World
+from app.sim.world import RouteOutage, World
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from app.retry.rules import HOUR_MS, Counters, NetworkRules
+from app.contracts.vocab import HOUR_MS
+from app.retry.rules import Counters, NetworkRules
 from app.sim.truth import draw_outcome
 from app.sim.world import World
 

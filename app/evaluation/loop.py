@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from app.contracts.records import next_attempt
+from app.contracts.vocab import DAY_MS
 from app.evaluation.policies import Router
 from app.retry.counters import card_counters
 from app.retry.registry import RetryPolicy
@@ -35,7 +36,7 @@ from app.retry.rules import Attempt, CardHistory, NetworkRules, counters_at
 from app.sim.requests import sample_requests
 from app.sim.traffic import payment_times
 from app.sim.truth import draw_outcome
-from app.sim.world import DAY_MS, World
+from app.sim.world import World
 
 Progress = Callable[[int, int], None]
 

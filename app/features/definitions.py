@@ -25,6 +25,9 @@ METRICS = ("n", "ok", "soft", "hard", "route_fail", "amount", "reatt_cit", "reat
 M = {m: i for i, m in enumerate(METRICS)}
 
 # Codes no retry can fix (Visa categories 1 and 3, Mastercard hard codes); the rest are soft.
+# Part of the feature definitions (and so of feature_hash): an operator loading another rules
+# table changes retry rules, not what a trained model's hard-decline counts meant.
+# tests/unit/contracts/test_vocab.py holds it equal to the bundled rules.
 HARD_CODES = frozenset(
     ["04", "07", "12", "14", "15", "41", "43", "46", "54", "55", "57", "82", "N7", "R0", "R1", "R3"]
 )  # fmt: skip
@@ -88,9 +91,6 @@ ENTITIES: tuple[Entity, ...] = (
 )  # fmt: skip
 
 OWNERS = ("card", "route", "bin", "merchant")
-NETWORKS = ("VISA", "MASTERCARD", "AMEX", "DISCOVER", "OTHER")
-FUNDING = ("CREDIT", "DEBIT", "PREPAID", "UNKNOWN")
-CNP_CHANNELS = frozenset({"ECOM", "MOTO", "IN_APP"})
 
 # Features of the request and candidate route themselves (no state).
 REQUEST_FEATURES = (

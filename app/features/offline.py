@@ -20,16 +20,8 @@ from pathlib import Path
 
 import duckdb
 
-from app.features.definitions import (
-    CNP_CHANNELS,
-    ENTITIES,
-    FEATURE_NAMES,
-    FUNDING,
-    HARD_CODES,
-    NETWORKS,
-    Entity,
-    Window,
-)
+from app.contracts.vocab import CNP_CHANNELS, FUNDING, NETWORKS
+from app.features.definitions import ENTITIES, FEATURE_NAMES, HARD_CODES, Entity, Window
 
 
 def _key_sql(e: Entity, alias: str, route_col: str) -> str:

@@ -17,14 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from app.contracts.vocab import CNP_CHANNELS, FUNDING, NETWORKS
 from app.features.definitions import (
-    CNP_CHANNELS,
     ENTITIES,
-    FUNDING,
     HARD_CODES,
     METRICS,
     N_FEATURES,
-    NETWORKS,
     REQUEST_FEATURES,
     Entity,
     M,

@@ -19,12 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from app.contracts.records import outcome_for
+from app.contracts.vocab import HOUR_MS
 
 ROUTES = ({"route_id": "acq-eu", "fee_minor": 12, "acquirer_country": "DE"},
           {"route_id": "acq-us", "fee_minor": 10, "acquirer_country": "US"},
           {"route_id": "proc-global", "fee_minor": 15, "acquirer_country": "GB"})  # fmt: skip
 T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC
-HOUR = 3_600_000
+
 # issuer: (bin, network, country, {route: p_approve})
 ISSUERS = (
     ("411111", "VISA", "DE", {"acq-eu": 0.93, "acq-us": 0.78, "proc-global": 0.86}),
@@ -115,7 +116,7 @@ def write_sample_log(tmp: Path, n: int = 6000, seed: int = 3, same_ms: bool = Fa
             outcomes.append(o)
             if o["approved"] or rng.random() < 0.5:
                 break
-            t += rng.randrange(1, 2 * HOUR)
+            t += rng.randrange(1, 2 * HOUR_MS)
     tmp.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(requests), tmp / "requests.parquet")
     pq.write_table(pa.Table.from_pylist(outcomes), tmp / "outcomes.parquet")

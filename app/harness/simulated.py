@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from app.contracts.vocab import DAY_MS
 from app.sim import load_world
 from app.sim.requests import sample_requests
 from app.sim.truth import draw_outcome
@@ -34,7 +35,7 @@ class SimulatedTraffic:
         self._blocks = itertools.count()
         self._queue: list[dict[str, Any]] = []
         self._wall0 = time.time() * 1000
-        self._offset_ms = int(start_day * 86_400_000)  # start the clock inside the scenario
+        self._offset_ms = int(start_day * DAY_MS)  # start the clock inside the scenario
 
     def sim_time(self, wall_ms: int) -> int:
         return int(self.world.start_ms + self._offset_ms + (wall_ms - self._wall0) * self.speedup)

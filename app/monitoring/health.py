@@ -10,19 +10,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.contracts import vocab
 from app.monitoring.drift import Alarm, DriftConfig, DriftMonitor
 from app.monitoring.model_health import ModelHealth, ModelHealthConfig, ModelState
 from app.monitoring.route_health import RouteHealth, RouteHealthConfig, RouteState
 
-ALERT_KINDS = (
-    "ROUTE_DEMOTED",
-    "ROUTE_RESTORED",
-    "MODEL_FALLBACK",
-    "MODEL_RESTORED",
-    "FEATURE_DRIFT",
-    "SCORE_DRIFT",
-    "CALIBRATION_DRIFT",
-)
+# What the monitor emits: the schema's AlertKind symbols but OTHER (a reader's fallback).
+ALERT_KINDS = tuple(k for k in vocab.ALERT_KINDS if k != "OTHER")
 
 
 def wall_ms() -> int:

@@ -20,7 +20,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from app.retry.rules import HOUR_MS, Counters, NetworkRules
+from app.contracts.vocab import HOUR_MS
+from app.retry.rules import Counters, NetworkRules
 
 POLICY_NAME = "engine"
 RECOVERY = Path(__file__).resolve().parents[1] / "data" / "retry_recovery.json"

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from app.retry.rules import HOUR_MS, Counters, NetworkRules
+from app.contracts.vocab import HOUR_MS
+from app.retry.rules import Counters, NetworkRules
 
 POLICY_NAME = "fixed_schedule"
 FIXED_DELAYS_H: tuple[float, ...] = (24.0, 72.0, 168.0)

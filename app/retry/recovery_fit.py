@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from app.contracts.vocab import HOUR_MS
 from app.retry.engine import _recovery, crosses_payday, decline_class, delay_bucket
-from app.retry.rules import HOUR_MS
 
 
 def retry_observations(requests: pd.DataFrame, outcomes: pd.DataFrame,

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from app.contracts.vocab import DAY_MS, HOUR_MS
+
 RULES_DIR = Path(__file__).resolve().parents[1] / "data" / "network_rules"
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
 VisaVariant = Literal["current", "2026-04"]
 
 

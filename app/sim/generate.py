@@ -41,20 +41,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from app.contracts.vocab import CHANNELS, FUNDING, HOUR_MS, NETWORKS
 from app.sim.logging_policy import POLICY_NAME, choose_routes
 from app.sim.scenarios import load_scenario
 from app.sim.traffic import Payments, payment_times, sample_payments, to_batch
 from app.sim.truth import APPROVED, FAILURE_SIDE, KINDS, SCA, draw_many, p_approve_matrix
-from app.sim.world import (
-    CHANNELS,
-    EXEMPTIONS,
-    FUNDING,
-    HARD_STATES,
-    HOUR_MS,
-    NETWORKS,
-    World,
-    build_world,
-)
+from app.sim.world import EXEMPTIONS, HARD_STATES, World, build_world
 
 Progress = Callable[[str, int, int], None]
 CHUNK_PAYMENTS = 200_000  # ~50 MB of columns per chunk; big enough that numpy dominates

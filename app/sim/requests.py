@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from app.contracts.vocab import CHANNELS, FUNDING, NETWORKS
 from app.sim.traffic import sample_payments, to_batch
 from app.sim.truth import fee_matrix
-from app.sim.world import CHANNELS, EXEMPTIONS, FUNDING, NETWORKS, World
+from app.sim.world import EXEMPTIONS, World
 
 
 def sample_requests(

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from app.sim.world import DAY_MS, HOUR_MS
+from app.contracts.vocab import DAY_MS, HOUR_MS
 
 
 def hour_weekday(t_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.contracts.vocab import CHANNELS, DAY_MS, HOUR_MS
 from app.sim.seasonality import hour_buckets, hour_weekday
 from app.sim.truth import Batch
-from app.sim.world import CHANNELS, DAY_MS, HOUR_MS, BinLaunch, Surge, World
+from app.sim.world import BinLaunch, Surge, World
 
 _POS = CHANNELS.index("POS")
 _REJECTION_ROUNDS = 64  # cards not yet launched are redrawn; far more rounds than ever needed

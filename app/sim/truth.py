@@ -34,18 +34,9 @@ from typing import Any
 import numpy as np
 
 from app.contracts.records import outcome_for
+from app.contracts.vocab import CHANNELS, DAY_MS, FUNDING, NETWORKS
 from app.sim.seasonality import hour_weekday, pay_cycle_by, payday_phase_by
-from app.sim.world import (
-    CHANNELS,
-    DAY_MS,
-    EXEMPTIONS,
-    FUNDING,
-    NETWORKS,
-    IssuerShift,
-    RouteOutage,
-    Surge,
-    World,
-)
+from app.sim.world import EXEMPTIONS, IssuerShift, RouteOutage, Surge, World
 
 # outcome kinds (the stage that decided), stored as int8
 APPROVED, ROUTE_FAIL, SCA, HARD, NSF, ISSUER = range(6)

@@ -24,15 +24,11 @@ from typing import Any
 
 import numpy as np
 
-NETWORKS = ("VISA", "MASTERCARD", "AMEX", "DISCOVER", "OTHER")
-FUNDING = ("CREDIT", "DEBIT", "PREPAID", "UNKNOWN")
-CHANNELS = ("ECOM", "MOTO", "IN_APP", "POS")
-CNP_CHANNELS = frozenset({"ECOM", "MOTO", "IN_APP"})
+from app.contracts.vocab import CHANNELS, DAY_MS, FUNDING, NETWORKS
+
 EXEMPTIONS = (None, "LOW_VALUE", "TRA", "MIT")
 HARD_STATES = ("lost", "stolen", "expired", "invalid")
 NO_MAC = "none"
-DAY_MS = 86_400_000
-HOUR_MS = 3_600_000
 UNKNOWN_COUNTRY = "ZZ"
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from app.contracts.codec import Codec
+from app.contracts.vocab import DAY_MS
 from app.harness.loadgen import LoadGenerator
 from app.harness.simulated import SimulatedTraffic
-from app.sim.world import DAY_MS
 from tests.kafka_io import read_topic
 
 pytestmark = pytest.mark.kafka

@@ -21,7 +21,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from app.features.definitions import FEATURE_NAMES, NETWORKS, feature_hash
+from app.contracts.vocab import NETWORKS
+from app.features.definitions import FEATURE_NAMES, feature_hash
 from app.models.calibration import Calibration, choose
 from app.models.training import evaluate as ev
 from app.models.training.frameworks import FRAMEWORKS, of_train_dir

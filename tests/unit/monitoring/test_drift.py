@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from app.bench.drift_replay import CalibrationShift, bench_update, outage_report, replay
+from app.contracts.vocab import DAY_MS
 from app.monitoring import (
     DriftConfig,
     HealthMonitor,
@@ -25,7 +26,7 @@ from app.monitoring import (
 )
 from app.monitoring.model_health import ModelHealth, ModelHealthConfig
 from app.monitoring.route_health import RouteHealth
-from app.sim.world import DAY_MS, RouteOutage
+from app.sim.world import RouteOutage
 
 SPECS = [f.name for f in dataclasses.fields(DriftConfig)]
 HOUR = 3_600_000

@@ -3,9 +3,10 @@ from bucket edges, and include the decline being answered."""
 
 from __future__ import annotations
 
+from app.contracts.vocab import DAY_MS, HOUR_MS
 from app.features.online import FeatureState
 from app.retry.counters import card_counters
-from app.retry.rules import DAY_MS, HOUR_MS, Attempt, CardHistory, Counters, counters_at
+from app.retry.rules import Attempt, CardHistory, Counters, counters_at
 
 T0 = 1_767_225_600_000 + 10 * DAY_MS + 30 * 60_000  # half past midnight, mid-month
 

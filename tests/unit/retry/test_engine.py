@@ -1,7 +1,8 @@
 """Retry engine: rules first, cascades, 3DS step-up, value-weighed delays with paydays."""
 
+from app.contracts.vocab import DAY_MS, HOUR_MS
 from app.retry.engine import RetryParams, crosses_payday, decide_retry, p_recover
-from app.retry.rules import DAY_MS, HOUR_MS, Counters, NetworkRules
+from app.retry.rules import Counters, NetworkRules
 
 RULES = NetworkRules()
 P = RetryParams()

@@ -3,15 +3,8 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.retry.rules import (
-    DAY_MS,
-    HOUR_MS,
-    Attempt,
-    CardHistory,
-    Counters,
-    NetworkRules,
-    counters_at,
-)
+from app.contracts.vocab import DAY_MS, HOUR_MS
+from app.retry.rules import Attempt, CardHistory, Counters, NetworkRules, counters_at
 
 RULES = NetworkRules("current")
 RULES_2026 = NetworkRules("2026-04")

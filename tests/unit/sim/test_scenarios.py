@@ -10,10 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from app.cli.simulate import main_simulate
+from app.contracts.vocab import DAY_MS, HOUR_MS
 from app.sim import list_scenarios, load_scenario, load_world, sample_requests
 from app.sim.traffic import volume_curve
 from app.sim.truth import p_approve_many
-from app.sim.world import DAY_MS, HOUR_MS, build_world
+from app.sim.world import build_world
 
 PRESETS = [
     "acquirer_outage",

@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from app.contracts.vocab import DAY_MS
 from app.sim import (
     batch_from_columns,
     draw_outcome,
@@ -21,7 +22,7 @@ from app.sim import (
     sample_requests,
     simulate,
 )
-from app.sim.world import DAY_MS, World
+from app.sim.world import World
 
 N = 150_000
 

@@ -1,0 +1,34 @@
+"""The domain vocabulary, defined once: the schemas' enums as tuples, and the time units.
+
+Each tuple lists the symbols of its Avro enum (schemas/*.avsc) in the schema's order, and a
+unit test holds them equal, so Python cannot drift from the wire contract. The order is part of
+the meaning: a feature encodes a network or funding type as its index here (so a compiled model
+depends on it), and the simulator draws channels by index (so its random streams do too).
+"""
+
+from __future__ import annotations
+
+NETWORKS = ("VISA", "MASTERCARD", "AMEX", "DISCOVER", "OTHER")  # enum CardNetwork
+FUNDING = ("CREDIT", "DEBIT", "PREPAID", "UNKNOWN")  # enum Funding
+CHANNELS = ("ECOM", "MOTO", "IN_APP", "POS")  # enum Channel
+INITIATORS = ("CIT", "MIT")  # enum Initiator
+FAILURE_SIDES = ("NONE", "ROUTE", "ISSUER")  # enum FailureSide
+RETRY_ACTIONS = ("RETRY", "STOP")  # enum RetryAction
+ALERT_KINDS = (
+    "ROUTE_DEMOTED",
+    "ROUTE_RESTORED",
+    "MODEL_FALLBACK",
+    "MODEL_RESTORED",
+    "FEATURE_DRIFT",
+    "SCORE_DRIFT",
+    "CALIBRATION_DRIFT",
+    "OTHER",
+)  # enum AlertKind
+
+# Card-not-present: every channel but the terminal (SCA and most fraud rules apply to these).
+CNP_CHANNELS = frozenset(c for c in CHANNELS if c != "POS")
+
+# Event times are epoch milliseconds everywhere (the schemas' timestamp-millis).
+MINUTE_MS = 60_000
+HOUR_MS = 60 * MINUTE_MS
+DAY_MS = 24 * HOUR_MS
