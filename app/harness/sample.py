@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from app.contracts.records import outcome_for
-from app.contracts.vocab import HOUR_MS
+from app.contracts.vocab import HOUR_MS, INITIATORS, MINUTE_MS
 
 ROUTES = ({"route_id": "acq-eu", "fee_minor": 12, "acquirer_country": "DE"},
           {"route_id": "acq-us", "fee_minor": 10, "acquirer_country": "US"},
@@ -102,11 +102,11 @@ def write_sample_log(tmp: Path, n: int = 6000, seed: int = 3, same_ms: bool = Fa
     requests, outcomes = [], []
     t = T0
     for _ in range(n):
-        t += rng.randrange(1, 3 * 60_000)
+        t += rng.randrange(1, 3 * MINUTE_MS)
         r = world.next_request(t)
         r["merchant_id"] = f"m{rng.randrange(4)}"
         r["amount_minor"] = rng.choice([999, 1999, 4999])
-        r["initiator"] = rng.choice(["CIT", "MIT"])
+        r["initiator"] = rng.choice(INITIATORS)
         for attempt in (1, 2):
             r = dict(r, attempt=attempt, event_time=t, request_id=f"{r['payment_id']}-{attempt}")
             route = rng.choice(r["candidates"])["route_id"]

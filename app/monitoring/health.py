@@ -29,7 +29,7 @@ class MonitorConfig:
     route: RouteHealthConfig = field(default_factory=RouteHealthConfig)
     model: ModelHealthConfig = field(default_factory=ModelHealthConfig)
     # How long a score/calibration/feature alarm counts as "raised" for the gauges.
-    alarm_hold_ms: int = 60 * 60_000
+    alarm_hold_ms: int = 60 * vocab.MINUTE_MS
 
 
 _SIGNAL_KIND = {"score": "SCORE_DRIFT", "calibration": "CALIBRATION_DRIFT"}

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from app.contracts.vocab import MINUTE_MS
+
 
 class ModelState(StrEnum):
     OK = "OK"
@@ -34,7 +36,7 @@ class ModelHealthConfig:
     model passes a window with ~3 standard errors to spare.
     """
 
-    cooldown_ms: int = 30 * 60_000
+    cooldown_ms: int = 30 * MINUTE_MS
     calibration_window: int = 4000
     calibration_tolerance: float = 0.015
 

@@ -41,7 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from app.contracts.vocab import CHANNELS, FUNDING, HOUR_MS, NETWORKS
+from app.contracts.vocab import CHANNELS, FUNDING, HOUR_MS, INITIATORS, NETWORKS
 from app.sim.logging_policy import POLICY_NAME, choose_routes
 from app.sim.scenarios import load_scenario
 from app.sim.traffic import Payments, payment_times, sample_payments, to_batch
@@ -240,7 +240,7 @@ def _tables(world: World, c: Mapping[str, np.ndarray], prefix: str) -> dict[str,
         "merchant_id": _labels(world.merchant_ids, m),
         "amount_minor": pa.array(c["amount"], pa.int64()),
         "currency": _labels([x.currency for x in ms], m),
-        "initiator": _labels(["CIT", "MIT"], c["mit"].astype(np.int64)),
+        "initiator": _labels(list(INITIATORS), c["mit"].astype(np.int64)),
     }
     attempt = pa.array(c["attempt"], pa.int32())
     three_ds = pa.array(c["three_ds"], pa.bool_())

@@ -65,3 +65,10 @@ def test_hard_codes_equal_the_bundled_rules_and_the_feature_hash_is_unchanged() 
     assert from_rules == HARD_CODES
     # A changed hash makes every compiled model be refused: moving vocabulary must not do it.
     assert feature_hash() == "0668dad7aba77361"
+
+
+def test_the_simulator_emits_only_schema_failure_sides() -> None:
+    from app.sim.truth import FAILURE_SIDE, KINDS
+
+    assert len(FAILURE_SIDE) == len(KINDS)
+    assert set(FAILURE_SIDE) == set(vocab.FAILURE_SIDES)
