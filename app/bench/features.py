@@ -49,8 +49,8 @@ def main(argv: list[str]) -> int:
             for e in ENTITIES:
                 store.get(e.key(r, c["route_id"]).encode())
         for e in ENTITIES:
-            k = e.key(o, o["route_id"]).encode()
-            store[k] = store.get(k, b"")
+            key = e.key(o, o["route_id"]).encode()
+            store[key] = store.get(key, b"")
         ref.append(time.perf_counter() - t0)
     u, v, rf = (np.median(x) * 1e6 for x in (upd, vec, ref))
     k = np.mean([len(r["candidates"]) for r in reqs])

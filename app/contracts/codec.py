@@ -34,9 +34,21 @@ class DecodeError(ValueError):
         self.detail = detail
 
 
+def parse_record_schema(text: str, where: str) -> dict[str, Any]:
+    """Parse Avro schema JSON into a fastavro schema (named types registered locally).
+
+    Every authpilot subject is a record; fastavro also accepts primitive (str) and union (list)
+    schemas, which no Serde can encode or decode, so those are refused here.
+    """
+    parsed = fastavro.parse_schema(json.loads(text), named_schemas={})
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{where}: not an Avro record schema")
+    return parsed
+
+
 def load_schema_file(path: Path) -> dict[str, Any]:
-    """Parse an .avsc file into a fastavro schema (named types registered locally)."""
-    return fastavro.parse_schema(json.loads(path.read_text()), named_schemas={})
+    """Parse an .avsc file into a fastavro record schema."""
+    return parse_record_schema(path.read_text(), str(path))
 
 
 class Registry(Protocol):
@@ -94,7 +106,11 @@ class RemoteRegistry:
         if schema_id not in self._by_id:
             try:
                 s = self._client.get_schema(schema_id)
-                parsed = fastavro.parse_schema(json.loads(s.schema_str), named_schemas={})
+                if s.schema_str is None:
+                    raise ValueError(f"schema id {schema_id}: registry returned no schema text")
+                parsed: dict[str, Any] | None = parse_record_schema(
+                    s.schema_str, f"schema id {schema_id}"
+                )
             except Exception:
                 parsed = None  # unknown id: cached so a flood of bad ids costs one lookup
             self._by_id[schema_id] = parsed
@@ -152,6 +168,7 @@ class Serde:
             raise DecodeError("undecodable", f"Avro body: {type(exc).__name__}: {exc}") from exc
         if stream.tell() != len(data) - 5:
             raise DecodeError("undecodable", f"{len(data) - 5 - stream.tell()} trailing bytes")
+        # fastavro types a read as any Avro value; a record schema always reads a dict
         return rec  # type: ignore[return-value]
 
 

@@ -54,7 +54,7 @@ def read_kafka(
 def _read_topic(
     conf: dict[str, str],
     topic: str,
-    decode: Callable[[bytes], dict[str, Any]],
+    decode: Callable[[bytes | None], dict[str, Any]],
     optional: bool,
     progress: Progress | None,
     idle_timeout: float,
@@ -104,21 +104,24 @@ def _read_topic(
                     f"partitions {sorted(end)} short of their end offsets"
                 )
             for m in msgs:
-                p = m.partition()
-                if m.error() is not None:
-                    if m.error().code() == KafkaError._PARTITION_EOF:
-                        end.pop(p, None)  # also ends a partition whose last offset is a marker
+                p, offset, err = m.partition(), m.offset(), m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        if p is not None:  # also ends a partition whose last offset is a marker
+                            end.pop(p, None)
                         continue
-                    raise ReportError(f"{topic}: {m.error()}")
+                    raise ReportError(f"{topic}: {err}")
+                if p is None or offset is None:  # librdkafka sets both on every fetched message
+                    raise ReportError(f"{topic}: a message without partition or offset")
                 last_msg = now
-                if p not in end or m.offset() >= end[p]:
+                if p not in end or offset >= end[p]:
                     continue  # arrived after the read started
                 seen += 1
                 try:
-                    rows.append(decode(m.value()))
+                    rows.append(decode(m.value()))  # a tombstone (None) is a DecodeError too
                 except ValueError:  # codec.DecodeError: a dead letter, not our business here
                     bad += 1
-                if m.offset() >= end[p] - 1:
+                if offset >= end[p] - 1:
                     end.pop(p)
             if progress and (now - last_note > 2.0 or not end):
                 last_note = now

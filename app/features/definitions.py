@@ -60,7 +60,14 @@ class Entity:
     rates: tuple[tuple[str, str], ...] = ()
 
     def key(self, rec: dict[str, Any], route_id: str | None = None) -> str:
-        parts = [route_id if f == "route_id" else str(rec[f]) for f in self.fields]
+        parts: list[str] = []
+        for f in self.fields:
+            if f != "route_id":
+                parts.append(str(rec[f]))
+            elif route_id is not None:
+                parts.append(route_id)
+            else:
+                raise ValueError(f"entity {self.name!r} is keyed by route_id: pass the route")
         return f"{self.name}|" + "|".join(parts)
 
 

@@ -183,7 +183,10 @@ def main_build(argv: list[str]) -> int:
     rel = build_matrix(a.log, con, progress=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     rel.write_parquet(str(a.out))
-    n = con.execute(f"SELECT count(*) FROM '{a.out}'").fetchone()[0]
+    row = con.execute(f"SELECT count(*) FROM '{a.out}'").fetchone()
+    if row is None:  # count(*) always yields one row; None would mean the query did not run
+        raise RuntimeError(f"counting rows of {a.out} returned no result")
+    n = row[0]
     dt = time.monotonic() - t0
     print(
         f"{n} rows x {len(FEATURE_NAMES)} features -> {a.out} in {dt:.1f}s ({n / dt:,.0f} rows/s)"

@@ -21,7 +21,8 @@ NAMES: tuple[str, ...] = get_args(RetryPolicyName)
 
 
 class RetryPolicy(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...  # read-only: the implementations are frozen dataclasses
 
     def after_decline(self, outcome: dict[str, Any], counters: Counters,
                       now_ms: int) -> dict[str, Any]: ...  # fmt: skip

@@ -79,9 +79,10 @@ def load_scenario(
         raw, path = _read(scenario)
         spec = _resolve(raw, path)
     if overrides is not None:
-        if not isinstance(overrides, Mapping):
-            overrides = json.loads(Path(overrides).read_text())
-        ov = {k: v for k, v in overrides.items() if k != "extends"}
+        ov_spec: Mapping[str, Any] = (
+            overrides if isinstance(overrides, Mapping) else json.loads(Path(overrides).read_text())
+        )
+        ov = {k: v for k, v in ov_spec.items() if k != "extends"}
         spec = deep_merge(spec, ov)
     spec.pop("extends", None)
     if "codes_file" in spec:

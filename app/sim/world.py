@@ -381,9 +381,10 @@ class World:
                 if b.funding not in FUNDING or len(b.lo) != 6 or len(b.hi) != 6 or b.lo > b.hi:
                     raise ValueError(f"issuers.{i.issuer_id}: bad BIN range {b}")
         for e in self.events:
-            if getattr(e, "route_id", None) is not None and e.route_id not in rids:
+            route_id = e.route_id if isinstance(e, RouteOutage | IssuerShift) else None
+            if route_id is not None and route_id not in rids:
                 raise ValueError(f"event {e}: unknown route")
-            if hasattr(e, "issuer_id") and e.issuer_id not in iids:
+            if isinstance(e, IssuerShift | BinLaunch) and e.issuer_id not in iids:
                 raise ValueError(f"event {e}: unknown issuer")
         s = self.seasonality
         if (len(s.hourly_volume), len(s.hourly_logit)) != (24, 24) or (

@@ -11,6 +11,8 @@ import socket
 from typing import Any
 
 import faust
+from faust.types import TopicT
+from faust.types.tables import GlobalTableT, TableT
 
 from app.config import Settings
 from app.contracts.codec import Codec
@@ -85,15 +87,15 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
     # three ring writes per outcome that stalled decisions for seconds at 300 req/s.
     app.producer.buffer.max_messages = s.changelog_buffer
 
-    def raw_topic(name: str, **kw: Any) -> Any:
+    def raw_topic(name: str, **kw: Any) -> TopicT:
         return app.topic(name, key_serializer="raw", value_serializer="raw", **kw)
 
-    def table(name: str) -> Any:
+    def table(name: str) -> TableT[bytes, bytes]:
         return app.Table(
             name, key_type=bytes, value_type=bytes, partitions=s.partitions, options=table_opts
         )
 
-    def global_table(name: str) -> Any:
+    def global_table(name: str) -> GlobalTableT:
         # Every worker restores all of it. It has as many partitions as the updates topic
         # because Faust writes a table change to the partition of the event being processed
         # (partitions=1 fails with PartitionsMismatch when written from an owner agent);

@@ -37,10 +37,11 @@ class Tables:
     """RocksDB tables (changelogged). Owned tables are written by one partition's owner;
     GlobalTables are their published copies, restored by every worker."""
 
-    card_features: TableT  # card entities, co-partitioned with requests and outcomes
-    feature_state: TableT  # route / BIN / merchant feature rings, owned per key
+    card_features: TableT[bytes, bytes]  # card entities, co-partitioned with requests, outcomes
+    feature_state: TableT[bytes, bytes]  # route / BIN / merchant feature rings, owned per key
+    # GlobalTableT subclasses a bare TableT, so faust gives it no type parameters (bytes, bytes)
     feature_snapshots: GlobalTableT  # the same rings, readable by every worker
-    route_stats: TableT  # success-rate rings per route x key, owned per key
+    route_stats: TableT[bytes, bytes]  # success-rate rings per route x key, owned per key
     route_sr: GlobalTableT  # their snapshots, readable by every worker
 
 

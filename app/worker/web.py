@@ -63,7 +63,9 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        ready = app.tables.recovery.completed.is_set() and not app.rebalancing
+        # faust's TableManagerT omits .recovery, which its only implementation, TableManager, has
+        recovery = app.tables.recovery  # type: ignore[attr-defined]
+        ready = recovery.completed.is_set() and not app.rebalancing
         return web.json({"ready": ready}, status=200 if ready else 503)
 
     @app.timer(5.0)

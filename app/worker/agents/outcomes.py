@@ -35,8 +35,14 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
     mon = ctx.monitoring
     sink = AlertSink(ctx) if mon is not None else None
     owners = tuple(OWNER_TAGS.values())
+    decode_outcome = validated(ctx.codec.outcome, validate_outcome)
 
-    async def outcome(msg: Message, rec: dict[str, Any], started: float) -> None:
+    def decode(value: bytes) -> tuple[dict[str, Any], bytes]:
+        """The record and its Avro bytes, which are forwarded to the owners as they came."""
+        return decode_outcome(value), value
+
+    async def outcome(msg: Message, decoded: tuple[dict[str, Any], bytes], started: float) -> None:
+        rec, raw = decoded
         card_features.update_outcome(rec, "card")
         latency.observe(rec["route_id"], rec["latency_ms"])
         if mon is not None and sink is not None:
@@ -46,8 +52,7 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
         if not rec["approved"]:
             await retries.after_decline(rec)
         for tag, field in owners:
-            await updates_topic.send(key=rec[field].encode(), value=tag + msg.value)
+            await updates_topic.send(key=rec[field].encode(), value=tag + raw)
 
-    return guarded_agent(app, ctx.topics.outcomes, "outcomes",
-                         validated(ctx.codec.outcome, validate_outcome), outcome, ctx.dlq,
+    return guarded_agent(app, ctx.topics.outcomes, "outcomes", decode, outcome, ctx.dlq,
                          EVENTS_IN.labels(s.topic_outcomes))  # fmt: skip

@@ -49,6 +49,8 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
         success_rates.forget()
 
     def decode(value: bytes) -> tuple[str, dict[str, Any]]:
+        if not value:
+            raise DecodeError("undecodable", "0 bytes: no owner tag")
         owner = _BY_TAG.get(value[0])
         if owner is None:
             raise DecodeError("undecodable", f"unknown owner tag {value[:1]!r}")
