@@ -6,7 +6,6 @@ implementation must pay), so the ratio says what ring packing and numpy cost on 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -20,12 +19,10 @@ from app.features.online import FeatureState, new_buffer
 from app.harness.sample import write_sample_log
 
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="authpilot features bench")
-    p.add_argument("--events", type=int, default=20000)
-    a = p.parse_args(argv)
+def run(events: int = 20000) -> None:
+    """Measure over `events` sample events and print the medians."""
     with tempfile.TemporaryDirectory() as d:
-        log = write_sample_log(Path(d), n=a.events)
+        log = write_sample_log(Path(d), n=events)
         reqs = pq.read_table(log / "requests.parquet").to_pylist()
         outs = pq.read_table(log / "outcomes.parquet").to_pylist()
     state = FeatureState({o: {} for o in OWNERS})
@@ -59,8 +56,9 @@ def main(argv: list[str]) -> int:
     print(f"vector build ({k:.0f} routes)   median {v:7.1f} us")
     print(f"total per event         median {u + v:7.1f} us  (target <= 50 us)")
     print(f"raw key traffic (ref)   median {rf:7.1f} us  -> total/ref = {(u + v) / rf:.1f}x")
-    return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+if __name__ == "__main__":  # `python -m app.bench.features`: the same as `authpilot features bench`
+    from app.cli.main import main
+
+    raise SystemExit(main(["features", "bench", *sys.argv[1:]]))
