@@ -50,10 +50,10 @@ def run(events: int = 20000) -> None:
             store[k] = store.get(k, b"")
         ref.append(time.perf_counter() - t0)
     u, v, rf = (np.median(x) * 1e6 for x in (upd, vec, ref))
-    k = np.mean([len(r["candidates"]) for r in reqs])
-    print(f"events: {len(reqs)}, candidates/request: {k:.1f}")
+    cands = np.mean([len(r["candidates"]) for r in reqs])
+    print(f"events: {len(reqs)}, candidates/request: {cands:.1f}")
     print(f"outcome update (all owners) median {u:7.1f} us")
-    print(f"vector build ({k:.0f} routes)   median {v:7.1f} us")
+    print(f"vector build ({cands:.0f} routes)   median {v:7.1f} us")
     print(f"total per event         median {u + v:7.1f} us  (target <= 50 us)")
     print(f"raw key traffic (ref)   median {rf:7.1f} us  -> total/ref = {(u + v) / rf:.1f}x")
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from app.config import Settings, get_settings
 from app.kafka.connection import bootstrap_servers
 
+if TYPE_CHECKING:
+    from app.kafka.local_broker import LocalBroker
 
-def _broker(s: Settings):
+
+def _broker(s: Settings) -> LocalBroker:
     from app.kafka.local_broker import LocalBroker
 
     return LocalBroker.from_settings(s)

@@ -6,13 +6,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from app.cli.broker import ensure_kafka
 from app.config import get_settings
 from app.harness.process import running_worker
 
+if TYPE_CHECKING:
+    from app.harness.traffic import TrafficSource
 
-def _traffic(args: argparse.Namespace):
+
+def _traffic(args: argparse.Namespace) -> TrafficSource:
     from app.harness.traffic import traffic_source
 
     try:
@@ -60,7 +64,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ensure_topics(s)
     shown = [0]
 
-    def show(d: dict) -> None:
+    def show(d: dict[str, Any]) -> None:
         if shown[0] < args.show_decisions:
             shown[0] += 1
             sc = " ".join(

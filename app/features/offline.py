@@ -176,4 +176,5 @@ def write_matrix(log_dir: Path, out: Path) -> int:
     rel = build_matrix(log_dir, con, progress=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     rel.write_parquet(str(out))
-    return int(con.execute(f"SELECT count(*) FROM '{out}'").fetchone()[0])
+    (rows,) = con.execute(f"SELECT count(*) FROM '{out}'").fetchall()[0]
+    return int(rows)
