@@ -6,7 +6,6 @@ implementation must pay), so the ratio says what ring packing and numpy cost on 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -20,12 +19,10 @@ from app.features.online import FeatureState, new_buffer
 from app.harness.sample import write_sample_log
 
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="authpilot features bench")
-    p.add_argument("--events", type=int, default=20000)
-    a = p.parse_args(argv)
+def run(events: int = 20000) -> None:
+    """Measure over `events` sample events and print the medians."""
     with tempfile.TemporaryDirectory() as d:
-        log = write_sample_log(Path(d), n=a.events)
+        log = write_sample_log(Path(d), n=events)
         reqs = pq.read_table(log / "requests.parquet").to_pylist()
         outs = pq.read_table(log / "outcomes.parquet").to_pylist()
     state = FeatureState({o: {} for o in OWNERS})
@@ -53,14 +50,15 @@ def main(argv: list[str]) -> int:
             store[key] = store.get(key, b"")
         ref.append(time.perf_counter() - t0)
     u, v, rf = (np.median(x) * 1e6 for x in (upd, vec, ref))
-    k = np.mean([len(r["candidates"]) for r in reqs])
-    print(f"events: {len(reqs)}, candidates/request: {k:.1f}")
+    cands = np.mean([len(r["candidates"]) for r in reqs])
+    print(f"events: {len(reqs)}, candidates/request: {cands:.1f}")
     print(f"outcome update (all owners) median {u:7.1f} us")
-    print(f"vector build ({k:.0f} routes)   median {v:7.1f} us")
+    print(f"vector build ({cands:.0f} routes)   median {v:7.1f} us")
     print(f"total per event         median {u + v:7.1f} us  (target <= 50 us)")
     print(f"raw key traffic (ref)   median {rf:7.1f} us  -> total/ref = {(u + v) / rf:.1f}x")
-    return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+if __name__ == "__main__":  # `python -m app.bench.features`: the same as `authpilot features bench`
+    from app.cli.main import main
+
+    raise SystemExit(main(["features", "bench", *sys.argv[1:]]))

@@ -33,7 +33,6 @@ The target is (a) <= 1.5x (b) at the median.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import gc
 import os
@@ -293,23 +292,9 @@ def run(
     return table
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`authpilot bench-model [--features 40] [--trees 200] [--leaves 31] [--rows 100000]
-    [--reps 20000] [--no-quantize] [--parallel-comp N]`"""
-    p = argparse.ArgumentParser(prog="authpilot bench-model", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--features", type=int, default=40)
-    p.add_argument("--trees", type=int, default=200)
-    p.add_argument("--leaves", type=int, default=31)
-    p.add_argument("--rows", type=int, default=100_000)
-    p.add_argument("--reps", type=int, default=20_000)
-    p.add_argument("--no-quantize", action="store_true")
-    p.add_argument("--parallel-comp", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    run(a.features, a.trees, a.leaves, a.rows, a.reps, not a.no_quantize, a.parallel_comp, a.seed)
-    return 0
+if __name__ == "__main__":  # `python -m app.bench.model`: the same as `authpilot bench-model`
+    import sys
 
+    from app.cli.main import main
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["bench-model", *sys.argv[1:]]))

@@ -14,11 +14,10 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from app.config import get_settings
-from app.evaluation import report
-from app.evaluation.loop import Progress
-from app.evaluation.run import DEFAULT_POLICIES, RETRIERS, ROUTERS, EvalConfig, evaluate, parse_pair
+if TYPE_CHECKING:
+    from app.evaluation.loop import Progress
 
 
 def _say(msg: str) -> None:
@@ -41,9 +40,51 @@ def _progress(seed: int, w: str) -> Progress:
     return progress
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="authpilot evaluate-policy", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+# The options in the order the report's command line repeats them (with their values).
+_OPTIONS = ("scenario", "seeds", "payments", "history_attempts", "history_days", "eval_days",
+            "history_seed", "history_retry_explore", "policies", "margin_bps", "pay_calendar",
+            "work", "out")  # fmt: skip
+
+
+def command_line(a: argparse.Namespace) -> str:
+    """The command that reproduces this evaluation, each option that has a value spelled out."""
+    opts = (
+        f"--{k.replace('_', '-')} {getattr(a, k)}" for k in _OPTIONS if getattr(a, k) is not None
+    )
+    return " ".join(("authpilot evaluate-policy", *opts))
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    # app.evaluation imports the trainers and scipy (~2 s): only when an evaluation runs
+    from app.config import get_settings
+    from app.evaluation import report
+    from app.evaluation.run import DEFAULT_POLICIES, EvalConfig, evaluate, parse_pair
+
+    policies = ",".join(DEFAULT_POLICIES) if a.policies is None else a.policies
+    wanted = tuple(x.strip() for x in policies.split(",") if x.strip())
+    try:
+        for w in wanted:
+            parse_pair(w)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    cfg = EvalConfig(a.scenario, tuple(int(x) for x in a.seeds.split(",") if x.strip()),
+                     a.payments, a.history_attempts, a.history_days, a.eval_days,
+                     a.history_seed, a.history_retry_explore, wanted, a.margin_bps,
+                     a.pay_calendar, a.work)  # fmt: skip
+    t0 = time.monotonic()
+    result = evaluate(cfg, get_settings(), say=_say, progress=_progress)
+    cmd = command_line(a)
+    path = report.write(result.comparison, a.out, result.title, cmd)
+    print(report.markdown(result.comparison, result.title, cmd))
+    _say(f"report: {path} ({time.monotonic() - t0:.0f}s)")
+    return 0 if all(c["pass"] is not False for c in result.comparison.checks) else 1
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("evaluate-policy", description=__doc__,
+                       help="every policy in the closed loop on the simulator, with a report",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--scenario", default="steady")
     p.add_argument("--seeds", default="1,2,3", help="comma-separated evaluation seeds")
     p.add_argument("--payments", type=int, default=20_000, help="payments per seed")
@@ -63,8 +104,9 @@ def parser() -> argparse.ArgumentParser:
                         "so engine_fitted can learn every delay")  # fmt: skip
     p.add_argument(
         "--policies",
-        default=",".join(DEFAULT_POLICIES),
-        help=f"router+retrier pairs; routers {ROUTERS}, retriers {RETRIERS}",
+        default=None,
+        help="comma-separated router+retrier pairs (default: DEFAULT_POLICIES of "
+        "app.evaluation.run); an unknown name is refused with the list of valid ones",
     )
     p.add_argument(
         "--margin-bps",
@@ -78,26 +120,4 @@ def parser() -> argparse.ArgumentParser:
                         "europe_monthly.json for --scenario monthly_pay)")  # fmt: skip
     p.add_argument("--work", type=Path, default=Path("var/evaluate"), help="cache of histories")
     p.add_argument("--out", type=Path, default=Path("var/evaluate/report"))
-    return p
-
-
-def main(argv: list[str]) -> int:
-    a = parser().parse_args(argv)
-    wanted = tuple(x.strip() for x in a.policies.split(",") if x.strip())
-    try:
-        for w in wanted:
-            parse_pair(w)
-    except ValueError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    cfg = EvalConfig(a.scenario, tuple(int(x) for x in a.seeds.split(",") if x.strip()),
-                     a.payments, a.history_attempts, a.history_days, a.eval_days,
-                     a.history_seed, a.history_retry_explore, wanted, a.margin_bps,
-                     a.pay_calendar, a.work)  # fmt: skip
-    t0 = time.monotonic()
-    result = evaluate(cfg, get_settings(), say=_say, progress=_progress)
-    cmd = "authpilot evaluate-policy " + " ".join(argv)
-    path = report.write(result.comparison, a.out, result.title, cmd)
-    print(report.markdown(result.comparison, result.title, cmd))
-    _say(f"report: {path} ({time.monotonic() - t0:.0f}s)")
-    return 0 if all(c["pass"] is not False for c in result.comparison.checks) else 1
+    p.set_defaults(func=cmd_evaluate)

@@ -1,18 +1,39 @@
-"""`authpilot features build|bench`."""
+"""`authpilot features build|bench`: the offline training matrix, the online cost per event."""
 
 from __future__ import annotations
 
-import sys
+import argparse
+import time
+from pathlib import Path
 
 
-def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("build", "bench"):
-        print("usage: authpilot features build --log DIR --out FILE | bench", file=sys.stderr)
-        return 2
-    if argv[0] == "build":
-        from app.features.offline import main_build
+def cmd_build(a: argparse.Namespace) -> int:
+    from app.features.definitions import FEATURE_NAMES
+    from app.features.offline import write_matrix
 
-        return main_build(argv[1:])
-    from app.bench.features import main as bench
+    t0 = time.monotonic()
+    n = write_matrix(a.log, a.out)
+    dt = time.monotonic() - t0
+    print(
+        f"{n} rows x {len(FEATURE_NAMES)} features -> {a.out} in {dt:.1f}s ({n / dt:,.0f} rows/s)"
+    )
+    return 0
 
-    return bench(argv[1:])
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    from app.bench.features import run
+
+    run(a.events)
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("features", help="features build|bench (offline SQL, online cost)")
+    actions = p.add_subparsers(dest="action", required=True)
+    b = actions.add_parser("build", help="the training matrix of an event log (DuckDB SQL)")
+    b.add_argument("--log", type=Path, required=True, help="dir with requests/outcomes.parquet")
+    b.add_argument("--out", type=Path, required=True, help="training matrix (.parquet)")
+    b.set_defaults(func=cmd_build)
+    c = actions.add_parser("bench", help="online feature cost per event (app.bench.features)")
+    c.add_argument("--events", type=int, default=20000)
+    c.set_defaults(func=cmd_bench)

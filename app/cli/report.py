@@ -12,23 +12,26 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from app.experiments.eventlog import ReportError, read_event_log
-from app.experiments.experiment import ExperimentReport, experiment_report
-from app.experiments.kafka_log import read_kafka
-from app.experiments.render import write_report
-from app.experiments.shadow import ShadowReport, shadow_report
-from app.experiments.stats import ECE_BINS
+if TYPE_CHECKING:
+    from app.experiments.experiment import ExperimentReport
+    from app.experiments.shadow import ShadowReport
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="authpilot report", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="kind", required=True)
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "report",
+        help="report experiment|shadow: arms, z-test, sequential test, off-policy estimates",
+        description=__doc__.split("\n")[0],
+    )
+    kinds = p.add_subparsers(dest="kind", required=True)
     for name, helptext in (
         ("experiment", "A/B arms against the control"),
         ("shadow", "shadow challengers against the champion"),
     ):
-        c = sub.add_parser(name, help=helptext)
+        c = kinds.add_parser(name, help=helptext)
+        c.set_defaults(func=cmd_report)
         src = c.add_mutually_exclusive_group(required=True)
         src.add_argument("--log", type=Path, help="event-log directory (see the README)")
         src.add_argument("--bootstrap", help="read the topics from this Kafka cluster")
@@ -54,12 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
             )
         else:
             c.add_argument("--challenger", help="only this model_version")
-            c.add_argument("--bins", type=int, default=ECE_BINS, help="calibration bins")
-    return p
+            # default None: ECE_BINS, read when the report runs (app.experiments needs scipy,
+            # ~1 s to import, which no other command should pay for)
+            c.add_argument(
+                "--bins",
+                type=int,
+                default=None,
+                help="calibration bins (default: app.experiments.stats.ECE_BINS)",
+            )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def cmd_report(args: argparse.Namespace) -> int:
+    from app.experiments.eventlog import ReportError, read_event_log
+    from app.experiments.experiment import experiment_report
+    from app.experiments.kafka_log import read_kafka
+    from app.experiments.render import write_report
+    from app.experiments.shadow import shadow_report
+    from app.experiments.stats import ECE_BINS
+
     t0 = time.monotonic()
 
     def progress(msg: str) -> None:
@@ -80,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         r: ExperimentReport | ShadowReport
         if shadow:
-            r = shadow_report(log, args.challenger, args.bins)
+            r = shadow_report(log, args.challenger, ECE_BINS if args.bins is None else args.bins)
         else:
             r = experiment_report(log, args.control, args.guardrail_margin, args.looks, args.tau2)
     except ReportError as exc:
@@ -90,7 +105,3 @@ def main(argv: list[str] | None = None) -> int:
     print(path.read_text())
     print(f"wrote {path} and plots in {args.out}", file=sys.stderr)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""`authpilot simulate`: write a seeded event log of a scenario (wired by app.cli.main)."""
+"""`authpilot simulate`: write a seeded event log of a scenario."""
 
 from __future__ import annotations
 
@@ -39,27 +39,7 @@ class _Progress:
         self.stream.flush()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="authpilot simulate",
-        description="Simulate a payments world and write world.json + Parquet event log.",
-    )
-    presets = ", ".join(list_scenarios())
-    p.add_argument("--scenario", default="steady", help=f"preset ({presets}) or a JSON file")
-    p.add_argument("--attempts", type=int, default=1_000_000, help="attempts in the log")
-    p.add_argument("--seed", type=int, default=1, help="run seed (the world itself is fixed)")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--config", help="JSON file deep-merged over the scenario (SCENARIOS.md)")
-    p.add_argument("--chunk", type=int, default=CHUNK_PAYMENTS, help="payments per chunk")
-    p.add_argument("--no-oracle", action="store_true",
-                   help="skip oracle_route/oracle_p_approve columns (faster)")  # fmt: skip
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    return p
-
-
-def main_simulate(argv: list[str]) -> int:
-    """Entry point for `authpilot simulate ...`; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+def cmd_simulate(args: argparse.Namespace) -> int:
     prog = None if args.quiet else _Progress()
     try:
         res = simulate(
@@ -87,5 +67,20 @@ def main_simulate(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main_simulate(sys.argv[1:]))
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="write a simulated event log",
+        description="Simulate a payments world and write world.json + Parquet event log.",
+    )
+    presets = ", ".join(list_scenarios())
+    p.add_argument("--scenario", default="steady", help=f"preset ({presets}) or a JSON file")
+    p.add_argument("--attempts", type=int, default=1_000_000, help="attempts in the log")
+    p.add_argument("--seed", type=int, default=1, help="run seed (the world itself is fixed)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--config", help="JSON file deep-merged over the scenario (SCENARIOS.md)")
+    p.add_argument("--chunk", type=int, default=CHUNK_PAYMENTS, help="payments per chunk")
+    p.add_argument("--no-oracle", action="store_true",
+                   help="skip oracle_route/oracle_p_approve columns (faster)")  # fmt: skip
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=cmd_simulate)

@@ -3,7 +3,7 @@ state every learning policy has built from it by the time evaluated traffic arri
 
 The history is the simulator's log of its randomized logging policy over the first
 `history_days` of the scenario; the model is trained and compiled from it with the same
-commands an ML engineer runs (`features build`, `train`, `compile`), cached by a fingerprint
+library functions as `authpilot features build`, `train` and `compile`, cached by a fingerprint
 of the inputs. The learning state is then warmed by replaying the history's outcomes through
 the worker's state code, so the first evaluated payment sees the windows a live worker would
 have.
@@ -55,9 +55,9 @@ def prepare(scenario: str, work: Path, history_days: float, attempts: int, seed:
     `explore` overrides the scenario's logging-policy epsilon: the share of history traffic
     sent to a uniformly drawn route, which is all a model ever learns about routes that are
     nobody's default."""
-    from app.features.offline import main_build
-    from app.models.training.compile import main as compile_main
-    from app.models.training.train import main as train_main
+    from app.features.offline import write_matrix
+    from app.models.training.compile import compile_from_train_dir
+    from app.models.training.train import run as train
 
     spec = load_scenario(scenario)
     world = build_world(spec)
@@ -77,15 +77,11 @@ def prepare(scenario: str, work: Path, history_days: float, attempts: int, seed:
         say(f"history: {attempts:,} logged attempts over {history_days:g} days of {world.name}")
         simulate(spec, attempts, seed, log, config=config, oracle=False)
         say("features: building the training matrix (DuckDB)")
-        _check(main_build(["--log", str(log), "--out", str(root / "train.parquet")]), "features")
+        write_matrix(log, root / "train.parquet")
         say("train: gradient-boosted trees + calibration")
-        _check(train_main(["--matrix", str(root / "train.parquet"), "--out",
-                           str(root / "train"), "--name", MODEL_NAME, "--version", "v1"]),
-               "train")  # fmt: skip
+        train(root / "train.parquet", root / "train", MODEL_NAME, "v1")
         say("compile: Treelite + TL2cgen")
-        _check(compile_main(["--model", str(root / "train"), "--matrix",
-                             str(root / "train.parquet"), "--out", str(root / "models")]),
-               "compile")  # fmt: skip
+        compile_from_train_dir(root / "train", root / "models", matrix=root / "train.parquet")
     req = pq.read_table(log / "requests.parquet", columns=["request_id", "event_time"])
     out = pq.read_table(log / "outcomes.parquet").to_pylist()
     order = sorted(range(len(out)), key=lambda i: (out[i]["event_time"], i))
@@ -95,11 +91,6 @@ def prepare(scenario: str, work: Path, history_days: float, attempts: int, seed:
                                 [o["route_id"] for o in outcomes],
                                 [o["approved"] for o in outcomes])  # fmt: skip
     return Prepared(world, log, model_dir, routes, outcomes)
-
-
-def _check(rc: int, stage: str) -> None:
-    if rc != 0:
-        raise RuntimeError(f"{stage} failed with exit code {rc}")
 
 
 def load_model(p: Prepared) -> CompiledModel:

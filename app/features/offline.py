@@ -170,25 +170,11 @@ def build_matrix(log_dir: Path, con: duckdb.DuckDBPyConnection | None = None,
     return rel
 
 
-def main_build(argv: list[str]) -> int:
-    """`authpilot features build --log DIR --out FILE`"""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="authpilot features build")
-    p.add_argument("--log", type=Path, required=True, help="dir with requests/outcomes.parquet")
-    p.add_argument("--out", type=Path, required=True, help="training matrix (.parquet)")
-    a = p.parse_args(argv)
-    t0 = time.monotonic()
+def write_matrix(log_dir: Path, out: Path) -> int:
+    """build_matrix over log_dir written to out (.parquet); returns its row count."""
     con = duckdb.connect()
-    rel = build_matrix(a.log, con, progress=True)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    rel.write_parquet(str(a.out))
-    row = con.execute(f"SELECT count(*) FROM '{a.out}'").fetchone()
-    if row is None:  # count(*) always yields one row; None would mean the query did not run
-        raise RuntimeError(f"counting rows of {a.out} returned no result")
-    n = row[0]
-    dt = time.monotonic() - t0
-    print(
-        f"{n} rows x {len(FEATURE_NAMES)} features -> {a.out} in {dt:.1f}s ({n / dt:,.0f} rows/s)"
-    )
-    return 0
+    rel = build_matrix(log_dir, con, progress=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rel.write_parquet(str(out))
+    (rows,) = con.execute(f"SELECT count(*) FROM '{out}'").fetchall()[0]
+    return int(rows)

@@ -1,4 +1,4 @@
-"""`authpilot fit-retry`: the retry engine's recovery table, estimated from a retry history.
+"""The retry engine's recovery table, estimated from a retry history.
 
 Every retry in an event log (attempt k >= 2 of a payment, not a 3-D Secure step-up) is one
 observation: the decline class of attempt k-1, the wait from that decline to the retry
@@ -19,10 +19,7 @@ app/data/retry_recovery.json plus the observation counts behind each cell.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -114,23 +111,3 @@ def fit_from_log(log_dir: Path, strength: float = 30.0,
     out = pq.read_table(log_dir / "outcomes.parquet", columns=cols_o).to_pandas()
     prior = prior or _recovery()
     return fit_recovery(retry_observations(req, out, prior), prior, strength)
-
-
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="authpilot fit-retry", description=__doc__.split("\n")[0])
-    p.add_argument("--log", type=Path, required=True, help="event log with retries (simulate)")
-    p.add_argument("--out", type=Path, required=True, help="recovery table JSON to write")
-    p.add_argument("--strength", type=float, default=30.0, help="prior pseudo-observations")
-    a = p.parse_args(argv)
-    for f in ("requests.parquet", "outcomes.parquet"):
-        if not (a.log / f).is_file():
-            print(f"authpilot fit-retry: {a.log / f} not found", file=sys.stderr)
-            return 2
-    table = fit_from_log(a.log, a.strength)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(table, indent=1) + "\n")
-    for name, c in table["classes"].items():
-        print(f"{name:20s} p={c['p']} n={c['n']} payday_boost={c['payday_boost']} "
-              f"repeat_decay={c['repeat_decay']}")  # fmt: skip
-    print(f"wrote {a.out}")
-    return 0

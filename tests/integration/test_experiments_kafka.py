@@ -90,11 +90,11 @@ def test_arms_and_shadow_decisions_then_reports_from_kafka(arms_worker, worker_e
     for k, v in worker_env.items():
         if k.startswith("AUTHPILOT_TOPIC_"):
             monkeypatch.setenv(k, v)
-    from app.cli.report import main as report_main
+    from app.cli.main import main as cli
 
     boot = s.kafka_bootstrap
     out = tmp_path / "experiment"
-    rc = report_main(["experiment", "--bootstrap", boot, "--control", "sr", "--out", str(out),
+    rc = cli(["report", "experiment", "--bootstrap", boot, "--control", "sr", "--out", str(out),
                       "--idle-timeout", "20", "--quiet"])  # fmt: skip
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -105,7 +105,7 @@ def test_arms_and_shadow_decisions_then_reports_from_kafka(arms_worker, worker_e
                        if d["arm"] == a) for a in arms}  # fmt: skip
     assert {a: v["approved_payments"] for a, v in summary["arms"].items()} == approved
     out = tmp_path / "shadow"
-    rc = report_main(["shadow", "--bootstrap", boot, "--out", str(out), "--idle-timeout", "20",
+    rc = cli(["report", "shadow", "--bootstrap", boot, "--out", str(out), "--idle-timeout", "20",
                       "--quiet"])  # fmt: skip
     assert rc == 0
     md = (out / "report.md").read_text()

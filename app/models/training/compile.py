@@ -12,14 +12,12 @@ from its portable model.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -336,61 +334,40 @@ def rebuild(out_dir: str | Path) -> Path:
 _VERSION_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
-def main(argv: list[str]) -> int:
-    """`authpilot compile --model DIR [--matrix FILE] [--name N] [--version V] [--out ROOT]`
-    or `authpilot compile --rebuild DIR` (recompile an existing version for this machine)."""
-    p = argparse.ArgumentParser(prog="authpilot compile")
-    p.add_argument("--model", type=Path, help="an `authpilot train --out` dir")
-    p.add_argument(
-        "--rebuild",
-        type=Path,
-        metavar="DIR",
-        help="recompile compiled_models/<name>/<version> in place from its portable model",
-    )
-    p.add_argument("--matrix", type=Path, help="training matrix: warm-up rows and annotation")
-    p.add_argument("--name", default=None)
-    p.add_argument("--version", default=None)
-    p.add_argument("--out", type=Path, default=None, help="default: AUTHPILOT_MODEL_DIR")
-    p.add_argument("--parallel-comp", type=int, default=None)
-    p.add_argument("--no-quantize", action="store_true")
-    a = p.parse_args(argv)
-    if a.rebuild is not None:
-        try:
-            path = rebuild(a.rebuild)
-        except Exception as exc:  # reported, not a traceback: this runs in a Docker build
-            print(f"rebuild of {a.rebuild} failed: {exc}", file=sys.stderr)
-            return 1
-        print(f"rebuilt {path.parent} for {platform.machine()}")
-        return 0
-    if a.model is None:
-        p.error("--model or --rebuild is required")
-    return _compile_from_train_dir(a)
-
-
-def _compile_from_train_dir(a: argparse.Namespace) -> int:
+def compile_from_train_dir(
+    train_dir: Path,
+    root: Path,
+    *,
+    matrix: Path | None = None,
+    name: str | None = None,
+    version: str | None = None,
+    parallel_comp: int | None = None,
+    quantize: bool = True,
+) -> Path:
+    """compile_model over an `authpilot train --out` directory into root/<name>/<version>;
+    returns the manifest path. name and version default to the trainer's (metrics.json);
+    matrix supplies the warm-up rows and the branch annotation. ValueError, before anything is
+    written, for a name or version that is not a path-safe word or a model trained on other
+    feature definitions than this code's."""
     import pandas as pd
 
-    from app.config import get_settings
     from app.features.definitions import FEATURE_NAMES, feature_hash
 
-    summary = json.loads((a.model / "metrics.json").read_text())
-    model_file = a.model / of_train_dir(a.model).model_file
-    name, version = a.name or summary["name"], a.version or summary["version"]
+    summary = json.loads((train_dir / "metrics.json").read_text())
+    model_file = train_dir / of_train_dir(train_dir).model_file
+    name, version = name or summary["name"], version or summary["version"]
     for label, v in (("name", name), ("version", version)):
         if not _VERSION_RE.match(str(v)):
-            print(f"{label} {v!r} must be letters, digits, '.', '_' or '-'", file=sys.stderr)
-            return 2
+            raise ValueError(f"{label} {v!r} must be letters, digits, '.', '_' or '-'")
     if summary["feature_hash"] != feature_hash():
-        print("model was trained on other feature definitions", file=sys.stderr)
-        return 2
+        raise ValueError("model was trained on other feature definitions")
     rows = ann = None
-    if a.matrix:
-        df = pd.read_parquet(a.matrix, columns=list(FEATURE_NAMES))
+    if matrix is not None:
+        df = pd.read_parquet(matrix, columns=list(FEATURE_NAMES))
         rows = df.tail(8).to_numpy(float)
         ann = df.sample(min(len(df), 200_000), random_state=0).to_numpy(float)
-    root = a.out or get_settings().model_dir
-    cal_file = a.model / "calibration.json"
-    manifest = compile_model(
+    cal_file = train_dir / "calibration.json"
+    return compile_model(
         model_file,
         root / name / version,
         name=name,
@@ -402,8 +379,6 @@ def _compile_from_train_dir(a: argparse.Namespace) -> int:
         metrics=summary.get("metrics_test"),
         training_window=summary.get("training_window_ms"),
         annotate_matrix=ann,
-        parallel_comp=a.parallel_comp,
-        quantize=not a.no_quantize,
+        parallel_comp=parallel_comp,
+        quantize=quantize,
     )
-    print(f"compiled {name}/{version} -> {manifest.parent}")
-    return 0

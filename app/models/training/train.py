@@ -1,4 +1,4 @@
-"""`authpilot train`: training matrix -> calibrated LightGBM or XGBoost -> evaluation report.
+"""Training matrix -> calibrated LightGBM or XGBoost -> evaluation report.
 
 Target: approved, for an attempt on the route it took. Split by time (train, then validation for
 early stopping and calibration, then a later test window for the report), never at random: the
@@ -8,7 +8,6 @@ the same split, decline weights, calibration choice and report; only fit() diffe
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -228,29 +227,3 @@ def _report(out: Path, s: dict[str, Any], seg: dict[str, pd.DataFrame], pngs: li
 
 def _say(msg: str) -> None:
     print(f"[train] {msg}", file=sys.stderr, flush=True)
-
-
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="authpilot train")
-    p.add_argument("--matrix", type=Path, required=True, help="from `authpilot features build`")
-    p.add_argument("--out", type=Path, required=True, help="directory for model and report")
-    p.add_argument("--name", default="router")
-    p.add_argument("--version", default=time.strftime("v%Y%m%d%H%M%S"))
-    p.add_argument(
-        "--trainer",
-        choices=sorted(TRAINERS),
-        default="lightgbm",
-        help="tree library (default lightgbm); both compile with `authpilot compile`",
-    )
-    p.add_argument(
-        "--decline-weight",
-        type=float,
-        default=1.0,
-        help="sample weight of declined attempts (approvals 1); >1 is cost-sensitive",
-    )
-    p.add_argument("--rounds", type=int, default=1000, help="boosting rounds before early stopping")
-    p.add_argument("--champion", type=Path, help="a previous --out directory to compare with")
-    a = p.parse_args(argv)
-    run(a.matrix, a.out, a.name, a.version, a.decline_weight, a.champion, trainer=a.trainer,
-        rounds=a.rounds)  # fmt: skip
-    return 0

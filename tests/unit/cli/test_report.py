@@ -1,4 +1,4 @@
-"""`authpilot report experiment|shadow` through its main(): report.md, summary.json, plots."""
+"""`authpilot report experiment|shadow` through the CLI: report.md, summary.json, plots."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app.cli.report import main
+from app.cli.main import main as cli
 from app.experiments.eventlog import write_event_log
 from app.sim import load_world
 from tests.unit.experiments.simlog import ARMS, simulate_log, write_log
@@ -21,7 +21,7 @@ def test_cli_writes_reports_with_the_figures(world, tmp_path, capsys):
     log = simulate_log(world, 31, n=8_000, arms=ARMS, retry={"control": 0.3, "treatment": 0.3})
     src = write_log(tmp_path / "log", log, fmt="jsonl")
     out = tmp_path / "exp"
-    assert main(["experiment", "--log", str(src), "--out", str(out), "--quiet"]) == 0
+    assert cli(["report", "experiment", "--log", str(src), "--out", str(out), "--quiet"]) == 0
     md = (out / "report.md").read_text()
     summary = json.loads((out / "summary.json").read_text())
     for arm, (payments, approved, _) in log.drawn.items():
@@ -30,7 +30,7 @@ def test_cli_writes_reports_with_the_figures(world, tmp_path, capsys):
     assert (out / "approval.png").stat().st_size > 5000
     assert (out / "sequential.png").stat().st_size > 5000
     out = tmp_path / "shadow"
-    assert main(["shadow", "--log", str(src), "--out", str(out), "--quiet"]) == 0
+    assert cli(["report", "shadow", "--log", str(src), "--out", str(out), "--quiet"]) == 0
     md = (out / "report.md").read_text()
     e = json.loads((out / "summary.json").read_text())["challengers"][0]["estimate"]
     assert f"{e['dr']:.2%}" in md and "ECE" in md
@@ -42,5 +42,7 @@ def test_cli_writes_reports_with_the_figures(world, tmp_path, capsys):
 def test_cli_exits_2_with_the_message_on_invalid_input(world, tmp_path, capsys):
     log = simulate_log(world, 51, n=500)
     write_event_log(tmp_path / "a", log.decisions, log.outcomes)  # no shadow decisions
-    assert main(["shadow", "--log", str(tmp_path / "a"), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        cli(["report", "shadow", "--log", str(tmp_path / "a"), "--out", str(tmp_path / "o")]) == 2
+    )
     assert "error: " in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.cli.evaluate import main
+from app.cli.main import main as cli
 from app.config import Settings
 from app.evaluation.loop import eval_payments, run_policy
 from app.evaluation.policies import DispatchRouter, LearnedState
@@ -96,10 +96,11 @@ def test_hindsight_ceiling_covers_every_first_retry_the_schedule_wins(world, pay
 
 def test_evaluate_policy_command_writes_a_report(tmp_path, capsys):
     out = tmp_path / "report"
-    rc = main(["--seeds", "1", "--payments", "1500", "--history-attempts", "60000",
-               "--policies", "best_single_route+engine,expected_value+fixed_schedule,"
-               "expected_value+engine,oracle+engine",
-               "--work", str(tmp_path / "work"), "--out", str(out)])  # fmt: skip
+    rc = cli(["evaluate-policy", "--seeds", "1", "--payments", "1500",
+              "--history-attempts", "60000",
+              "--policies", "best_single_route+engine,expected_value+fixed_schedule,"
+              "expected_value+engine,oracle+engine",
+              "--work", str(tmp_path / "work"), "--out", str(out)])  # fmt: skip
     assert rc in (0, 1)  # 1 = some target missed at this tiny size; the report says which
     summary = json.loads((out / "summary.json").read_text())
     assert (out / "policies.png").stat().st_size > 10_000

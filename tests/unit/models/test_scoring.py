@@ -12,9 +12,10 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
+from app.cli.main import main as cli
 from app.models.artifact import ModelRejected, sha256
 from app.models.serving.scoring import CompiledModel
-from app.models.training.compile import compile_model, main, rebuild
+from app.models.training.compile import compile_model, rebuild
 
 NF = 6
 HASH = "features-A"
@@ -137,7 +138,7 @@ def test_rebuild_in_place_and_refuse_a_tampered_dir(built, tmp_path, capsys):
     b, x, out = built
     d = _copy(out, tmp_path)
     before = json.loads((d / "manifest.json").read_text())
-    assert main(["--rebuild", str(d)]) == 0
+    assert cli(["compile", "--rebuild", str(d)]) == 0
     after = json.loads((d / "manifest.json").read_text())
     assert after["test_vector"] == before["test_vector"]
     assert after["build"]["tl2cgen_params"] == before["build"]["tl2cgen_params"]
@@ -147,7 +148,7 @@ def test_rebuild_in_place_and_refuse_a_tampered_dir(built, tmp_path, capsys):
         f.write("\n")
     with pytest.raises(ValueError, match="differs from its manifest"):
         rebuild(d)
-    assert main(["--rebuild", str(d)]) == 1
+    assert cli(["compile", "--rebuild", str(d)]) == 1
     assert "failed" in capsys.readouterr().err
 
 

@@ -49,21 +49,21 @@ def test_split_is_by_time(trained):
 
 
 def _compile_cli_and_compare(d, train_dir, version):
-    """`authpilot compile --model TRAIN_DIR` through its main(), then the loaded library's
+    """`authpilot compile --model TRAIN_DIR` through the CLI, then the loaded library's
     outputs against the trainer's own calibrated predictions on the whole matrix."""
     import numpy as np
     import pandas as pd
 
+    from app.cli.main import main as cli
     from app.features.definitions import feature_hash
     from app.models.calibration import Calibration
     from app.models.serving.scoring import CompiledModel
-    from app.models.training.compile import main as compile_main
     from app.models.training.frameworks import of_train_dir
     from app.models.training.train import features
 
     root = d / "models"
     args = ["--model", str(train_dir), "--matrix", str(d / "matrix.parquet"), "--out", str(root)]
-    assert compile_main(args) == 0
+    assert cli(["compile", *args]) == 0
     model = CompiledModel(root / "router" / version, feature_hash())
     fw = of_train_dir(train_dir)
     assert model.manifest["trainer"] == fw.name
@@ -84,14 +84,14 @@ def test_compile_cli_from_a_train_dir_end_to_end(trained):
 
 @pytest.fixture(scope="module")
 def trained_xgb(tmp_path_factory):
-    from app.models.training.train import main as train_main
+    from app.cli.main import main as cli
 
     d = tmp_path_factory.mktemp("train_xgb")
     log = write_sample_log(d / "log", n=6000, seed=5)
     build_matrix(log).write_parquet(str(d / "matrix.parquet"))
     args = ["--matrix", str(d / "matrix.parquet"), "--out", str(d / "out"), "--version", "x1",
             "--trainer", "xgboost", "--decline-weight", "1.5", "--rounds", "200"]  # fmt: skip
-    assert train_main(args) == 0
+    assert cli(["train", *args]) == 0
     return d, json.loads((d / "out" / "metrics.json").read_text())
 
 

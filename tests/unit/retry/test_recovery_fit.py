@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from app.cli.main import main as cli
 from app.retry.engine import RetryParams, _recovery, decide_retry, load_recovery
-from app.retry.recovery_fit import fit_from_log, main
+from app.retry.recovery_fit import fit_from_log
 from app.retry.rules import Counters, NetworkRules
 from app.sim import simulate
 
@@ -37,7 +38,7 @@ def test_fit_learns_what_the_history_shows_and_keeps_priors_elsewhere(log):
 
 def test_cli_writes_a_table_the_engine_loads(log, tmp_path, capsys):
     out = tmp_path / "recovery.json"
-    assert main(["--log", str(log), "--out", str(out)]) == 0
+    assert cli(["fit-retry", "--log", str(log), "--out", str(out)]) == 0
     table = load_recovery(out)
     assert json.loads(out.read_text())["classes"] == table["classes"]
     o = {"request_id": "r", "payment_id": "p", "attempt": 1, "event_time": 1_767_657_600_000,
@@ -50,7 +51,7 @@ def test_cli_writes_a_table_the_engine_loads(log, tmp_path, capsys):
         bad = tmp_path / "bad.json"
         bad.write_text("{}")
         load_recovery(bad)
-    assert main(["--log", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    assert cli(["fit-retry", "--log", str(tmp_path / "nothing"), "--out", str(out)]) == 2
 
 
 def test_delay_exploration_in_the_history_informs_every_delay(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from app.cli.simulate import main_simulate
+from app.cli.main import main as cli
 from app.contracts.vocab import DAY_MS, HOUR_MS
 from app.sim import list_scenarios, load_scenario, load_world, sample_requests
 from app.sim.traffic import volume_curve
@@ -73,8 +73,8 @@ def test_issuer_shift_moves_that_issuer_only() -> None:
 def test_new_bin_range_is_cold_started(tmp_path: Path) -> None:
     w = load_world("new_bin_range")
     simulate_dir = tmp_path / "nb"
-    assert main_simulate(["--scenario", "new_bin_range", "--attempts", "40000", "--seed", "2",
-                          "--out", str(simulate_dir), "--no-oracle", "--quiet"]) == 0  # fmt: skip
+    assert cli(["simulate", "--scenario", "new_bin_range", "--attempts", "40000", "--seed", "2",
+                "--out", str(simulate_dir), "--no-oracle", "--quiet"]) == 0  # fmt: skip
     req = pq.read_table(simulate_dir / "requests.parquet").to_pandas()
     new = req.bin.str.startswith("5351")
     day = (req.event_time - w.start_ms) / DAY_MS
@@ -87,8 +87,8 @@ def test_holiday_surge_volume_amounts_declines(tmp_path: Path) -> None:
     starts, vol = volume_curve(w)
     day = (starts - w.start_ms) / DAY_MS
     assert vol[(day >= 18) & (day < 22)].mean() > 1.8 * vol[(day >= 4) & (day < 18)].mean()
-    main_simulate(["--scenario", "holiday_surge", "--attempts", "60000", "--seed", "1",
-                   "--out", str(tmp_path), "--no-oracle", "--quiet"])  # fmt: skip
+    cli(["simulate", "--scenario", "holiday_surge", "--attempts", "60000", "--seed", "1",
+         "--out", str(tmp_path), "--no-oracle", "--quiet"])  # fmt: skip
     req = pq.read_table(tmp_path / "requests.parquet").to_pandas()
     out = pq.read_table(tmp_path / "outcomes.parquet").to_pandas()
     d = (req.event_time - w.start_ms) / DAY_MS
@@ -113,13 +113,13 @@ def test_config_overrides_and_rejects_typos(tmp_path: Path) -> None:
 
 
 def test_cli_progress_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main_simulate(["--attempts", "5000", "--seed", "1", "--out", str(tmp_path)]) == 0
+    assert cli(["simulate", "--attempts", "5000", "--seed", "1", "--out", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert "attempts" in err and "wrote 5,000 attempts" in err
     assert (tmp_path / "world.json").is_file()
     meta = json.loads((tmp_path / "world.json").read_text())
     assert meta["run"]["attempts"] == 5000 and meta["scenario"]["name"] == "steady"
-    assert main_simulate(["--scenario", "nope", "--out", str(tmp_path), "--quiet"]) == 2
+    assert cli(["simulate", "--scenario", "nope", "--out", str(tmp_path), "--quiet"]) == 2
 
 
 def test_seasonality_volume_shape() -> None:
