@@ -33,6 +33,7 @@ librdkafka echo (app.bench.echo.TunedEcho) under the same client at the same rat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -58,8 +59,16 @@ from app.harness.sample import SampleTraffic
 from app.kafka.connection import bootstrap_servers, confluent_config
 
 BASE = "faust"  # every ratio is to the bare Faust agent with the worker's settings
-TOPICS = ("requests", "outcomes", "decisions", "retry_decisions", "shadow", "alerts", "control",
-          "dead_letter")  # fmt: skip
+TOPICS = (
+    "requests",
+    "outcomes",
+    "decisions",
+    "retry_decisions",
+    "shadow",
+    "alerts",
+    "control",
+    "dead_letter",
+)
 
 
 @dataclass(frozen=True)
@@ -100,8 +109,9 @@ def ratios(figures: Sequence[Figure], base: str = BASE) -> dict[str, float]:
     return {f.key: f.rate / ref if ref > 0 else float("nan") for f in figures}
 
 
-def render_report(figures: Sequence[Figure], latency: Sequence[LatencyRow],
-                  meta: Mapping[str, Any]) -> str:  # fmt: skip
+def render_report(
+    figures: Sequence[Figure], latency: Sequence[LatencyRow], meta: Mapping[str, Any]
+) -> str:
     """The markdown report: the capacity table (ratios to bare Faust) and the latency table."""
     r = ratios(figures)
     lines = [
@@ -136,14 +146,15 @@ def render_report(figures: Sequence[Figure], latency: Sequence[LatencyRow],
     return "\n".join(lines) + "\n"
 
 
-def summary(figures: Sequence[Figure], latency: Sequence[LatencyRow],
-            meta: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+def summary(
+    figures: Sequence[Figure], latency: Sequence[LatencyRow], meta: Mapping[str, Any]
+) -> dict[str, Any]:
     r = ratios(figures)
     return {
         "meta": dict(meta),
         "capacity": [
             {**asdict(f), "rate": f.rate, "ratio_to_bare_faust": r[f.key]} for f in figures
-        ],  # fmt: skip
+        ],
         "latency": [asdict(row) for row in latency],
     }
 
@@ -153,8 +164,8 @@ def summary(figures: Sequence[Figure], latency: Sequence[LatencyRow],
 
 def stage_settings(base: Settings, tag: str, stage: str) -> Settings:
     """Settings of one processor: its own app id and topics."""
-    return base.model_copy(update={"app_id": f"cap{tag}-{stage}",
-                                   **{f"topic_{t}": f"cap{tag}.{stage}.{t}" for t in TOPICS}})  # fmt: skip
+    topics = {f"topic_{t}": f"cap{tag}.{stage}.{t}" for t in TOPICS}
+    return base.model_copy(update={"app_id": f"cap{tag}-{stage}", **topics})
 
 
 def fill(s: Settings, backlog: Sequence[tuple[bytes, bytes]]) -> None:
@@ -181,8 +192,10 @@ class Ends:
         md = self._c.list_topics(topic, timeout=30)
         if topic not in md.topics or md.topics[topic].error is not None:
             return 0
-        return sum(self._c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-                   for p in md.topics[topic].partitions)  # fmt: skip
+        return sum(
+            self._c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+            for p in md.topics[topic].partitions
+        )
 
     def close(self) -> None:
         self._c.close()
@@ -190,8 +203,9 @@ class Ends:
 
 def read_all(s: Settings, topic: str, n: int, timeout: float = 60) -> list[tuple[int, bytes]]:
     """(timestamp ms, value) of the first `n` messages of `topic` (all partitions)."""
-    c = Consumer({**confluent_config(s), "group.id": f"{s.app_id}-read",
-                  "enable.auto.commit": False})  # fmt: skip
+    c = Consumer(
+        {**confluent_config(s), "group.id": f"{s.app_id}-read", "enable.auto.commit": False}
+    )
     md = c.list_topics(topic, timeout=30)
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions])
     out: list[tuple[int, bytes]] = []
@@ -204,8 +218,7 @@ def read_all(s: Settings, topic: str, n: int, timeout: float = 60) -> list[tuple
     return out
 
 
-def watch(s: Settings, n: int, label: str, alive: Callable[[], bool],
-          stall: float = 120) -> None:  # fmt: skip
+def watch(s: Settings, n: int, label: str, alive: Callable[[], bool], stall: float = 120) -> None:
     """Block until s.topic_decisions holds `n` messages, printing progress every second;
     RuntimeError if the processor dies or nothing moves for `stall` seconds."""
     ends = Ends(s)
@@ -217,8 +230,9 @@ def watch(s: Settings, n: int, label: str, alive: Callable[[], bool],
             now = time.monotonic()
             if have != last:
                 moved = now
-            print(f"  [{label}] {now - t0:6.1f}s decided {have}/{n} "
-                  f"({have - last:5d}/s)", flush=True)  # fmt: skip
+            print(
+                f"  [{label}] {now - t0:6.1f}s decided {have}/{n} ({have - last:5d}/s)", flush=True
+            )
             last = have
             if have >= n:
                 return
@@ -246,10 +260,8 @@ def delete_topics(base: Settings, tag: str) -> None:
     names = [t for t in admin.list_topics(timeout=30).topics if f"cap{tag}" in t]
     if names:
         for f in admin.delete_topics(names, operation_timeout=30).values():
-            try:
+            with contextlib.suppress(Exception):  # a topic already gone is fine
                 f.result()
-            except Exception:  # a topic already gone is fine
-                pass
 
 
 # --- processors ----------------------------------------------------------------------------
@@ -265,16 +277,19 @@ def process_env(
     s: Settings, data_dir: Path, extra: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """The environment of a subprocess configured only by `s` (its app id, topics, broker)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHPILOT_")}
-    env.update({
-        "AUTHPILOT_KAFKA_BOOTSTRAP": bootstrap_servers(s),
-        "AUTHPILOT_APP_ID": s.app_id,
-        "AUTHPILOT_PARTITIONS": str(s.partitions),
-        "AUTHPILOT_DATA_DIR": str(data_dir),
-        "AUTHPILOT_WEB_PORT": str(_free_port()),
-        "AUTHPILOT_LOG_LEVEL": "warning",
-        **{f"AUTHPILOT_TOPIC_{t.upper()}": getattr(s, f"topic_{t}") for t in TOPICS},
-    })  # fmt: skip
+    env.update(
+        {
+            "AUTHPILOT_KAFKA_BOOTSTRAP": bootstrap_servers(s),
+            "AUTHPILOT_APP_ID": s.app_id,
+            "AUTHPILOT_PARTITIONS": str(s.partitions),
+            "AUTHPILOT_DATA_DIR": str(data_dir),
+            "AUTHPILOT_WEB_PORT": str(_free_port()),
+            "AUTHPILOT_LOG_LEVEL": "warning",
+            **{f"AUTHPILOT_TOPIC_{t.upper()}": getattr(s, f"topic_{t}") for t in TOPICS},
+        }
+    )
     env.update(extra or {})
     return env
 
@@ -294,12 +309,17 @@ def run_python(s: Settings, backlog: Sequence[tuple[bytes, bytes]]) -> Figure:
             t0[0], last[0] = time.monotonic(), done
 
     python_loop(s, n, progress)
-    return timed_figure(s, n, "python", "confluent-kafka loop in Python: decode, first route, "
-                        "encode, produce (the Python limit)")  # fmt: skip
+    return timed_figure(
+        s,
+        n,
+        "python",
+        "confluent-kafka loop in Python: decode, first route, encode, produce (the Python limit)",
+    )
 
 
-def run_bare_faust(s: Settings, backlog: Sequence[tuple[bytes, bytes]], linger_ms: int,
-                   work: Path, logs: Path) -> Figure:  # fmt: skip
+def run_bare_faust(
+    s: Settings, backlog: Sequence[tuple[bytes, bytes]], linger_ms: int, work: Path, logs: Path
+) -> Figure:
     from app.kafka.topics import ensure_topics
 
     ensure_topics(s)
@@ -308,8 +328,9 @@ def run_bare_faust(s: Settings, backlog: Sequence[tuple[bytes, bytes]], linger_m
     env = process_env(s, work / key, {"AUTHPILOT_BENCH_LINGER_MS": str(linger_ms)})
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"{key}.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "app.bench.bare_faust"], env=env,
-                                stdout=log, stderr=log)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.bench.bare_faust"], env=env, stdout=log, stderr=log
+        )
     try:
         watch(s, len(backlog), key, lambda: proc.poll() is None)
     finally:
@@ -320,9 +341,13 @@ def run_bare_faust(s: Settings, backlog: Sequence[tuple[bytes, bytes]], linger_m
             proc.kill()
             proc.wait()
     settings = "worker's settings" if linger_ms == 0 else "worker's settings but"
-    return timed_figure(s, len(backlog), key, f"bare Faust agent doing the same, {settings} "
-                        f"producer linger {linger_ms} ms" + (" (the framework limit)" if
-                        linger_ms == 0 else ""))  # fmt: skip
+    return timed_figure(
+        s,
+        len(backlog),
+        key,
+        f"bare Faust agent doing the same, {settings} "
+        f"producer linger {linger_ms} ms" + (" (the framework limit)" if linger_ms == 0 else ""),
+    )
 
 
 def ensure_model(cache: Path) -> Path:
@@ -345,13 +370,21 @@ def ensure_model(cache: Path) -> Path:
     shutil.rmtree(cache, ignore_errors=True)
     split = time_split(build_matrix(write_sample_log(cache / "log", n=3000, seed=4)).df())
     booster = fit(split, rounds=20, params={"seed": 0}, show=False)
-    cal, _ = choose(booster.predict(split.valid[list(FEATURE_NAMES)]),
-                    split.valid.approved.to_numpy().astype(float))  # fmt: skip
+    cal, _ = choose(
+        booster.predict(split.valid[list(FEATURE_NAMES)]),
+        split.valid.approved.to_numpy().astype(float),
+    )
     booster.save_model(str(cache / "model.txt"))
-    compile_model(cache / "model.txt", root / "router" / "v1", name="router", version="v1",
-                  feature_names=list(FEATURE_NAMES), feature_hash=feature_hash(),
-                  calibration=cal,
-                  test_matrix=np.ascontiguousarray(split.test[list(FEATURE_NAMES)])[:16])  # fmt: skip
+    compile_model(
+        cache / "model.txt",
+        root / "router" / "v1",
+        name="router",
+        version="v1",
+        feature_names=list(FEATURE_NAMES),
+        feature_hash=feature_hash(),
+        calibration=cal,
+        test_matrix=np.ascontiguousarray(split.test[list(FEATURE_NAMES)])[:16],
+    )
     return root
 
 
@@ -372,11 +405,21 @@ class OutcomeFeeder:
         s = self.s
         codec = Codec(s)
         conf = confluent_config(s)
-        c = Consumer({**conf, "group.id": f"{s.app_id}-feeder", "enable.auto.commit": False,
-                      "fetch.wait.max.ms": 5})  # fmt: skip
+        c = Consumer(
+            {
+                **conf,
+                "group.id": f"{s.app_id}-feeder",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,
+            }
+        )
         md = c.list_topics(s.topic_decisions, timeout=30)
-        c.assign([TopicPartition(s.topic_decisions, p, OFFSET_BEGINNING)
-                  for p in md.topics[s.topic_decisions].partitions])  # fmt: skip
+        c.assign(
+            [
+                TopicPartition(s.topic_decisions, p, OFFSET_BEGINNING)
+                for p in md.topics[s.topic_decisions].partitions
+            ]
+        )
         p = Producer({**conf, "linger.ms": 1})
         dec, enc = codec.decision.decode, codec.outcome.encode
         while not self._stop.is_set():
@@ -423,8 +466,9 @@ def drained(counts: Mapping[str, float], ends: Mapping[str, int], outcomes: str,
     return counts.get(outcomes, 0) >= n and all(counts.get(t, 0) >= e for t, e in ends.items())
 
 
-def wait_drained(s: Settings, w: WorkerProcess, feeder: OutcomeFeeder, n: int,
-                 stall: float = 120) -> float:  # fmt: skip
+def wait_drained(
+    s: Settings, w: WorkerProcess, feeder: OutcomeFeeder, n: int, stall: float = 120
+) -> float:
     """Wall time (s since the epoch) at which the worker had taken every outcome of the loop
     and every internal message they caused; printed progress every second."""
     ends = Ends(s)
@@ -447,9 +491,13 @@ def wait_drained(s: Settings, w: WorkerProcess, feeder: OutcomeFeeder, n: int,
                 moved, last_total = now, total
             if now - last_print >= 1.0:
                 last_print = now
-                print(f"  [closed] {now - t0:6.1f}s outcomes fed {feeder.sent}/{n}, worker took "
-                      + ", ".join(f"{t.split('.')[-1]} {c:.0f}/{topic_ends[t]}"
-                                  for t, c in counts.items()), flush=True)  # fmt: skip
+                print(
+                    f"  [closed] {now - t0:6.1f}s outcomes fed {feeder.sent}/{n}, worker took "
+                    + ", ".join(
+                        f"{t.split('.')[-1]} {c:.0f}/{topic_ends[t]}" for t, c in counts.items()
+                    ),
+                    flush=True,
+                )
             if not w.running:
                 raise RuntimeError(f"closed loop: worker exited\n{w.log_tail()}")
             if now - moved > stall:
@@ -460,11 +508,18 @@ def wait_drained(s: Settings, w: WorkerProcess, feeder: OutcomeFeeder, n: int,
 
 
 def run_worker_stage(
-    s: Settings, key: str, label: str, backlog: Sequence[tuple[bytes, bytes]],
-    requests: Mapping[str, dict[str, Any]], work: Path, logs: Path, policy: str,
-    model_root: Path | None = None, closed: bool = False,
-    after: Callable[[Settings, WorkerProcess], None] | None = None,
-) -> Figure:  # fmt: skip
+    s: Settings,
+    key: str,
+    label: str,
+    backlog: Sequence[tuple[bytes, bytes]],
+    requests: Mapping[str, dict[str, Any]],
+    work: Path,
+    logs: Path,
+    policy: str,
+    model_root: Path | None = None,
+    closed: bool = False,
+    after: Callable[[Settings, WorkerProcess, Figure], None] | None = None,
+) -> Figure:
     """One worker subprocess: fill once ready, drain, measure; `after` runs with it still up."""
     from app.kafka.topics import ensure_topics
     from app.models.serving.registry import promote
@@ -502,21 +557,22 @@ def run_worker_stage(
             else:
                 done = wait_drained(s, w, feeder, n)
                 assert feeder.first_ms is not None
-                fig = Figure(key, label, n, done - feeder.first_ms / 1000, unit="payments/s",
-                             note="one outcome per request, fed as its decision arrives")  # fmt: skip
+                note = "one outcome per request, fed as its decision arrives"
+                fig = Figure(key, label, n, done - feeder.first_ms / 1000, "payments/s", note)
         finally:
             if feeder is not None:
                 feeder.stop()
         if after is not None:
-            after(s, w)
+            after(s, w, fig)
     return fig
 
 
 # --- the run -------------------------------------------------------------------------------
 
 
-def run(base: Settings, n: int, out: Path, latency_seconds: float, model_cache: Path,
-        command: str) -> tuple[list[Figure], list[LatencyRow]]:  # fmt: skip
+def run(
+    base: Settings, n: int, out: Path, latency_seconds: float, model_cache: Path, command: str
+) -> tuple[list[Figure], list[LatencyRow]]:
     from app.bench.echo import TunedEcho
     from app.kafka.topics import ensure_topics
 
@@ -539,13 +595,14 @@ def run(base: Settings, n: int, out: Path, latency_seconds: float, model_cache: 
         figures.append(f)
         print(f"   {f.key}: {f.rate:,.0f} {f.unit} over {f.seconds:.2f} s {f.note}", flush=True)
 
-    def measure_latency(s: Settings, w: WorkerProcess) -> None:
-        capacity = figures[-1].rate
-        for frac, rate in zip(FRACTIONS, paced_rates(capacity), strict=True):
+    def measure_latency(s: Settings, w: WorkerProcess, closed: Figure) -> None:
+        for frac, rate in zip(FRACTIONS, paced_rates(closed.rate), strict=True):
             step(f"latency at {frac:.0%} of closed-loop capacity: {rate:.0f} req/s, worker")
             pt = paced_run(s, rate, latency_seconds, outcomes=True)
-            print(f"   worker {pt.decided}/{pt.sent} p50 {pt.p50_ms:.2f} ms p99 {pt.p99_ms:.2f} ms",
-                  flush=True)  # fmt: skip
+            print(
+                f"   worker {pt.decided}/{pt.sent} p50 {pt.p50_ms:.2f} ms p99 {pt.p99_ms:.2f} ms",
+                flush=True,
+            )
             latency.append(LatencyRow(frac, pt, pt))
 
     try:
@@ -556,26 +613,58 @@ def run(base: Settings, n: int, out: Path, latency_seconds: float, model_cache: 
         step("bare Faust agent, linger 5 ms")
         show(run_bare_faust(stage_settings(base, tag, "faust5"), backlog, 5, work, logs))
         step("worker, success-rate policy, requests only")
-        show(run_worker_stage(stage_settings(base, tag, "sr"), "sr",
-                              "worker, success-rate policy, requests only", backlog, by_id, work,
-                              logs, "success_rate"))  # fmt: skip
+        show(
+            run_worker_stage(
+                stage_settings(base, tag, "sr"),
+                "sr",
+                "worker, success-rate policy, requests only",
+                backlog,
+                by_id,
+                work,
+                logs,
+                "success_rate",
+            )
+        )
         step("worker, EV with a compiled model, requests only")
-        show(run_worker_stage(stage_settings(base, tag, "ev"), "ev",
-                              "worker, EV with a compiled model, requests only", backlog, by_id,
-                              work, logs, "expected_value", model_root=ensure_model(model_cache)))  # fmt: skip
+        model_root = ensure_model(model_cache)
+        show(
+            run_worker_stage(
+                stage_settings(base, tag, "ev"),
+                "ev",
+                "worker, EV with a compiled model, requests only",
+                backlog,
+                by_id,
+                work,
+                logs,
+                "expected_value",
+                model_root=model_root,
+            )
+        )
         step("worker, closed loop (success-rate policy), requests + outcomes")
-        show(run_worker_stage(stage_settings(base, tag, "closed"), "closed",
-                              "worker, requests + outcomes (closed loop, success-rate policy)",
-                              backlog, by_id, work, logs, "success_rate", closed=True,
-                              after=measure_latency))  # fmt: skip
+        show(
+            run_worker_stage(
+                stage_settings(base, tag, "closed"),
+                "closed",
+                "worker, requests + outcomes (closed loop, success-rate policy)",
+                backlog,
+                by_id,
+                work,
+                logs,
+                "success_rate",
+                closed=True,
+                after=measure_latency,
+            )
+        )
         echo_s = stage_settings(base, tag, "echo")
         ensure_topics(echo_s)
         with TunedEcho(echo_s):
             for i, row in enumerate(latency):
                 step(f"latency at {row.fraction:.0%}: {row.worker.offered:.0f} req/s, tuned echo")
                 pt = paced_run(echo_s, row.worker.offered, latency_seconds, outcomes=True)
-                print(f"   echo {pt.decided}/{pt.sent} p50 {pt.p50_ms:.2f} ms "
-                      f"p99 {pt.p99_ms:.2f} ms", flush=True)  # fmt: skip
+                print(
+                    f"   echo {pt.decided}/{pt.sent} p50 {pt.p50_ms:.2f} ms p99 {pt.p99_ms:.2f} ms",
+                    flush=True,
+                )
                 latency[i] = LatencyRow(row.fraction, row.worker, pt)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -587,8 +676,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="authpilot bench capacity", description=__doc__.split("\n")[0])
     p.add_argument("--requests", type=int, default=None, help="backlog size (default 20000)")
     p.add_argument("--quick", action="store_true", help="smoke run: 3000 requests, 5 s latency")
-    p.add_argument("--latency-seconds", type=float, default=None,
-                   help="seconds of paced load per latency point (default 20)")  # fmt: skip
+    p.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=None,
+        help="seconds of paced load per latency point (default 20)",
+    )
     p.add_argument("--out", type=Path, default=Path("var/bench/capacity"))
     p.add_argument("--model-cache", type=Path, default=Path("var/bench/capacity/model"))
     a = p.parse_args(argv)
@@ -599,9 +692,15 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     command = "python -m app.bench.capacity " + " ".join(argv if argv is not None else sys.argv[1:])
     figures, latency = run(base, n, out, lat_s, a.model_cache.resolve(), command)
-    meta = {"requests": n, "latency_seconds": lat_s, "bootstrap": bootstrap_servers(base),
-            "cpus": os.cpu_count(), "python": platform.python_version(), "command": command.strip(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+    meta = {
+        "requests": n,
+        "latency_seconds": lat_s,
+        "bootstrap": bootstrap_servers(base),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "command": command.strip(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     (out / "report.md").write_text(render_report(figures, latency, meta))
     (out / "summary.json").write_text(json.dumps(summary(figures, latency, meta), indent=2))
     print(render_report(figures, latency, meta))

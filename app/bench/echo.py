@@ -29,12 +29,19 @@ TUNED_CONSUMER = {"fetch.wait.max.ms": 2, "socket.nagle.disable": True}
 def first_route_decision(req: dict[str, Any], started: float) -> dict[str, Any]:
     """A RoutingDecision choosing the first candidate (`started`: perf_counter at intake)."""
     return {
-        "request_id": req["request_id"], "payment_id": req["payment_id"],
-        "attempt": req["attempt"], "decided_at": int(time.time() * 1000),
-        "chosen_route": req["candidates"][0]["route_id"], "scores": [], "propensity": 1.0,
-        "policy": "echo", "arm": "default", "model_version": None, "reason_codes": [],
+        "request_id": req["request_id"],
+        "payment_id": req["payment_id"],
+        "attempt": req["attempt"],
+        "decided_at": int(time.time() * 1000),
+        "chosen_route": req["candidates"][0]["route_id"],
+        "scores": [],
+        "propensity": 1.0,
+        "policy": "echo",
+        "arm": "default",
+        "model_version": None,
+        "reason_codes": [],
         "decision_latency_us": int((time.perf_counter() - started) * 1e6),
-    }  # fmt: skip
+    }
 
 
 def python_loop(s: Settings, n: int, progress: Callable[[int], None] | None = None) -> None:
@@ -45,8 +52,14 @@ def python_loop(s: Settings, n: int, progress: Callable[[int], None] | None = No
     """
     codec = Codec(s)
     conf = confluent_config(s)
-    c = Consumer({**conf, "group.id": f"{s.app_id}-pyloop", "auto.offset.reset": "earliest",
-                  "enable.auto.commit": False})  # fmt: skip
+    c = Consumer(
+        {
+            **conf,
+            "group.id": f"{s.app_id}-pyloop",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     p = Producer({**conf, "linger.ms": 5})
     c.subscribe([s.topic_requests])
     dec_req, enc_dec, topic = codec.request.decode, codec.decision.encode, s.topic_decisions
@@ -86,8 +99,14 @@ class TunedEcho:
     def _run(self) -> None:
         codec = Codec(self.s)
         conf = confluent_config(self.s)
-        c = Consumer({**conf, **TUNED_CONSUMER, "group.id": f"{self.s.app_id}-echo",
-                      "auto.offset.reset": "latest"})  # fmt: skip
+        c = Consumer(
+            {
+                **conf,
+                **TUNED_CONSUMER,
+                "group.id": f"{self.s.app_id}-echo",
+                "auto.offset.reset": "latest",
+            }
+        )
         p = Producer({**conf, **TUNED_PRODUCER})
         c.subscribe([self.s.topic_requests], on_assign=lambda *_: self._ready.set())
         dec_req, enc_dec, topic = (
@@ -100,8 +119,9 @@ class TunedEcho:
             if m is None or m.error():
                 continue
             t0 = time.perf_counter()
-            p.produce(topic, key=m.key(), value=enc_dec(first_route_decision(dec_req(m.value()),
-                                                                              t0)))  # fmt: skip
+            p.produce(
+                topic, key=m.key(), value=enc_dec(first_route_decision(dec_req(m.value()), t0))
+            )
             p.poll(0)
         p.flush(10)
         c.close()

@@ -64,8 +64,14 @@ def paced_run(
     codec = Codec(s)
     conf = confluent_config(s)
     producer = Producer({**conf, **TUNED_PRODUCER})
-    consumer = Consumer({**conf, **TUNED_CONSUMER, "group.id": f"{s.app_id}-paced-{time.time_ns()}",
-                         "enable.auto.commit": False})  # fmt: skip
+    consumer = Consumer(
+        {
+            **conf,
+            **TUNED_CONSUMER,
+            "group.id": f"{s.app_id}-paced-{time.time_ns()}",
+            "enable.auto.commit": False,
+        }
+    )
     md = consumer.list_topics(s.topic_decisions, timeout=30)
     parts = []
     for p in md.topics[s.topic_decisions].partitions:
