@@ -212,8 +212,9 @@ def read_all(s: Settings, topic: str, n: int, timeout: float = 60) -> list[tuple
     deadline = time.monotonic() + timeout
     while len(out) < n and time.monotonic() < deadline:
         for m in c.consume(1000, timeout=0.5):
-            if not m.error():
-                out.append((m.timestamp()[1], m.value()))
+            value = m.value()
+            if not m.error() and value is not None:
+                out.append((m.timestamp()[1], value))
     c.close()
     return out
 
@@ -256,7 +257,7 @@ def delete_topics(base: Settings, tag: str) -> None:
     """Best effort: drop this run's topics (the broker is shared with other runs)."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(confluent_config(base))
+    admin = AdminClient({**confluent_config(base)})  # a copy typed as its stub wants
     names = [t for t in admin.list_topics(timeout=30).topics if f"cap{tag}" in t]
     if names:
         for f in admin.delete_topics(names, operation_timeout=30).values():
@@ -371,7 +372,7 @@ def ensure_model(cache: Path) -> Path:
     split = time_split(build_matrix(write_sample_log(cache / "log", n=3000, seed=4)).df())
     booster = fit(split, rounds=20, params={"seed": 0}, show=False)
     cal, _ = choose(
-        booster.predict(split.valid[list(FEATURE_NAMES)]),
+        np.asarray(booster.predict(split.valid[list(FEATURE_NAMES)])),
         split.valid.approved.to_numpy().astype(float),
     )
     booster.save_model(str(cache / "model.txt"))
