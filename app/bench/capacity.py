@@ -119,7 +119,9 @@ def render_report(
         "",
         f"{meta['requests']} AuthorizationRequests per processor, one local broker "
         f"({meta['bootstrap']}), {meta['cpus']} CPUs shared by the broker, the processor and "
-        f"this client{meta.get('host_note', '')}. Command: `{meta['command']}`.",
+        f"this client; 1-min load average {meta['load'][0]:.1f} at start, {meta['load'][1]:.1f} at "
+        "end (other work shares the machine: compare ratios within one run). "
+        f"Command: `{meta['command']}`.",
         "",
         "| processor | rate | x bare Faust | note |",
         "|---|---|---|---|",
@@ -341,14 +343,13 @@ def run_bare_faust(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    settings = "worker's settings" if linger_ms == 0 else "worker's settings but"
-    return timed_figure(
-        s,
-        len(backlog),
-        key,
-        f"bare Faust agent doing the same, {settings} "
-        f"producer linger {linger_ms} ms" + (" (the framework limit)" if linger_ms == 0 else ""),
+    label = (
+        "bare Faust agent doing the same with the worker's settings, producer linger 0 ms "
+        "(the framework limit)"
+        if linger_ms == 0
+        else f"bare Faust agent, the same but producer linger {linger_ms} ms"
     )
+    return timed_figure(s, len(backlog), key, label)
 
 
 def ensure_model(cache: Path) -> Path:
@@ -692,12 +693,14 @@ def main(argv: list[str] | None = None) -> int:
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     command = "python -m app.bench.capacity " + " ".join(argv if argv is not None else sys.argv[1:])
+    load_start = os.getloadavg()[0]
     figures, latency = run(base, n, out, lat_s, a.model_cache.resolve(), command)
     meta = {
         "requests": n,
         "latency_seconds": lat_s,
         "bootstrap": bootstrap_servers(base),
         "cpus": os.cpu_count(),
+        "load": [load_start, os.getloadavg()[0]],
         "python": platform.python_version(),
         "command": command.strip(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -21,7 +21,13 @@ FIGURES = [
     Figure("sr", "worker SR", 20000, 12.5),
     Figure("closed", "worker closed", 20000, 40.0, unit="payments/s", note="fed on decision"),
 ]
-META = {"requests": 20000, "bootstrap": "127.0.0.1:1", "cpus": 2, "command": "python -m x"}
+META = {
+    "requests": 20000,
+    "bootstrap": "127.0.0.1:1",
+    "cpus": 2,
+    "load": [1.0, 2.5],
+    "command": "python -m x",
+}
 
 
 def test_span_counts_n_intervals_for_n_events():
@@ -46,7 +52,7 @@ def test_report_has_one_row_per_figure_and_the_latency_table():
     assert "| bare Faust | 2,000 decisions/s | 1.00 |  |" in lines
     assert "| worker closed | 500 payments/s | 0.25 | fed on decision |" in lines
     assert "| 25% | 125 | 2500/2500 | 12.50 | 40.25 | 1.50 | 3.00 |" in lines
-    assert "`python -m x`" in text
+    assert "`python -m x`" in text and "1.0 at start, 2.5 at end" in text
 
 
 def test_paced_rates_are_shares_of_capacity():
