@@ -22,6 +22,8 @@ INSTALLED := $(VENV)/.installed
 # The end-to-end run uses two rates of the README's four; override e.g. BENCH_E2E="--rates
 # 100,300,600,1000 --duration 10". It leaves the local broker running, as the demo does.
 BENCH_E2E ?= --rates 100,300 --duration 10
+# The capacity benchmark's backlog: --quick is 3,000 requests; the issue's table uses 20,000.
+BENCH_CAPACITY ?= --quick
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo run test test-slow lint typecheck bench clean distclean
@@ -58,19 +60,21 @@ lint: $(INSTALLED)  ## ruff check + ruff format --check + mypy
 typecheck: $(INSTALLED)  ## mypy on app/ (settings in pyproject.toml)
 	$(BIN)/mypy $(ARGS)
 
-bench: $(INSTALLED)  ## every benchmark in app/bench (~3 min; the last one starts the broker)
-	@echo "== bench 1/6: simulator throughput (app.bench.sim)"
+bench: $(INSTALLED)  ## every benchmark in app/bench (~5 min; the last two need the broker)
+	@echo "== bench 1/7: simulator throughput (app.bench.sim)"
 	$(PY) -m app.bench.sim
-	@echo "== bench 2/6: online feature cost per event (app.bench.features)"
+	@echo "== bench 2/7: online feature cost per event (app.bench.features)"
 	$(PY) -m app.bench.features
-	@echo "== bench 3/6: drift monitor on steady traffic: false alarms (app.bench.drift_replay)"
+	@echo "== bench 3/7: drift monitor on steady traffic: false alarms (app.bench.drift_replay)"
 	$(PY) -m app.bench.drift_replay
-	@echo "== bench 4/6: drift monitor through an acquirer outage: detection delay"
+	@echo "== bench 4/7: drift monitor through an acquirer outage: detection delay"
 	$(PY) -m app.bench.drift_replay --scenario acquirer_outage --days 7 12
-	@echo "== bench 5/6: scoring core vs raw C vs tl2cgen Predictor vs LightGBM (app.bench.model)"
+	@echo "== bench 5/7: scoring core vs raw C vs tl2cgen Predictor vs LightGBM (app.bench.model)"
 	$(PY) -m app.bench.model
-	@echo "== bench 6/6: worker vs a librdkafka echo on the local broker (app.bench.e2e)"
+	@echo "== bench 6/7: worker vs a librdkafka echo on the local broker (app.bench.e2e)"
 	$(BIN)/authpilot bench-e2e $(BENCH_E2E)
+	@echo "== bench 7/7: capacity: Python loop, bare Faust, worker open/closed loop, latency at 25/50/75% (app.bench.capacity)"
+	$(PY) -m app.bench.capacity $(BENCH_CAPACITY)
 
 clean:  ## remove caches and run outputs (var/, reports/, build/); keeps the venv
 	rm -rf var reports build .pytest_cache .ruff_cache .mypy_cache *.egg-info
