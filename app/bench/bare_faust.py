@@ -20,12 +20,12 @@ from app.bench.echo import first_route_decision
 from app.config import Settings
 from app.contracts.codec import Codec
 from app.kafka.connection import faust_broker, faust_credentials
-from app.worker.app import _cap_fetch_wait
+from app.worker.app import cap_fetch_wait
 
 
 def build_bare_app(s: Settings, linger_ms: int) -> faust.App:
     """A Faust app with one agent: requests -> first-route decisions."""
-    _cap_fetch_wait(s.fetch_max_wait_ms)
+    cap_fetch_wait(s.fetch_max_wait_ms)
     app = faust.App(
         s.app_id,
         broker=faust_broker(s),

@@ -33,7 +33,7 @@ from app.worker.context import Monitoring, Recent, Tables, Topics, WorkerContext
 log = logging.getLogger(__name__)
 
 
-def _cap_fetch_wait(ms: int) -> None:
+def cap_fetch_wait(ms: int) -> None:
     """Cap aiokafka's fetch_max_wait_ms, which Faust 0.15.3 hard-codes to 1500 ms.
 
     One consumer fetches every assigned partition, changelogs and GlobalTable partitions
@@ -62,7 +62,7 @@ def _cap_fetch_wait(ms: int) -> None:
 def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
     """A configured Faust app with every agent registered (nothing started)."""
     rocks = s.store.startswith("rocksdb")
-    _cap_fetch_wait(s.fetch_max_wait_ms)
+    cap_fetch_wait(s.fetch_max_wait_ms)
     app = faust.App(
         s.app_id,
         broker=faust_broker(s),
