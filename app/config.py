@@ -172,14 +172,13 @@ class Settings(BaseSettings):
     model_poll_seconds: float = Field(
         1.0, description="how often a worker checks the model registry for a promotion"
     )
-    state_publish_every: int = Field(
-        10,
-        ge=1,
-        description="an owned key (feature rings, success-rate windows) is written to its table "
-        "on every update and published to every worker on its first update, while young "
-        "(success rate: <= sr_min_samples outcomes) and every N-th update after; other workers "
-        "see a key at most N-1 updates late. A crash loses nothing of the owner's tables; the "
-        "published copy of a key stays up to N-1 updates stale until its next update",
+    state_checkpoint_ms: int = Field(
+        250,
+        ge=10,
+        description="staged state is written (once per key: RocksDB + changelog) and published "
+        "to every worker's GlobalTables at this interval and before every offset commit; "
+        "readers on other workers see owned keys up to about two intervals late (outcome "
+        "agent, then owner). A crash loses nothing and doubles nothing (app.state.checkpoint)",
     )
 
 

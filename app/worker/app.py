@@ -23,12 +23,16 @@ from app.kafka.deadletter import DeadLetterSink
 from app.models.serving.registry import ModelSlots
 from app.monitoring.health import HealthMonitor
 from app.routing.latency import RouteLatency
+from app.state.checkpoint import Checkpointed, Publication, card_group, faust_writer
+from app.state.deltas import DeltaBatcher
+from app.state.windows.count import snapshot_bytes
 from app.worker import web
 from app.worker.agents import alerts as alert_agents
+from app.worker.agents import checkpoint as checkpoint_agent
 from app.worker.agents import outcomes as outcome_agents
 from app.worker.agents import owners as owner_agents
 from app.worker.agents import score as score_agent
-from app.worker.context import Monitoring, Recent, Tables, Topics, WorkerContext
+from app.worker.context import Monitoring, Recent, State, Tables, Topics, WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +130,17 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
         route_stats=table("route-stats"),
         route_sr=global_table("route-sr"),
     )
+    n = s.partitions
+    state = State(
+        card=Checkpointed(tables.card_features, faust_writer(tables.card_features), n,
+                          group=card_group),
+        features=Checkpointed(tables.feature_state, faust_writer(tables.feature_state), n,
+                              publish=Publication(faust_writer(tables.feature_snapshots))),
+        success_rates=Checkpointed(tables.route_stats, faust_writer(tables.route_stats), n,
+                                   publish=Publication(faust_writer(tables.route_sr),
+                                                       snapshot_bytes)),
+        deltas=DeltaBatcher(n),
+    )  # fmt: skip
     codec = Codec(s)
     oracle_p = None
     if s.oracle_scenario:  # demos and benchmarks only: the simulator's truth as a policy
@@ -137,10 +152,11 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
         codec=codec,
         topics=topics,
         tables=tables,
+        state=state,
         dlq=DeadLetterSink(topics.dead_letter, codec.dead_letter, socket.gethostname()),
         features=FeatureState(
             {
-                "card": tables.card_features,
+                "card": state.card,
                 "route": tables.feature_snapshots,
                 "bin": tables.feature_snapshots,
                 "merchant": tables.feature_snapshots,
@@ -156,6 +172,7 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
     outcome_agents.register(app, ctx)
     owner_agents.register(app, ctx)
     alert_agents.register(app, ctx)
+    checkpoint_agent.register(app, ctx)
     web.register(app, ctx)
     return app, ctx
 
