@@ -572,8 +572,17 @@ def run_worker_stage(
 # --- the run -------------------------------------------------------------------------------
 
 
+STAGES = ("python", "faust", "faust5", "sr", "ev", "closed")
+
+
 def run(
-    base: Settings, n: int, out: Path, latency_seconds: float, model_cache: Path, command: str
+    base: Settings,
+    n: int,
+    out: Path,
+    latency_seconds: float,
+    model_cache: Path,
+    command: str,
+    only: Sequence[str] = STAGES,
 ) -> tuple[list[Figure], list[LatencyRow]]:
     from app.bench.echo import TunedEcho
     from app.kafka.topics import ensure_topics
@@ -608,55 +617,39 @@ def run(
             latency.append(LatencyRow(frac, pt, pt))
 
     try:
-        step(f"python loop, {n} requests")
-        show(run_python(stage_settings(base, tag, "python"), backlog))
-        step("bare Faust agent, linger 0 (worker settings)")
+        if "python" in only:
+            step(f"python loop, {n} requests")
+            show(run_python(stage_settings(base, tag, "python"), backlog))
+        step("bare Faust agent, linger 0 (worker settings)")  # the base: always measured
         show(run_bare_faust(stage_settings(base, tag, "faust"), backlog, 0, work, logs))
-        step("bare Faust agent, linger 5 ms")
-        show(run_bare_faust(stage_settings(base, tag, "faust5"), backlog, 5, work, logs))
-        step("worker, success-rate policy, requests only")
-        show(
-            run_worker_stage(
-                stage_settings(base, tag, "sr"),
-                "sr",
-                "worker, success-rate policy, requests only",
-                backlog,
-                by_id,
-                work,
-                logs,
-                "success_rate",
+        if "faust5" in only:
+            step("bare Faust agent, linger 5 ms")
+            show(run_bare_faust(stage_settings(base, tag, "faust5"), backlog, 5, work, logs))
+        worker_stages = (
+            ("sr", "worker, success-rate policy, requests only", "success_rate", False),
+            ("ev", "worker, EV with a compiled model, requests only", "expected_value", False),
+            ("closed", "worker, requests + outcomes (closed loop, success-rate policy)",
+             "success_rate", True),
+        )  # fmt: skip
+        for key, label, policy, closed in worker_stages:
+            if key not in only:
+                continue
+            step(label)
+            show(
+                run_worker_stage(
+                    stage_settings(base, tag, key),
+                    key,
+                    label,
+                    backlog,
+                    by_id,
+                    work,
+                    logs,
+                    policy,
+                    model_root=ensure_model(model_cache) if key == "ev" else None,
+                    closed=closed,
+                    after=measure_latency if closed else None,
+                )
             )
-        )
-        step("worker, EV with a compiled model, requests only")
-        model_root = ensure_model(model_cache)
-        show(
-            run_worker_stage(
-                stage_settings(base, tag, "ev"),
-                "ev",
-                "worker, EV with a compiled model, requests only",
-                backlog,
-                by_id,
-                work,
-                logs,
-                "expected_value",
-                model_root=model_root,
-            )
-        )
-        step("worker, closed loop (success-rate policy), requests + outcomes")
-        show(
-            run_worker_stage(
-                stage_settings(base, tag, "closed"),
-                "closed",
-                "worker, requests + outcomes (closed loop, success-rate policy)",
-                backlog,
-                by_id,
-                work,
-                logs,
-                "success_rate",
-                closed=True,
-                after=measure_latency,
-            )
-        )
         echo_s = stage_settings(base, tag, "echo")
         ensure_topics(echo_s)
         with TunedEcho(echo_s):
@@ -684,6 +677,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="seconds of paced load per latency point (default 20)",
     )
+    p.add_argument(
+        "--only",
+        default=",".join(STAGES),
+        help=f"comma-separated stages of {','.join(STAGES)} (bare Faust, the base, always runs)",
+    )
     p.add_argument("--out", type=Path, default=Path("var/bench/capacity"))
     p.add_argument("--model-cache", type=Path, default=Path("var/bench/capacity/model"))
     a = p.parse_args(argv)
@@ -694,7 +692,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     command = "python -m app.bench.capacity " + " ".join(argv if argv is not None else sys.argv[1:])
     load_start = os.getloadavg()[0]
-    figures, latency = run(base, n, out, lat_s, a.model_cache.resolve(), command)
+    only = [x.strip() for x in a.only.split(",") if x.strip()]
+    unknown = sorted(set(only) - set(STAGES))
+    if unknown:
+        p.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+    figures, latency = run(base, n, out, lat_s, a.model_cache.resolve(), command, only)
     meta = {
         "requests": n,
         "latency_seconds": lat_s,
