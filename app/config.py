@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         10, description="longest the broker may hold a fetch (Faust hard-codes 1500 ms)"
     )
+    producer_linger_ms: int = Field(
+        2,
+        ge=0,
+        description="how long the producer may hold a message to batch it (decisions, changelogs, "
+        "owner batches); see app.worker.app.producer_options for the measurement",
+    )
     changelog_buffer: int = Field(
         5000, description="table changelog messages queued before streams pause (Faust: 100)"
     )
@@ -171,6 +177,12 @@ class Settings(BaseSettings):
     )
     model_poll_seconds: float = Field(
         1.0, description="how often a worker checks the model registry for a promotion"
+    )
+    state_read_cache: int = Field(
+        200_000,
+        ge=1,
+        description="published keys (feature rings, success-rate snapshots) each worker keeps "
+        "in memory per GlobalTable, kept current by the changelog (app.state.published)",
     )
     state_checkpoint_ms: int = Field(
         250,

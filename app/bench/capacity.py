@@ -6,9 +6,10 @@ the same N sample-world AuthorizationRequests, and the figure is its drain rate:
 
   python   confluent-kafka loop in this process: decode, first route, encode, produce (the
            Python limit)
-  faust    a bare Faust agent doing the same with the worker's producer settings (linger 0,
-           acks -1, fetch-wait cap), a subprocess (the framework limit: every ratio's base);
-           faust5 the same with linger 5 ms, what batching alone would buy
+  faust    a bare Faust agent doing the same with the worker's Faust settings (producer
+           linger, acks -1, fetch-wait cap, no spinner), a subprocess (the framework limit:
+           every ratio's base); faust-before the same as the worker ran before its settings
+           were measured (linger 0, Faust's spinner with a DEBUG root logger)
   sr, ev   the worker (`python -m app.cli worker`), requests only, success-rate policy; EV
            with a compiled model (trained on the sample world, cached under --model-cache)
   closed   the worker with one outcome per request: payments/s
@@ -290,6 +291,7 @@ def process_env(
             "AUTHPILOT_DATA_DIR": str(data_dir),
             "AUTHPILOT_WEB_PORT": str(_free_port()),
             "AUTHPILOT_LOG_LEVEL": "warning",
+            "AUTHPILOT_PRODUCER_LINGER_MS": str(s.producer_linger_ms),
             **{f"AUTHPILOT_TOPIC_{t.upper()}": getattr(s, f"topic_{t}") for t in TOPICS},
         }
     )
@@ -321,14 +323,16 @@ def run_python(s: Settings, backlog: Sequence[tuple[bytes, bytes]]) -> Figure:
 
 
 def run_bare_faust(
-    s: Settings, backlog: Sequence[tuple[bytes, bytes]], linger_ms: int, work: Path, logs: Path
+    s: Settings, backlog: Sequence[tuple[bytes, bytes]], key: str, work: Path, logs: Path
 ) -> Figure:
+    """The bare agent (app.bench.bare_faust): `faust` with the worker's settings, the base of
+    every ratio; `faust-before` as the worker ran before its Faust settings were measured."""
     from app.kafka.topics import ensure_topics
 
     ensure_topics(s)
     fill(s, backlog)
-    key = "faust" if linger_ms == 0 else f"faust{linger_ms}"
-    env = process_env(s, work / key, {"AUTHPILOT_BENCH_LINGER_MS": str(linger_ms)})
+    before = key == "faust-before"
+    env = process_env(s, work / key, {"AUTHPILOT_BENCH_FAUST_DEFAULTS": "1" if before else "0"})
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"{key}.log", "ab") as log:
         proc = subprocess.Popen(
@@ -344,10 +348,11 @@ def run_bare_faust(
             proc.kill()
             proc.wait()
     label = (
-        "bare Faust agent doing the same with the worker's settings, producer linger 0 ms "
-        "(the framework limit)"
-        if linger_ms == 0
-        else f"bare Faust agent, the same but producer linger {linger_ms} ms"
+        "bare Faust agent, the settings the worker had before (linger 0, Faust's spinner "
+        "with its DEBUG root logger)"
+        if before
+        else f"bare Faust agent doing the same with the worker's settings (linger "
+        f"{s.producer_linger_ms} ms, no spinner): the framework limit"
     )
     return timed_figure(s, len(backlog), key, label)
 
@@ -572,7 +577,7 @@ def run_worker_stage(
 # --- the run -------------------------------------------------------------------------------
 
 
-STAGES = ("python", "faust", "faust5", "sr", "ev", "closed")
+STAGES = ("python", "faust", "faust-before", "sr", "ev", "closed")
 
 
 def run(
@@ -620,11 +625,12 @@ def run(
         if "python" in only:
             step(f"python loop, {n} requests")
             show(run_python(stage_settings(base, tag, "python"), backlog))
-        step("bare Faust agent, linger 0 (worker settings)")  # the base: always measured
-        show(run_bare_faust(stage_settings(base, tag, "faust"), backlog, 0, work, logs))
-        if "faust5" in only:
-            step("bare Faust agent, linger 5 ms")
-            show(run_bare_faust(stage_settings(base, tag, "faust5"), backlog, 5, work, logs))
+        step("bare Faust agent, the worker's settings")  # the base: always measured
+        show(run_bare_faust(stage_settings(base, tag, "faust"), backlog, "faust", work, logs))
+        if "faust-before" in only:
+            step("bare Faust agent, the worker's settings before they were measured")
+            show(run_bare_faust(stage_settings(base, tag, "faust-before"), backlog,
+                                "faust-before", work, logs))  # fmt: skip
         worker_stages = (
             ("sr", "worker, success-rate policy, requests only", "success_rate", False),
             ("ev", "worker, EV with a compiled model, requests only", "expected_value", False),

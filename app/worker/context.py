@@ -18,6 +18,7 @@ from app.routing.latency import RouteLatency
 from app.routing.oracle import OracleP
 from app.state.checkpoint import Checkpointed
 from app.state.deltas import DeltaBatcher
+from app.state.published import PublishedReader
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class State:
     features: Checkpointed  # owned feature rings -> feature-snapshots
     success_rates: Checkpointed  # owned success-rate rings -> route-sr snapshots
     deltas: DeltaBatcher  # outcomes on their way to the owners
+    snapshots: PublishedReader  # feature-snapshots, read by the score agent
+    sr_snapshots: PublishedReader  # route-sr, read by the score agent
 
     def stores(self) -> dict[str, Checkpointed]:
         return {"card-features": self.card, "feature-state": self.features,
