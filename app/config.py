@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         10, description="longest the broker may hold a fetch (Faust hard-codes 1500 ms)"
     )
+    gateway_partitioner: Literal["consistent_random", "murmur2_random"] = Field(
+        "consistent_random",
+        description="the partitioner of the gateways producing requests and outcomes keyed by "
+        "card: librdkafka's default (consistent_random, CRC-32) or the Java client's "
+        "(murmur2_random); backfill places card state by it (app.kafka.partitioning)",
+    )
     producer_linger_ms: int = Field(
         2,
         ge=0,

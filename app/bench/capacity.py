@@ -292,6 +292,7 @@ def process_env(
             "AUTHPILOT_WEB_PORT": str(_free_port()),
             "AUTHPILOT_LOG_LEVEL": "warning",
             "AUTHPILOT_PRODUCER_LINGER_MS": str(s.producer_linger_ms),
+            "AUTHPILOT_STATE_CHECKPOINT_MS": str(s.state_checkpoint_ms),
             **{f"AUTHPILOT_TOPIC_{t.upper()}": getattr(s, f"topic_{t}") for t in TOPICS},
         }
     )
