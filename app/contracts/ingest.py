@@ -23,9 +23,10 @@ give cascades the same time).
 
 `check_log` checks a log and returns an IngestReport: errors refuse the log (features build,
 train --log, backfill), warnings are reported. `table_sql` is how readers select a table in the
-contract's types, with the defaults filled in. A check is a few DuckDB scans: 3.4 s on the
-simulator's 1M-attempt log (`python -m app.contracts.ingest var/log`), about a third of it in
-the regular expressions over bin, mcc and the country columns.
+contract's types, with the defaults filled in. A check is a few DuckDB scans and joins: 4.0-5.9 s
+on the simulator's 1M-attempt log with its attempts (`python -m app.contracts.ingest var/log`,
+2 cores at a load of 4), about 4 s of CPU; format rules run once per distinct value, not per
+row, and the outcome-to-request join (~1.3 s) is the largest single step.
 """
 
 from __future__ import annotations
@@ -125,17 +126,17 @@ REQUESTS: tuple[Field, ...] = (
     _f("request_id", "string", "unique id of the attempt", rule="nonempty"),
     _f("payment_id", "string", "id shared by every attempt of one payment", rule="nonempty"),
     _f("attempt", "int", "1 for the first attempt of the payment, 2.. for retries", rule="attempt"),
-    _f("event_time", "long", "when the gateway sent the request, UTC epoch ms", rule="epoch_ms"),
+    _f("event_time", "long", "when the gateway sent the request (UTC)", rule="epoch_ms"),
     _f("merchant_id", "string", "card acceptor id", rule="nonempty"),
-    _f("mcc", "string", "merchant category code, 4 digits", rule="mcc"),
-    _f("merchant_country", "string", "ISO 3166-1 alpha-2 of the merchant", rule="country"),
+    _f("mcc", "string", "merchant category code", rule="mcc"),
+    _f("merchant_country", "string", "country of the merchant", rule="country"),
     _f("amount_minor", "long", "amount in the currency's minor units (cents)", rule="positive"),
-    _f("currency", "string", "ISO 4217 alphabetic code", rule="currency"),
+    _f("currency", "string", "currency of the amount", rule="currency"),
     _f("card_fingerprint", "string", "stable card identifier, never a PAN", rule="nonempty"),
     _f("bin", "string", "first 6 to 8 digits of the card number", rule="bin"),
     _f("network", "enum", "card scheme", values=NETWORKS),
     _f("funding", "enum", "funding type of the card", values=FUNDING),
-    _f("issuer_country", "string", "ISO 3166-1 alpha-2 of the issuer", rule="country"),
+    _f("issuer_country", "string", "country of the issuing bank", rule="country"),
     _f("channel", "enum", "how the card was presented (all but POS: card-not-present)",
        values=CHANNELS),
     _f("initiator", "enum", "customer- or merchant-initiated", values=INITIATORS),
@@ -145,10 +146,8 @@ REQUESTS: tuple[Field, ...] = (
     _f("three_ds", "boolean", "the request carries 3-D Secure", required=False, default=False),
     _f("sca_exemption", "string", "exemption claimed, or null", required=False, nullable=True,
        values=SCA_EXEMPTIONS),
-    _f("candidates", "candidates",
-       f"routes to choose from: list of struct(route_id string, fee_minor long >= 0, "
-       f"acquirer_country string, optional and nullable); 1 to {MAX_CANDIDATES} routes, "
-       "ids unique"),
+    _f("candidates", "candidates", "routes this attempt may take: struct(route_id string, "
+       "fee_minor long, acquirer_country string, optional, may be null)"),
     _f("previous_route", "string", "route of the previous attempt of the payment, or null",
        required=False, nullable=True),
     _f("previous_response_code", "string", "code that declined the previous attempt, or null",
@@ -159,7 +158,7 @@ OUTCOMES: tuple[Field, ...] = (
     _f("request_id", "string", "the attempt answered (a request_id of requests)", rule="nonempty"),
     _f("payment_id", "string", "as in the request", rule="nonempty"),
     _f("attempt", "int", "as in the request", rule="attempt"),
-    _f("event_time", "long", "when the response arrived, UTC epoch ms", rule="epoch_ms"),
+    _f("event_time", "long", "when the response arrived (UTC)", rule="epoch_ms"),
     _f("request_time", "long", "event_time of the request answered", rule="epoch_ms"),
     _f("card_fingerprint", "string", "as in the request", rule="nonempty"),
     _f("bin", "string", "as in the request", rule="bin"),
@@ -368,7 +367,7 @@ def _type_problem(f: Field, t: pa.DataType) -> str | None:
         if pa.types.is_timestamp(t) or pa.types.is_date(t):
             return (
                 f"is {t}, the contract wants epoch milliseconds as an integer "
-                f"(DuckDB: epoch_ms({f.name}); pandas: .astype('int64') // 10**6 on ns)"
+                f"(DuckDB: epoch_ms({f.name}); pandas: .dt.as_unit('ms').astype('int64'))"
             )
         if f.name == "amount_minor" and (pa.types.is_floating(t) or pa.types.is_decimal(t)):
             return (
@@ -977,11 +976,50 @@ def require_valid_log(log_dir: Path, con: duckdb.DuckDBPyConnection | None = Non
     return report
 
 
+def _presence(f: Field) -> str:
+    if f.required:
+        return "required, may be null" if f.nullable else "required"
+    if f.nullable:
+        return "optional, may be null (absent: null)"
+    default = str(f.default).lower() if isinstance(f.default, bool) else f.default
+    return f"optional (absent: {default})"
+
+
+def _allowed(f: Field) -> str:
+    if f.kind == "candidates":
+        return (f"1 to {MAX_CANDIDATES} routes, route_id non-empty and unique, fee_minor >= 0 "
+                "(minor units of the request's currency), acquirer_country alpha-2")  # fmt: skip
+    if f.values:
+        return ", ".join(f"`{v}`" for v in f.values)
+    return RULES[f.rule].what if f.rule else ""
+
+
+def markdown_tables() -> str:
+    """The field tables of the README's event-log section, generated from the contract (a test
+    holds the README equal to this)."""
+    kind = {"candidates": "list of struct"}
+    out = []
+    for name in TABLE_NAMES:
+        out += [f"`{name}`:", "", "| field | type | presence | values | meaning |",
+                "|---|---|---|---|---|"]  # fmt: skip
+        for f in TABLES[name]:
+            out.append(f"| `{f.name}` | {kind.get(f.kind, f.kind)} | {_presence(f)} | "
+                       f"{_allowed(f)} | {f.doc} |")  # fmt: skip
+        out.append("")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m app.contracts.ingest LOG_DIR [--json]`: check a log, print the report."""
+    """`python -m app.contracts.ingest LOG_DIR [--json]`: check a log, print the report
+    (exit 3 when it fails); `--markdown` prints the field tables instead."""
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--markdown"]:
+        print(markdown_tables(), end="")
+        return 0
     if not args:
-        print("usage: python -m app.contracts.ingest LOG_DIR [--json]", file=sys.stderr)
+        print(
+            "usage: python -m app.contracts.ingest LOG_DIR [--json] | --markdown", file=sys.stderr
+        )
         return 2
     report = check_log(Path(args[0]))
     print(json.dumps(report.to_dict(), indent=1) if "--json" in args else report.render())

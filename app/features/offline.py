@@ -191,6 +191,7 @@ def write_matrix(log_dir: Path, out: Path, progress: bool = True,
     app.contracts.ingest.LogRejected and nothing is written (a log spelling VISA `visa` used to
     build a matrix with NaN network codes and exit 0)."""
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")  # the build prints its own stage times
     report = require_valid_log(log_dir, con)
     rel = build_matrix(log_dir, con, progress=progress)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -451,3 +452,62 @@ def test_attempts_are_checked_when_present(good, tmp_path):
     report = check_log(log)
     assert _only(report, "propensity", "range").examples == (("0.0", 1),)
     assert _only(report, "route_id", "mismatch").count == 1
+
+
+# ------------------------------------------------------------- the README's conversion example
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def _readme_section() -> str:
+    text = README.read_text()
+    return text[text.index("## Bringing your own history") :].split("\n## ", 1)[0]
+
+
+def test_the_readme_field_tables_are_the_contract():
+    from app.contracts.ingest import markdown_tables
+
+    assert markdown_tables() in _readme_section()
+
+
+def _warehouse_export(log: Path, out: Path) -> None:
+    """The sample log as a warehouse would hold it: other names, lower-case enums, timestamps,
+    decimal amounts and fees, routes in their own table, the failing side as a word."""
+    out.mkdir()
+    con = duckdb.connect()
+    con.execute(f"""
+        COPY (SELECT request_id AS txn_id, payment_id AS order_id, attempt AS try_no,
+                     make_timestamp(event_time * 1000) AS created_at, merchant_id AS merchant,
+                     mcc, merchant_country,
+                     CAST(amount_minor / 100 AS DECIMAL(12, 2)) AS amount,
+                     lower(currency) AS currency, card_fingerprint AS card_token, bin,
+                     lower(network) AS scheme, lower(funding) AS card_type, issuer_country,
+                     lower(channel) AS channel,
+                     CASE initiator WHEN 'MIT' THEN 'merchant' ELSE 'customer' END
+                         AS initiated_by,
+                     three_ds AS is_3ds
+              FROM '{log}/requests.parquet') TO '{out}/auths.parquet' (FORMAT parquet);
+        COPY (SELECT request_id AS txn_id, c.route_id AS route,
+                     CAST(c.fee_minor / 100 AS DECIMAL(12, 2)) AS fee, c.acquirer_country
+              FROM (SELECT request_id, unnest(candidates) AS c FROM '{log}/requests.parquet'))
+             TO '{out}/auth_routes.parquet' (FORMAT parquet);
+        COPY (SELECT request_id AS txn_id, make_timestamp(event_time * 1000) AS responded_at,
+                     route_id AS route, response_code, CAST(advice_code AS VARCHAR)
+                     AS advice_code, latency_ms,
+                     CASE failure_side WHEN 'ROUTE' THEN 'acquirer'
+                                       WHEN 'ISSUER' THEN 'issuer' END AS error_source
+              FROM '{log}/outcomes.parquet') TO '{out}/responses.parquet' (FORMAT parquet);
+    """)
+
+
+def test_the_readme_conversion_of_a_warehouse_export_gives_the_same_matrix(good, tmp_path):
+    section = _readme_section()
+    sql = section[section.index("**Converting a warehouse export.**") :]
+    sql = sql.split("```sql\n", 1)[1].split("```", 1)[0]
+    export, log = tmp_path / "export", tmp_path / "mylog"
+    _warehouse_export(good, export)
+    assert not check_log(export).ok  # the export itself is not a log
+    log.mkdir()
+    duckdb.connect().execute(sql.replace("'export/", f"'{export}/").replace("'mylog/", f"'{log}/"))
+    report = check_log(log)
+    assert report.ok, report.render()
+    assert build_matrix(log).df().equals(build_matrix(good).df())
