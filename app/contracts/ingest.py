@@ -845,126 +845,108 @@ def _hint(c: _Check, values: list[str]) -> str:
     return ""
 
 
+# Attempts of one payment in attempt order (relation over requests).
+_PAYMENT_ORDER = """(SELECT payment_id || ' attempt ' || attempt AS id, event_time, attempt,
+                            lag(event_time) OVER w AS before,
+                            min(attempt) OVER (PARTITION BY payment_id) AS first
+                     FROM ingest_requests
+                     WINDOW w AS (PARTITION BY payment_id ORDER BY attempt))"""
+_PAYMENT_CHECKS = [
+    _Check("requests", "event_time", "time_order",
+           "an attempt earlier than the previous attempt of its payment",
+           "event_time < before", "id"),
+    _Check("requests", "attempt", "coverage",
+           "payments whose first logged attempt is not 1 (cut by the export window?)",
+           "attempt = first AND first > 1", "CAST(first AS VARCHAR)", severity="warning"),
+]  # fmt: skip
+_OUTCOME_JOIN = """ingest_outcomes o LEFT JOIN (
+                       SELECT *, list_transform(candidates, lambda c: c.route_id) AS ids
+                       FROM ingest_requests) r USING (request_id)"""
+_ATTEMPT_JOIN = """ingest_attempts a LEFT JOIN ingest_requests r USING (request_id)
+                   LEFT JOIN ingest_outcomes o USING (request_id)"""
+_ATTEMPT_CHECKS = [
+    _Check("attempts", "request_id", "orphan", "an attempt of no request",
+           "r.request_id IS NULL", "a.request_id"),
+    _Check("attempts", "route_id", "mismatch", "not the outcome's route_id (attempt vs outcome)",
+           "o.request_id IS NOT NULL AND a.route_id <> o.route_id",
+           "a.route_id || ' vs ' || o.route_id"),
+]  # fmt: skip
+
+
 def check_log(log_dir: Path, con: duckdb.DuckDBPyConnection | None = None) -> IngestReport:
     """Check an event log against the contract: layout, column types, nulls in required fields,
     enum spellings, formats and ranges, duplicate ids, outcomes without a request or on a
     route the request did not offer, copies that differ from the request, time order.
     Errors refuse the log; requests without an outcome and payments whose first logged attempt
-    is not 1 are warnings (a log cut by a time window has both)."""
+    is not 1 are warnings (a log cut by a time window has both). A check that needs a column
+    the log lacks or mistypes is not run (that column's own error says why)."""
     t0 = time.perf_counter()
     report = IngestReport(Path(log_dir))
-    tables, problems = read_layout(Path(log_dir))
+    tables, problems = read_layout(report.log_dir)
     report.problems += problems
     con = con or duckdb.connect()
     ck = _Checker(con, report)
-    usable: dict[str, set[str]] = {}
-    broken = {p.table for p in problems}
+    cols: dict[str, set[str]] = {}  # per table: the columns of its view, present or defaulted
+    keyed: set[str] = set()  # tables whose request_id is present and never null
     for name, table in tables.items():
         con.execute(f"CREATE OR REPLACE TEMP VIEW ingest_{name} AS {_select(table)}")
         (n,) = con.execute(f"SELECT count(*) FROM ingest_{name}").fetchone() or (0,)
         report.rows[name] = int(n)
         present = set(table.columns)
         absent = {f.name for f in TABLES[name] if not f.required and f.name not in present}
-        usable[name] = present | absent
+        cols[name] = present | absent
         failed = ck.run(f"ingest_{name}", int(n), _field_checks(name, present, absent))
-        if any(c.check == "null" and c.column == "request_id" for c in failed):
-            broken.add(name)
-    req, out, att = (n in tables and n not in broken for n in TABLE_NAMES)
-    n_req, n_out = report.rows.get("requests", 0), report.rows.get("outcomes", 0)
-    dup_r = req and ck.duplicates("requests", "ingest_requests", ("request_id",), n_req)
-    if req and {"payment_id", "attempt", "event_time"} <= usable["requests"]:
-        ck.duplicates("requests", "ingest_requests", ("payment_id", "attempt"), n_req)
-        ck.run(
-            """(SELECT payment_id || ' attempt ' || attempt AS id, event_time,
-                       lag(event_time) OVER w AS before, attempt,
-                       min(attempt) OVER (PARTITION BY payment_id) AS first
-                FROM ingest_requests WINDOW w AS (PARTITION BY payment_id ORDER BY attempt))""",
-            n_req,
-            [
-                _Check(
-                    "requests",
-                    "event_time",
-                    "time_order",
-                    "an attempt earlier than the previous attempt of its payment",
-                    "event_time < before",
-                    "id",
-                ),
-                _Check(
-                    "requests",
-                    "attempt",
-                    "coverage",
-                    "payments whose first logged attempt is not 1 (cut by the export window?)",
-                    "attempt = first AND first > 1",
-                    "CAST(first AS VARCHAR)",
-                    severity="warning",
-                ),
-            ],
-        )
-    dup_o = out and ck.duplicates("outcomes", "ingest_outcomes", ("request_id",), n_out)
-    if req and out and not dup_r:  # duplicate outcomes are only counted twice below
-        need_o = {"request_id", "event_time", "request_time", "route_id"}
-        need_r = {"request_id", "event_time", "candidates"}
-        if need_o <= usable["outcomes"] and need_r <= usable["requests"]:
-            absent_o = usable["outcomes"] - set(tables["outcomes"].columns)
-            failed = ck.run(
-                """ingest_outcomes o LEFT JOIN (
-                       SELECT *, list_transform(candidates, lambda c: c.route_id) AS ids
-                       FROM ingest_requests) r USING (request_id)""",
-                n_out,
-                _join_checks(absent_o, usable["outcomes"], usable["requests"]),
+        if "request_id" in present and not any(
+            (c.column, c.check) == ("request_id", "null") for c in failed
+        ):
+            keyed.add(name)
+
+    def has(table: str, *columns: str) -> bool:
+        return table in cols and set(columns) <= cols[table]
+
+    rows = report.rows
+    extra = {t: ck.duplicates(t, f"ingest_{t}", ("request_id",), rows[t]) for t in keyed}
+    if has("requests", "payment_id", "attempt", "event_time"):
+        ck.duplicates("requests", "ingest_requests", ("payment_id", "attempt"), rows["requests"])
+        ck.run(_PAYMENT_ORDER, rows["requests"], _PAYMENT_CHECKS)
+    # Outcomes against their requests: only with unique requests (a duplicate would multiply
+    # the join); duplicate outcomes are merely counted twice.
+    if {"requests", "outcomes"} <= set(cols):
+        if not {"requests", "outcomes"} <= keyed or extra["requests"]:
+            report.skipped.append(
+                "outcomes against requests: a request_id column missing, null or not unique"
             )
-            orphans = any(c.check == "orphan" for c in failed)
-            if orphans or dup_o or n_req > n_out:
-                (unanswered,) = con.execute(
-                    "SELECT count(*) FROM ingest_requests ANTI JOIN ingest_outcomes "
-                    "USING (request_id)"
-                ).fetchone() or (0,)
-                if unanswered:
-                    report.problems.append(
-                        Problem(
-                            "requests",
-                            "request_id",
-                            "coverage",
-                            "requests without an outcome "
-                            "(not answered, or answered after the export): they make no training "
-                            "row",
-                            int(unanswered),
-                            n_req,
-                            severity="warning",
-                        )
-                    )
-        else:
+        elif not (has("outcomes", "event_time", "request_time", "route_id")
+                  and has("requests", "event_time", "candidates")):  # fmt: skip
             report.skipped.append("outcomes against requests: columns missing or mistyped")
-    elif req and out:
-        report.skipped.append("outcomes against requests: requests.request_id is not unique")
-    if att and req and out and not dup_r and not dup_o:
-        n_att = report.rows["attempts"]
-        if not ck.duplicates("attempts", "ingest_attempts", ("request_id",), n_att):
-            ck.run(
-                """ingest_attempts a LEFT JOIN ingest_requests r USING (request_id)
-                   LEFT JOIN ingest_outcomes o USING (request_id)""",
-                n_att,
-                [
-                    _Check(
-                        "attempts",
-                        "request_id",
-                        "orphan",
-                        "an attempt of no request",
-                        "r.request_id IS NULL",
-                        "a.request_id",
-                    ),
-                    _Check(
-                        "attempts",
-                        "route_id",
-                        "mismatch",
-                        "not the outcome's route_id (attempt vs outcome)",
-                        "o.request_id IS NOT NULL AND a.route_id <> o.route_id",
-                        "a.route_id || ' vs ' || o.route_id",
-                    ),
-                ],
-            )
+        else:
+            absent_o = cols["outcomes"] - set(tables["outcomes"].columns)
+            checks = _join_checks(absent_o, cols["outcomes"], cols["requests"])
+            failed = ck.run(_OUTCOME_JOIN, rows["outcomes"], checks)
+            _unanswered(ck, bool(failed) or bool(extra["outcomes"]))
+    attempts_joinable = {"requests", "outcomes", "attempts"} <= keyed and not any(extra.values())
+    if attempts_joinable and has("attempts", "route_id") and has("outcomes", "route_id"):
+        ck.run(_ATTEMPT_JOIN, rows["attempts"], _ATTEMPT_CHECKS)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _unanswered(ck: _Checker, suspect: bool) -> None:
+    """The warning for requests without an outcome. Counted by an anti join only when the
+    counts cannot settle it: unique outcomes that all answer a request, as many as the
+    requests, leave none unanswered."""
+    rows = ck.report.rows
+    if not suspect and rows["requests"] <= rows["outcomes"]:
+        return
+    (n,) = ck.con.execute(
+        "SELECT count(*) FROM ingest_requests ANTI JOIN ingest_outcomes USING (request_id)"
+    ).fetchone() or (0,)
+    if n:
+        ck.report.problems.append(
+            Problem("requests", "request_id", "coverage", "requests without an outcome (not "
+                    "answered, or answered after the export): they make no training row",
+                    int(n), rows["requests"], severity="warning")
+        )  # fmt: skip
 
 
 def require_valid_log(log_dir: Path, con: duckdb.DuckDBPyConnection | None = None) -> IngestReport:

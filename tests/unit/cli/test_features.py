@@ -119,3 +119,10 @@ def test_train_refuses_a_bad_log_and_a_matrix_no_valid_log_gives(good, bad, tmp_
         in err
     )
     assert not out.exists()
+
+
+def test_fit_retry_refuses_a_bad_log(bad, tmp_path, capsys):
+    out = tmp_path / "recovery.json"
+    assert cli(["fit-retry", "--log", str(bad), "--out", str(out)]) == EXIT_REFUSED
+    assert "requests.network [enum]" in capsys.readouterr().err
+    assert not out.exists()

@@ -28,6 +28,8 @@ from app.contracts.ingest import (
 )
 from app.features.offline import build_matrix
 from app.harness.sample import write_sample_log
+from app.sim import simulate
+from app.sim.scenarios import list_scenarios
 
 SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 Rows = list[dict[str, Any]]
@@ -126,10 +128,9 @@ def test_the_sample_log_meets_the_contract(good):
     assert require_valid_log(good).ok
 
 
-def test_the_simulators_log_meets_the_contract_with_its_attempts(tmp_path):
-    from app.sim import simulate
-
-    simulate("steady", 3000, 5, tmp_path, oracle=False)
+@pytest.mark.parametrize("scenario", list_scenarios())
+def test_every_simulator_scenario_writes_a_log_that_meets_the_contract(tmp_path, scenario):
+    simulate(scenario, 3000, 5, tmp_path)
     report = check_log(tmp_path)
     assert report.ok, report.render()
     assert report.rows == {"requests": 3000, "outcomes": 3000, "attempts": 3000}
@@ -511,3 +512,22 @@ def test_the_readme_conversion_of_a_warehouse_export_gives_the_same_matrix(good,
     report = check_log(log)
     assert report.ok, report.render()
     assert build_matrix(log).df().equals(build_matrix(good).df())
+
+
+def test_a_mistyped_column_leaves_the_other_checks_running(good, tmp_path):
+    """amount_minor as a float is one error; the orphan outcome beside it is still found, and a
+    log without any request_id column is reported, not a crash."""
+    log = _variant(good, tmp_path, "outcomes", lambda r: _at(r, [0], request_id="nobody"))
+    t = pq.read_table(log / "outcomes.parquet")
+    i = t.schema.get_field_index("amount_minor")
+    t = t.set_column(i, "amount_minor", pc.cast(t["amount_minor"], pa.float64()))
+    pq.write_table(t, log / "outcomes.parquet")
+    report = check_log(log)
+    assert _only(report, "amount_minor", "type").table == "outcomes"
+    assert _only(report, "request_id", "orphan").count == 1
+    pq.write_table(t.drop(["request_id"]), log / "outcomes.parquet")
+    report = check_log(log)
+    assert _only(report, "request_id", "missing_column").table == "outcomes"
+    assert report.skipped == [
+        "outcomes against requests: a request_id column missing, null or not unique"
+    ]
