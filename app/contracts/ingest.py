@@ -217,7 +217,7 @@ COPIED = (
 _SQL_TYPE = {
     "string": "VARCHAR",
     "enum": "VARCHAR",
-    "int": "INTEGER",
+    "int": "BIGINT",  # not INTEGER: a value past 2^31 is reported by its rule, not a cast error
     "long": "BIGINT",
     "boolean": "BOOLEAN",
     "double": "DOUBLE",

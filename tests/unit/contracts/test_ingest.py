@@ -531,3 +531,14 @@ def test_a_mistyped_column_leaves_the_other_checks_running(good, tmp_path):
     assert report.skipped == [
         "outcomes against requests: a request_id column missing, null or not unique"
     ]
+
+
+def test_an_attempt_number_past_32_bits_is_reported_not_a_crash(good, tmp_path):
+    log = tmp_path / "log"
+    shutil.copytree(good, log)
+    t = pq.read_table(log / "requests.parquet")
+    i = t.schema.get_field_index("attempt")
+    big = pc.add(pc.cast(t["attempt"], pa.int64()), pa.scalar(2**31, pa.int64()))
+    pq.write_table(t.set_column(i, "attempt", big), log / "requests.parquet")
+    p = _only(check_log(log), "attempt", "range")
+    assert p.table == "requests" and p.count == t.num_rows
