@@ -12,7 +12,7 @@ from app.cli.main import build_parser, main
 
 # Every command of the README and the Makefile; a command lost from a group module fails here.
 COMMANDS = {
-    "kafka", "topics", "worker", "promote", "loadgen", "demo", "bench-e2e", "features",
+    "kafka", "topics", "worker", "backfill", "promote", "loadgen", "demo", "bench-e2e", "features",
     "simulate", "train", "compile", "bench-model", "report", "fit-retry", "evaluate-policy",
 }  # fmt: skip
 NESTED = {"features": {"build", "check", "bench"}, "report": {"experiment", "shadow"}}
