@@ -50,7 +50,8 @@ def summary(state: BackfillState, read_s: float, compute_s: float, now_ms: int) 
     for name, store in state.stores().items():
         size = sum(map(len, store.values()))
         lines.append(f"{name:<13} {len(store):>12,} keys  {size / 1e6:9.1f} MB")
-    lines.append("keys/entity   " + ", ".join(f"{k} {v:,}" for k, v in state.keys_per_entity.items()))
+    per = state.keys_per_entity.items()
+    lines.append("keys/entity   " + ", ".join(f"{k} {v:,}" for k, v in per))
     total = read_s + compute_s
     rate = state.outcomes / total if total > 0 else 0.0
     lines.append(

@@ -8,7 +8,8 @@ says why that order. What each part of the state is, without a loop per outcome:
   order. An outcome of bucket b goes to slot b % buckets; a slot holding an older bucket is
   taken over, a newer one drops the outcome. So a slot ends up holding the newest bucket that
   maps to it (at least -1, the empty slot's index) with the sum of every outcome of exactly
-  that bucket. Per window: sort by (key, slot, bucket), sum each run, keep a slot's last run.
+  that bucket. Per window: sort by (key, slot) keeping time order, sum each run of one
+  bucket, keep each slot's last run.
 - count rings (success rates, app.state.windows.count): the k-th outcome of a key (0-based,
   replay order) sits at position k % B if it is one of the last B; the header holds the count
   of outcomes (mod 2**32), count % B, min(count, B) and the approvals and route failures
@@ -22,7 +23,7 @@ temporaries are built CHUNK_KEYS keys at a time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,44 +95,43 @@ def compute(table: pa.Table, sr_window: int, as_of_ms: int | None = None,
     if not 1 <= sr_window <= MAX_SR_WINDOW:
         raise BackfillError(f"sr_window must be in 1..{MAX_SR_WINDOW}, got {sr_window}")
     say = progress or (lambda _: None)
-    table = _normalized(table)
-    rows = table.num_rows
-    first = _first_copies(table["request_id"])
-    duplicates = rows - len(first)
-    if duplicates:
-        table = table.take(first)
-    t = table["event_time"].to_numpy()
+    table, strings = _normalized(table)
+    rows = _first_copies(table["request_id"])
+    duplicates = table.num_rows - len(rows)
+    t = table["event_time"].to_numpy()[rows]
     if as_of_ms is None and len(t):
         as_of_ms = int(t.max())
-    if as_of_ms is not None and len(t) and t.max() > as_of_ms:
-        table = table.filter(pa.array(t <= as_of_ms))
-        t = table["event_time"].to_numpy()
-    after = rows - duplicates - table.num_rows
-    # Replay order: event_time, ties in log order (a stable sort). Everything below runs on
-    # the sorted table, so "position" means replay position.
-    table = table.take(np.argsort(t, kind="stable"))
-    n = table.num_rows
+    if as_of_ms is not None:
+        rows, t = rows[t <= as_of_ms], t[t <= as_of_ms]
+    after = table.num_rows - duplicates - len(rows)
+    # Replay order: event_time, ties in log order (a stable sort over rows in log order).
+    # Everything below indexes outcomes by replay position; `rows` maps them to table rows.
+    rows = rows[np.argsort(t, kind="stable")]
+    n = len(rows)
     say(f"{n:,} outcomes in replay order ({duplicates:,} duplicates, {after:,} after as-of)")
     card: dict[bytes, bytes] = {}
     features: dict[bytes, bytes] = {}
     stats: dict[bytes, bytes] = {}
     per_entity: dict[str, int] = {}
     if n:
-        cols = _Outcomes.of(table)
+        cols = _Outcomes.of(table, rows)
+        assert (np.diff(cols.t) >= 0).all(), "outcomes are in time order"
+        keyer = _Keyer(strings, rows)
         for p in PLANS:
-            keys, code = _factorize(_entity_keys(p.entity.name, p.entity.fields, table))
+            name = p.entity.name
+            keys, code = keyer.keys(p.entity.fields, _entity_key(name))
             out = card if p.owner == "card" else features
             before = len(out)
             _time_rings(p.ring.g, keys, code, cols.t, cols.incr, out)
             if len(out) - before != len(keys):
-                raise AssertionError(f"entity {p.entity.name}: keys collide with another entity")
-            per_entity[p.entity.name] = len(keys)
-            say(f"{p.entity.name}: {len(keys):,} keys")
-        last = _last_declines(table, cols)
+                raise AssertionError(f"entity {name}: keys collide with another entity")
+            per_entity[name] = len(keys)
+            say(f"{name}: {len(keys):,} keys")
+        last = _last_declines(keyer, cols)
         per_entity["card_last"] = len(last)
         card.update(last)
         say(f"card_last: {len(last):,} keys")
-        _count_rings(table, cols.code, sr_window, stats)
+        _count_rings(keyer, cols.code, sr_window, stats)
         say(f"success-rate rings: {len(stats):,} keys")
     return BackfillState(card, features, stats, sr_window, as_of_ms, n, duplicates, after,
                          per_entity)  # fmt: skip
@@ -151,8 +151,9 @@ def aged_out_windows(as_of_ms: int, now_ms: int) -> list[str]:
 # ---------------------------------------------------------------- columns
 
 
-def _normalized(table: pa.Table) -> pa.Table:
-    """The columns compute() reads, typed as the reference sees them, nulls refused."""
+def _normalized(table: pa.Table) -> tuple[pa.Table, dict[str, pa.Array]]:
+    """The columns compute() reads, typed as the reference sees them (nulls refused), and the
+    key fields as the strings Entity.key's str() makes of them."""
     missing = [c for c in REQUIRED if c not in table.column_names]
     if missing:
         raise BackfillError(f"outcomes lack required column(s): {', '.join(missing)}")
@@ -167,37 +168,27 @@ def _normalized(table: pa.Table) -> pa.Table:
         if name not in OPTIONAL and col.null_count:
             raise BackfillError(f"outcomes column {name!r} has {col.null_count:,} null(s)")
         typ = col.type
-        if name in INT_FIELDS:
+        if name in INT_FIELDS or (name in KEY_FIELDS and pa.types.is_integer(typ)):
             if not pa.types.is_integer(typ):
                 raise BackfillError(f"outcomes column {name!r} is {typ}, not an integer")
             col = col.cast(pa.int64())
-            if name in KEY_FIELDS:
-                cols[f"{name}#str"] = col.cast(pa.string())
         elif name == "approved":
             if not pa.types.is_boolean(typ):
                 raise BackfillError(f"outcomes column 'approved' is {typ}, not a boolean")
         elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
             col = col.cast(pa.string())
-        elif pa.types.is_integer(typ) and name in KEY_FIELDS:
-            col = col.cast(pa.string())  # str(int) == Arrow's decimal print
         else:
             raise BackfillError(f"outcomes column {name!r} is {typ}, not a string")
         cols[name] = col
-    return pa.table(cols)
-
-
-def _str(table: pa.Table, name: str) -> pa.Array:
-    """A key field as the string Entity.key builds from it."""
-    return table[f"{name}#str" if f"{name}#str" in table.column_names else name]
+    # str(int) prints as Arrow's integer-to-string cast does (checked by the property test)
+    keys = {f: cols[f].cast(pa.string()) for f in KEY_FIELDS}
+    return pa.table(cols), keys
 
 
 def _first_copies(ids: pa.ChunkedArray) -> np.ndarray:
     """Row indices of each request_id's first copy, in log order (Kafka delivers at least once:
     a repeat is the same outcome again, and the first copy holds its place in the log)."""
-    codes = pc.dictionary_encode(ids.combine_chunks()).indices.to_numpy()
-    _, first = np.unique(codes, return_index=True)
-    first.sort()
-    return first
+    return _first_positions(pc.dictionary_encode(ids.combine_chunks()).indices.to_numpy())
 
 
 @dataclass(frozen=True)
@@ -212,15 +203,15 @@ class _Outcomes:
     hard_code: np.ndarray
 
     @classmethod
-    def of(cls, table: pa.Table) -> _Outcomes:
+    def of(cls, table: pa.Table, rows: np.ndarray) -> _Outcomes:
         def arr(expr: pa.Array | pa.ChunkedArray) -> np.ndarray:
-            return np.asarray(expr.to_numpy(zero_copy_only=False))
+            return np.asarray(expr.to_numpy(zero_copy_only=False))[rows]
 
         approved = arr(table["approved"])
         route_fail = arr(pc.equal(table["failure_side"], "ROUTE"))
         hard_code = arr(pc.is_in(table["response_code"], pa.array(sorted(HARD_CODES))))
         issuer = ~approved & ~route_fail
-        reatt = table["attempt"].to_numpy() > 1
+        reatt = arr(table["attempt"]) > 1
         mit = arr(pc.fill_null(pc.equal(table["initiator"], "MIT"), False))
         # app.features.definitions.increments, one column per metric
         inc = {
@@ -229,7 +220,7 @@ class _Outcomes:
             "soft": issuer & ~hard_code,
             "hard": issuer & hard_code,
             "route_fail": route_fail,
-            "amount": table["amount_minor"].to_numpy(),
+            "amount": arr(table["amount_minor"]),
             "reatt_cit": reatt & ~mit,
             "reatt_mit": reatt & mit,
         }
@@ -238,28 +229,85 @@ class _Outcomes:
         incr = np.stack([np.asarray(inc[m], np.int64) for m in METRICS], axis=1)
         # app.state.windows.count.outcome_code
         code = np.where(approved, APPROVED, np.where(route_fail, ROUTE_FAILURE, ISSUER_DECLINE))
-        t = table["event_time"].to_numpy()
-        return cls(t, incr, code.astype(np.uint8), issuer, hard_code)
+        return cls(arr(table["event_time"]), incr, code.astype(np.uint8), issuer, hard_code)
 
 
-def _entity_keys(name: str, fields: tuple[str, ...], table: pa.Table) -> pa.Array:
-    """Entity.key for every outcome: name|field|..., route_id being the route taken."""
-    parts = [_str(table, f) for f in fields]
-    return pc.binary_join_element_wise(pa.scalar(name), *parts, "|")
+class _Keyer:
+    """Keys built from key fields, one row per outcome in replay order. Each field is
+    dictionary-encoded once; a key's string is built only for the distinct combinations of
+    its fields' codes and then encoded again, so two combinations that print the same key
+    (a field holding the separator) are one key, as they are in the reference's dict."""
+
+    def __init__(self, strings: dict[str, pa.Array], rows: np.ndarray) -> None:
+        self._strings = strings  # key field -> its values as strings, table order
+        self.rows = rows  # replay position -> table row
+        self._codes: dict[str, tuple[np.ndarray, int]] = {}
+
+    def strings(self, name: str) -> pa.Array:
+        """A key field as the string Entity.key builds from it (table order)."""
+        return self._strings[name]
+
+    def codes(self, name: str) -> tuple[np.ndarray, int]:
+        """The field's code per outcome (replay order) and the number of distinct values."""
+        if name not in self._codes:
+            d = pc.dictionary_encode(self.strings(name))
+            codes = d.indices.to_numpy().astype(np.int64)[self.rows]
+            self._codes[name] = (codes, len(d.dictionary))
+        return self._codes[name]
+
+    def keys(self, fields: Sequence[str], build: Callable[[list[pa.Array]], pa.Array],
+             where: np.ndarray | None = None) -> tuple[list[bytes], np.ndarray]:  # fmt: skip
+        """Distinct keys `build(field strings)` (of the outcomes `where` selects, replay
+        positions) as bytes, and each selected outcome's index into them."""
+        code: np.ndarray | None = None
+        for f in fields:
+            c, size = self.codes(f)
+            c = c if where is None else c[where]
+            # < n distinct pairs so far: the product stays far below 2**63
+            code = c if code is None else _factorize(code * size + c)[0]
+        assert code is not None, "a key has at least one field"
+        inverse, first = _factorize(code)
+        pos = first if where is None else where[first]
+        src = pa.array(self.rows[pos])
+        strings = build([self.strings(f).take(src) for f in fields])
+        d = pc.dictionary_encode(strings)
+        distinct: list[bytes] = pc.cast(d.dictionary, pa.binary()).to_pylist()
+        return distinct, d.indices.to_numpy().astype(np.int64)[inverse]
 
 
-def _factorize(keys: pa.Array | pa.ChunkedArray) -> tuple[list[bytes], np.ndarray]:
-    """Distinct keys (first-appearance order) as bytes, and each row's index into them."""
-    if isinstance(keys, pa.ChunkedArray):
-        keys = keys.combine_chunks()
-    d = pc.dictionary_encode(keys)
-    distinct: list[bytes] = pc.cast(d.dictionary, pa.binary()).to_pylist()
-    return distinct, d.indices.to_numpy().astype(np.int64)
+def _factorize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each value's index into the distinct values (first-appearance order) and the position of
+    each distinct value's first appearance. A hash (Arrow's dictionary_encode), not a sort:
+    np.unique's sorts were a third of compute() on 100,000 outcomes."""
+    idx = pc.dictionary_encode(pa.array(x)).indices.to_numpy().astype(np.int64)
+    return idx, _first_positions(idx)
+
+
+def _first_positions(idx: np.ndarray) -> np.ndarray:
+    """Where each index of a first-appearance-ordered encoding appears first: where it exceeds
+    every index before it."""
+    if not len(idx):
+        return np.zeros(0, np.int64)
+    seen = np.maximum.accumulate(idx)
+    new = np.ones(len(idx), bool)
+    new[1:] = seen[1:] > seen[:-1]
+    return np.flatnonzero(new)
+
+
+def _entity_key(name: str) -> Callable[[list[pa.Array]], pa.Array]:
+    """Entity.key over arrays: name|field|... (route_id being the route taken)."""
+    return lambda fields: _join(name, *fields, sep="|")
+
+
+def _join(*parts: str | pa.Array, sep: str = "") -> pa.Array:
+    """Element-wise concatenation of string arrays and literals (Entity.key, stat_keys)."""
+    args = [pa.scalar(p) if isinstance(p, str) else p for p in parts]
+    return pc.binary_join_element_wise(*args, sep)
 
 
 def _put(out: dict[bytes, bytes], keys: list[bytes], values: np.ndarray, size: int) -> None:
     """keys[i] -> bytes of the i-th `size` bytes of the C-contiguous `values`."""
-    mv = memoryview(values.reshape(-1).view(np.uint8))
+    mv = values.reshape(-1).view(np.uint8).data
     out.update(zip(keys, [bytes(mv[i : i + size]) for i in range(0, len(mv), size)], strict=True))
 
 
@@ -268,12 +316,15 @@ def _put(out: dict[bytes, bytes], keys: list[bytes], values: np.ndarray, size: i
 
 def _time_rings(g: Geometry, keys: list[bytes], key: np.ndarray, t: np.ndarray,
                 incr: np.ndarray, out: dict[bytes, bytes]) -> None:  # fmt: skip
-    """TimeRing values (int64 (slots, 1 + metrics), column 0 the bucket index) of every key."""
+    """TimeRing values (int64 (slots, 1 + metrics), column 0 the bucket index) of every key,
+    from outcomes in time order (t ascending)."""
     flats, buckets, sums = [], [], []
     for w in range(len(g.buckets)):
         b = t // g.width_ms[w]
         flat = key * g.slots + (g.starts[w] + b % g.buckets[w])
-        o = np.lexsort((b, flat))
+        # stable by slot alone: t ascending makes buckets ascending inside a slot (one sort
+        # instead of lexsort's two)
+        o = np.argsort(flat, kind="stable")
         f, bo = flat[o], b[o]
         run = np.ones(len(f), bool)
         run[1:] = (f[1:] != f[:-1]) | (bo[1:] != bo[:-1])
@@ -311,17 +362,16 @@ def _time_rings(g: Geometry, keys: list[bytes], key: np.ndarray, t: np.ndarray,
 _LAST_DTYPE = np.dtype([("t", ">i8"), ("hard", "i1")])  # app.features.online._LAST ">qb"
 
 
-def _last_declines(table: pa.Table, cols: _Outcomes) -> dict[bytes, bytes]:
+def _last_declines(keyer: _Keyer, cols: _Outcomes) -> dict[bytes, bytes]:
     """card_last|<card> -> (time, hard) of each card's last issuer decline in replay order."""
-    rows = np.flatnonzero(cols.issuer_decline)
-    if not len(rows):
+    declines = np.flatnonzero(cols.issuer_decline)
+    if not len(declines):
         return {}
-    prefix = pa.scalar(last_decline_key(""))
-    names = pc.binary_join_element_wise(prefix, _str(table, "card_fingerprint").take(rows), "")
-    keys, card = _factorize(names)
+    prefix = last_decline_key("")
+    keys, card = keyer.keys(("card_fingerprint",), lambda a: _join(prefix, a[0]), declines)
     # each card's last decline: its first occurrence counted from the end
     u, from_end = np.unique(card[::-1], return_index=True)
-    last = rows[len(rows) - 1 - from_end]
+    last = declines[len(declines) - 1 - from_end]
     rec = np.zeros(len(keys), _LAST_DTYPE)
     rec["t"][u] = cols.t[last]
     rec["hard"][u] = cols.hard_code[last]
@@ -339,20 +389,26 @@ def _sr_dtype(window: int) -> np.dtype:
                      ("fail", ">u2"), ("ring", "u1", (window,))])  # fmt: skip
 
 
-def _count_rings(table: pa.Table, code: np.ndarray, window: int,
+def _count_rings(keyer: _Keyer, code: np.ndarray, window: int,
                  out: dict[bytes, bytes]) -> None:  # fmt: skip
     """CountRing values of the three stat keys of every outcome (count.stat_keys)."""
-    route, bin_ = _str(table, "route_id"), _str(table, "bin")
-    net, country = _str(table, "network"), _str(table, "issuer_country")
     levels = [
-        pc.binary_join_element_wise(route, pa.scalar("|bin:"), bin_, ""),
-        pc.binary_join_element_wise(route, pa.scalar("|cc:"), net, pa.scalar(":"), country, ""),
-        pc.binary_join_element_wise(route, pa.scalar("|all"), ""),
+        keyer.keys(("route_id", "bin"), lambda a: _join(a[0], "|bin:", a[1])),
+        keyer.keys(
+            ("route_id", "network", "issuer_country"),
+            lambda a: _join(a[0], "|cc:", a[1], ":", a[2]),
+        ),
+        keyer.keys(("route_id",), lambda a: _join(a[0], "|all")),
     ]
-    n = table.num_rows
-    keys, kc = _factorize(pa.chunked_array(levels))
+    # one key space over the levels: two levels may print the same key (a route id holding
+    # "|bin:"), and then the reference pushes both into one ring
+    d = pc.dictionary_encode(pa.array([k for ks, _ in levels for k in ks], pa.binary()))
+    keys: list[bytes] = d.dictionary.to_pylist()
+    merged = d.indices.to_numpy().astype(np.int64)
+    offsets = np.cumsum([0] + [len(k) for k, _ in levels])
     # one row per (outcome, level), outcome-major: the order update_success_rate pushes them
-    kc = kc.reshape(len(levels), n).T.ravel()
+    kc = np.stack([merged[off + c] for off, (_, c) in zip(offsets, levels, strict=False)], 1)
+    kc = kc.ravel()
     ev = np.repeat(code, len(levels))
     o = np.argsort(kc, kind="stable")  # inside a key: replay order
     ko, co = kc[o], ev[o]
