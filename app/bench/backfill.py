@@ -30,8 +30,8 @@ import pyarrow.parquet as pq
 from app.config import get_settings
 from app.sim.generate import simulate
 from app.state.backfill import compute, read_outcomes
-from app.state.backfill.compute import BackfillState
 from app.state.backfill.replay import replay, replay_order
+from app.state.backfill.vectorized import BackfillState
 
 
 @dataclass(frozen=True)

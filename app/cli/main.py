@@ -25,7 +25,8 @@ from app.cli import (
 )
 
 # Order of `authpilot --help`: run the system, then the ML lifecycle, then analysis.
-GROUPS = (broker, worker, backfill, traffic, features, simulate, models, bench, report, retry, evaluate)
+GROUPS = (broker, worker, backfill, traffic, features, simulate, models, bench, report, retry,
+          evaluate)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,13 +21,13 @@ of the log). The rings hold absolute bucket indices, so no clock is stored: a wo
 starts days later reads the same values and its windows have simply aged out (a window read
 at time T counts only buckets in [T // width - buckets + 1, T // width]).
 
-Modules: `log` reads the outcomes (and is the contract check's call site), `compute` the
+Modules: `log` reads the outcomes (and is the contract check's call site), `vectorized` the
 vectorized state, `replay` the per-outcome reference, `load` the loader seam.
 """
 
-from app.state.backfill.compute import BackfillError, BackfillState, aged_out_windows, compute
 from app.state.backfill.load import LoadReport, load
 from app.state.backfill.log import read_outcomes
+from app.state.backfill.vectorized import BackfillError, BackfillState, aged_out_windows, compute
 
 __all__ = [
     "BackfillError",

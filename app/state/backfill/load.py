@@ -4,8 +4,11 @@ One function, so the table format (checkpointed values with an offset marker hea
 layout) is known in one place: `load` receives the three stores exactly as the worker's tables
 hold their values today (card-features, feature-state, route-stats; see BackfillState) and
 decides how they reach the workers (changelog records the workers recover from, or the RocksDB
-tables written before start). Whatever it does, it must emit nothing a downstream consumer acts
-on (no RetryDecision, alert or decision: issue 14 item 7).
+tables written before start). The GlobalTables every worker reads are part of it: the
+feature-state values are published as they are, the route-stats rings as
+`app.state.windows.count.snapshot_bytes(value)` (app.worker.agents.owners). Whatever it does,
+it must emit nothing a downstream consumer acts on (no RetryDecision, alert or decision:
+issue 14 item 7).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.config import Settings
-from app.state.backfill.compute import BackfillState
+from app.state.backfill.vectorized import BackfillState
 
 
 @dataclass(frozen=True)

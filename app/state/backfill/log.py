@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from app.state.backfill.compute import OPTIONAL, REQUIRED, BackfillError
+from app.state.backfill.vectorized import OPTIONAL, REQUIRED, BackfillError
 
 
 def outcome_files(log_dir: Path) -> list[Path]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from app.features.definitions import OWNERS
 from app.features.online import FeatureState
-from app.state.backfill.compute import BackfillState
+from app.state.backfill.vectorized import BackfillState
 from app.state.windows.count import CountRing, update_success_rate
 
 
