@@ -214,6 +214,36 @@ def test_success_rate_snapshots_are_identical(logs):
     assert any(ring.read_one(v).route_failures > 0 for v in got.route_stats.values())
 
 
+def test_a_router_warmed_by_backfill_decides_like_one_warmed_by_replay(logs):
+    """The worker's Dispatcher (success-rate routing, as the evaluator runs it) over the
+    backfilled state decides every sampled request as over the evaluator's own warm-up (every
+    outcome observed in event-time order), and unlike a cold one. Route latency (an in-memory
+    EWMA in the worker, not in its tables, so not backfilled) is copied over."""
+    from app.config import Settings
+    from app.evaluation.policies import DispatchRouter, LearnedState
+
+    log = logs["steady-6d"]
+    got, _ = both(log)
+    assert got.as_of_ms is not None
+    warm = LearnedState(W)
+    for o in replay_order(rows_of(log)):
+        warm.observe(o)
+    stores = {"card": got.card, "route": got.features, "bin": got.features,
+              "merchant": got.features}  # fmt: skip
+    backfilled = LearnedState(W, stores, got.route_stats, warm.latency.mean)
+    cold = LearnedState(W, latency=warm.latency.mean)
+    s = Settings()
+    routers = [DispatchRouter("success_rate", s, st) for st in (warm, backfilled, cold)]
+    reqs = pq.ParquetFile(log / "requests.parquet").read().to_pylist()
+    differs = 0
+    for r in random.Random(2).sample(reqs, 400):
+        req = dict(r, event_time=got.as_of_ms + 1)
+        a, b, c = (router.decide(req) for router in routers)
+        assert a == b
+        differs += a["scores"] != c["scores"]
+    assert differs > 300
+
+
 def test_as_of_is_the_state_after_the_outcomes_up_to_that_time(logs):
     log = logs["steady-6d"]
     t = sorted(r["event_time"] for r in rows_of(log))
