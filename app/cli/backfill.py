@@ -1,7 +1,9 @@
 """`authpilot backfill`: the online state of an event log, computed offline, then loaded.
 
+The log is checked against the ingest contract first (refused: exit 3, nothing computed).
 Computing has no side effects (nothing is sent to Kafka: no decision, retry decision or
-alert); loading is one call, app.state.backfill.load, skipped by --dry-run.
+alert); loading is one call, app.state.backfill.load, skipped by --dry-run. Exit statuses:
+0 done; 1 loading failed; 2 usage, or --log is not a directory; 3 the log was refused.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
-def summary(state: BackfillState, read_s: float, compute_s: float, now_ms: int) -> list[str]:
-    """The lines printed after computing: outcomes, as-of, keys and bytes per store, rate."""
+def summary(state: BackfillState, seconds: dict[str, float], now_ms: int) -> list[str]:
+    """The lines printed after computing: outcomes, as-of, keys and bytes per store, and the
+    time of each stage (check, read, compute) with the outcomes/s of all of them."""
     from app.state.backfill import aged_out_windows
 
     lines = [
@@ -52,19 +55,25 @@ def summary(state: BackfillState, read_s: float, compute_s: float, now_ms: int) 
         lines.append(f"{name:<13} {len(store):>12,} keys  {size / 1e6:9.1f} MB")
     per = state.keys_per_entity.items()
     lines.append("keys/entity   " + ", ".join(f"{k} {v:,}" for k, v in per))
-    total = read_s + compute_s
+    total = sum(seconds.values())
     rate = state.outcomes / total if total > 0 else 0.0
+    stages = " + ".join(f"{k} {v:.2f} s" for k, v in seconds.items())
     lines.append(
-        f"time          read {read_s:.2f} s + compute {compute_s:.2f} s = {total:.2f} s  "
-        f"({rate:,.0f} outcomes/s; sr_window {state.sr_window})"
+        f"time          {stages} = {total:.2f} s  ({rate:,.0f} outcomes/s; "
+        f"sr_window {state.sr_window})"
     )
     return lines
 
 
 def cmd_backfill(a: argparse.Namespace) -> int:
     from app.config import get_settings
+    from app.contracts.ingest import EXIT_REFUSED, LogRejected, require_valid_log
     from app.state.backfill import BackfillError, compute, load, read_outcomes
 
+    if not a.log.is_dir():
+        print(f"authpilot backfill: {a.log} is not a directory (an event log: requests and "
+              "outcomes Parquet, README 'Bringing your own history')", file=sys.stderr)  # fmt: skip
+        return 2
     settings = get_settings()
     if a.sr_window is not None:
         settings = settings.model_copy(update={"sr_window": a.sr_window})
@@ -74,27 +83,37 @@ def cmd_backfill(a: argparse.Namespace) -> int:
         if not a.quiet:
             print(f"[{time.perf_counter() - t0:6.2f}s] {msg}", file=sys.stderr, flush=True)
 
+    seconds: dict[str, float] = {}
     try:
-        progress(f"reading outcomes of {a.log}")
-        table = read_outcomes(a.log)
-        t1 = time.perf_counter()
-        progress(f"{table.num_rows:,} rows read")
+        progress(f"checking {a.log} against the ingest contract")
+        report = require_valid_log(a.log)
+        seconds["check"] = time.perf_counter() - t0
+        progress(report.summary_line())
+        table = read_outcomes(a.log, check=False)
+        seconds["read"] = time.perf_counter() - t0 - seconds["check"]
+        progress(f"{table.num_rows:,} outcome rows read")
         state = compute(table, settings.sr_window, a.as_of, progress)
+    except LogRejected as exc:
+        print(f"authpilot backfill: refused, nothing computed.\n{exc.report.render()}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_REFUSED
     except BackfillError as exc:
         print(f"authpilot backfill: error: {exc}", file=sys.stderr)
         return 2
-    t2 = time.perf_counter()
-    print("\n".join(summary(state, t1 - t0, t2 - t1, int(time.time() * 1000))))
+    seconds["compute"] = time.perf_counter() - t0 - seconds["check"] - seconds["read"]
+    for w in report.warnings:
+        print(w.render())
+    print("\n".join(summary(state, seconds, int(time.time() * 1000))))
     if a.dry_run:
         print("dry run: nothing loaded")
         return 0
     try:
-        report = load(state, settings)
+        loaded = load(state, settings)
     except NotImplementedError as exc:
         print(f"authpilot backfill: {exc}", file=sys.stderr)
-        return 3
-    written = ", ".join(f"{k} {v:,}" for k, v in report.records.items())
-    print(f"loaded        {written} -> {report.target} in {report.seconds:.2f} s")
+        return 1
+    written = ", ".join(f"{k} {v:,}" for k, v in loaded.records.items())
+    print(f"loaded        {written} -> {loaded.target} in {loaded.seconds:.2f} s")
     return 0
 
 

@@ -21,8 +21,8 @@ of the log). The rings hold absolute bucket indices, so no clock is stored: a wo
 starts days later reads the same values and its windows have simply aged out (a window read
 at time T counts only buckets in [T // width - buckets + 1, T // width]).
 
-Modules: `log` reads the outcomes (and is the contract check's call site), `vectorized` the
-vectorized state, `replay` the per-outcome reference, `load` the loader seam.
+Modules: `log` reads the outcomes after the ingest contract's check (app.contracts.ingest),
+`vectorized` computes the state, `replay` is the per-outcome reference, `load` the loader seam.
 """
 
 from app.state.backfill.load import LoadReport, load

@@ -1,9 +1,9 @@
-"""Reading an event log's outcomes for backfill, in log order.
+"""Reading an event log's outcomes for backfill, in log order, after the contract check.
 
-The outcomes of an event-log directory (the format app.features.offline reads and app.sim /
-app.harness.sample write): `outcomes.parquet`, or a folder `outcomes/` of `*.parquet` parts
-read in file-name order. Log order is that order of parts, then rows in file order: the tie
-order of the replay (app.state.backfill).
+The outcomes of an event-log directory laid out as the ingest contract says
+(app.contracts.ingest, which app.sim and app.harness.sample write): `outcomes.parquet`, or a
+folder of `.parquet` parts read in path order. Log order is that order of parts, then rows in
+file order: the tie order of the replay (app.state.backfill).
 """
 
 from __future__ import annotations
@@ -13,32 +13,30 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from app.contracts.ingest import read_layout, require_valid_log
 from app.state.backfill.vectorized import OPTIONAL, REQUIRED, BackfillError
 
 
 def outcome_files(log_dir: Path) -> list[Path]:
-    """The outcome files of a log directory, in log order."""
-    single, folder = log_dir / "outcomes.parquet", log_dir / "outcomes"
-    if single.is_file():
-        return [single]
-    parts = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-    if not parts:
-        raise BackfillError(f"{log_dir}: no outcomes.parquet and no outcomes/*.parquet")
-    return parts
+    """The outcome files of a log directory in log order, as the contract finds them
+    (app.contracts.ingest.read_layout)."""
+    tables, problems = read_layout(log_dir)
+    if "outcomes" in tables:
+        return tables["outcomes"].parts
+    why = [p.detail for p in problems if p.table == "outcomes"] or ["no outcomes table"]
+    raise BackfillError(f"{log_dir}: outcomes " + "; ".join(why))
 
 
-def check_contract(log_dir: Path) -> None:
-    """CONTRACT CHECK CALL SITE (issue 14 item 6). The event-log validator (app.contracts,
-    written in another session) has not landed on main yet; once it has, call it here and raise
-    BackfillError with its report when it refuses the log. Until then compute() itself refuses
-    what it cannot replay exactly (missing columns, nulls, wrong types) and nothing else: enum
-    spellings, time order and outcomes without a request are not checked."""
-    return None
+def read_outcomes(log_dir: Path, check: bool = True) -> pa.Table:
+    """The columns compute() needs from every outcome of the log, in log order.
 
-
-def read_outcomes(log_dir: Path) -> pa.Table:
-    """The columns compute() needs from every outcome of the log, in log order."""
-    check_contract(log_dir)
+    With `check` the log is first checked against the ingest contract
+    (app.contracts.ingest.require_valid_log: types, enum spellings, nulls, duplicate ids,
+    outcomes without a request, time order): a log that breaks it raises LogRejected with the
+    report, and nothing is read. check=False is for logs checked already, or outcome tables
+    without their requests (tests)."""
+    if check:
+        require_valid_log(log_dir)
     wanted = (*REQUIRED, *OPTIONAL)
     tables = []
     for f in outcome_files(log_dir):

@@ -42,13 +42,20 @@ def test_as_of_and_sr_window_reach_the_computation(log, capsys):
 
 
 def test_without_dry_run_the_unimplemented_loader_is_reported(log, capsys):
-    assert main(["backfill", "--log", str(log), "--quiet"]) == 3
+    assert main(["backfill", "--log", str(log), "--quiet"]) == 1
     assert "not implemented yet" in capsys.readouterr().err
 
 
-def test_a_log_without_outcomes_is_a_usage_error(tmp_path, capsys):
-    assert main(["backfill", "--log", str(tmp_path), "--dry-run"]) == 2
-    assert "no outcomes.parquet" in capsys.readouterr().err
+def test_a_log_the_contract_refuses_exits_3_and_computes_nothing(tmp_path, capsys):
+    assert main(["backfill", "--log", str(tmp_path), "--dry-run"]) == 3
+    cap = capsys.readouterr()
+    assert "refused, nothing computed" in cap.err and "outcomes" in cap.err
+    assert "card-features" not in cap.out
+
+
+def test_a_missing_log_directory_is_a_usage_error(tmp_path, capsys):
+    assert main(["backfill", "--log", str(tmp_path / "nope"), "--dry-run"]) == 2
+    assert "is not a directory" in capsys.readouterr().err
 
 
 def test_parse_time_ms():

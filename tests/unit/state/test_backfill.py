@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import itertools
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.contracts.ingest import LogRejected
 from app.evaluation.policies import SuccessRateRings
 from app.features.definitions import ENTITIES, FEATURE_NAMES
 from app.features.online import FeatureState, new_buffer
@@ -71,13 +74,16 @@ def feature_state(s: BackfillState) -> FeatureState:
 
 
 def with_times(src: Path, dst: Path, f: Any) -> Path:
-    """A copy of a log whose outcome event_times are f(event_time)."""
+    """A copy of a log with every time t (requests' event_time, outcomes' event_time and
+    request_time) replaced by f(t); a monotonic f keeps it within the ingest contract."""
     dst.mkdir(parents=True)
-    t = pq.read_table(src / "outcomes.parquet")
-    i = t.schema.get_field_index("event_time")
-    t = t.set_column(i, "event_time", pa.array(f(t["event_time"].to_numpy()), pa.int64()))
-    pq.write_table(t, dst / "outcomes.parquet")
-    pq.write_table(pq.read_table(src / "requests.parquet"), dst / "requests.parquet")
+    for name, cols in (("requests", ("event_time",)),
+                       ("outcomes", ("event_time", "request_time"))):  # fmt: skip
+        t = pq.read_table(src / f"{name}.parquet")
+        for c in cols:
+            i = t.schema.get_field_index(c)
+            t = t.set_column(i, c, pa.array(f(t[c].to_numpy()), pa.int64()))
+        pq.write_table(t, dst / f"{name}.parquet")
     return dst
 
 
@@ -256,29 +262,65 @@ def test_as_of_is_the_state_after_the_outcomes_up_to_that_time(logs):
 
 
 def test_repeated_request_ids_are_dropped_keeping_the_first(tmp_path, logs):
+    """compute() counts a repeated request_id once (Kafka delivers at least once); through
+    read_outcomes the ingest contract refuses such a log before that."""
     rows = rows_of(logs["sample"])
     again = [dict(r) for r in rows[:200]]
-    (tmp_path / "outcomes.parquet").parent.mkdir(exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows + again), tmp_path / "outcomes.parquet")
-    got = compute(read_outcomes(tmp_path), W)
+    got = compute(read_outcomes(tmp_path, check=False), W)
     assert got.duplicates == 200
-    assert_same_state(got, compute(read_outcomes(logs["sample"]), W))
+    assert_same_state(got, both(logs["sample"])[0])
     assert_same_state(got, replay(replay_order(rows + again), W))
+    shutil.copy(logs["sample"] / "requests.parquet", tmp_path / "requests.parquet")
+    with pytest.raises(LogRejected, match="appears more than once"):
+        read_outcomes(tmp_path)
 
 
-def test_a_folder_of_parts_is_read_in_file_name_order(tmp_path, logs):
-    """Parts are concatenated in file-name order (the log order ties keep); a part without
-    the optional initiator column is read as CIT."""
-    rows = rows_of(logs["sample-hour-ties"])
+def test_the_ingest_contract_is_checked_before_anything_is_read(tmp_path, logs):
+    """A log spelling VISA `visa` would build keys no worker ever reads (`...|cc:visa:DE`);
+    read_outcomes refuses it with the contract's report."""
+    shutil.copy(logs["sample"] / "requests.parquet", tmp_path / "requests.parquet")
+    t = pq.read_table(logs["sample"] / "outcomes.parquet")
+    i = t.schema.get_field_index("network")
+    t = t.set_column(i, "network", pc.utf8_lower(t["network"]))
+    pq.write_table(t, tmp_path / "outcomes.parquet")
+    with pytest.raises(LogRejected) as e:
+        read_outcomes(tmp_path)
+    assert "outcomes.network" in str(e.value) and "visa" in str(e.value)
+    assert compute(read_outcomes(tmp_path, check=False), W).outcomes == t.num_rows
+
+
+def test_an_absent_initiator_column_is_cit(tmp_path, logs):
+    """initiator has a schema default (CIT) in outcomes, so a log may leave it out there (the
+    contract then holds every request CIT); the state is that of an explicit CIT column."""
+    req = pq.read_table(logs["sample"] / "requests.parquet")
+    out = pq.read_table(logs["sample"] / "outcomes.parquet")
+    cit = pa.array(["CIT"] * req.num_rows)
+    req = req.set_column(req.schema.get_field_index("initiator"), "initiator", cit)
+    out = out.set_column(out.schema.get_field_index("initiator"), "initiator", cit)
+    (tmp_path / "with").mkdir()
+    (tmp_path / "without").mkdir()
+    for d, o in (("with", out), ("without", out.drop_columns(["initiator"]))):
+        pq.write_table(req, tmp_path / d / "requests.parquet")
+        pq.write_table(o, tmp_path / d / "outcomes.parquet")
+    got = compute(read_outcomes(tmp_path / "without"), W)
+    assert_same_state(got, compute(read_outcomes(tmp_path / "with"), W))
+    rows = out.drop_columns(["initiator"]).to_pylist()
+    assert_same_state(got, replay(replay_order(rows), W))
+
+
+def test_a_folder_of_parts_is_read_in_path_order(tmp_path, logs):
+    """Parts are concatenated in path order (the log order ties keep), as the contract lays a
+    table out."""
+    src = logs["sample-hour-ties"]
+    rows = rows_of(src)
+    shutil.copy(src / "requests.parquet", tmp_path / "requests.parquet")
     parts = tmp_path / "outcomes"
     parts.mkdir()
     written = []
     for i in range(3):  # row j in part j % 3: ties of one hour spread over every part
-        part = pa.Table.from_pylist(rows[i::3])
-        if i == 1:
-            part = part.drop_columns(["initiator"])
-        # written out of name order: the reader sorts by name, not by creation
-        pq.write_table(part, parts / f"part-{2 - i}.parquet")
+        # written out of path order: the reader sorts by path, not by creation
+        pq.write_table(pa.Table.from_pylist(rows[i::3]), parts / f"part-{2 - i}.parquet")
         written += rows[i::3]
     names = sorted(p.name for p in parts.iterdir())
     ordered = [r for n in names for r in pq.read_table(parts / n).to_pylist()]
@@ -290,15 +332,17 @@ def test_a_folder_of_parts_is_read_in_file_name_order(tmp_path, logs):
 def test_an_empty_log_is_an_empty_state(tmp_path, logs):
     t = pq.read_table(logs["sample"] / "outcomes.parquet").slice(0, 0)
     pq.write_table(t, tmp_path / "outcomes.parquet")
-    got = compute(read_outcomes(tmp_path), W)
+    got = compute(read_outcomes(tmp_path, check=False), W)
     assert (got.card, got.features, got.route_stats, got.outcomes, got.as_of_ms) == (
         {}, {}, {}, 0, None)  # fmt: skip
 
 
 def test_what_cannot_be_replayed_exactly_is_refused(tmp_path, logs):
     t = pq.read_table(logs["sample"] / "outcomes.parquet")
-    with pytest.raises(BackfillError, match=r"no outcomes\.parquet"):
+    with pytest.raises(LogRejected, match="not found"):
         read_outcomes(tmp_path)
+    with pytest.raises(BackfillError, match="outcomes not found"):
+        read_outcomes(tmp_path, check=False)
     with pytest.raises(BackfillError, match="route_id"):
         compute(t.drop_columns(["route_id"]), W)
     cards = t["card_fingerprint"].to_pylist()
