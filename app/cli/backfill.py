@@ -107,13 +107,18 @@ def cmd_backfill(a: argparse.Namespace) -> int:
     if a.dry_run:
         print("dry run: nothing loaded")
         return 0
+    from app.state.backfill.load import LoadError
+
     try:
-        loaded = load(state, settings)
-    except NotImplementedError as exc:
-        print(f"authpilot backfill: {exc}", file=sys.stderr)
+        loaded = load(state, settings, a.outcomes_from, progress)
+    except LoadError as exc:
+        print(f"authpilot backfill: not loaded: {exc}", file=sys.stderr)
         return 1
     written = ", ".join(f"{k} {v:,}" for k, v in loaded.records.items())
     print(f"loaded        {written} -> {loaded.target} in {loaded.seconds:.2f} s")
+    total = time.perf_counter() - t0
+    print(f"end to end    {total:.2f} s = {state.outcomes / total:,.0f} outcomes/s "
+          f"(check, read, compute, load); marks {loaded.marks}")  # fmt: skip
     return 0
 
 
@@ -132,5 +137,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         "8601; default: the newest outcome)")  # fmt: skip
     p.add_argument("--sr-window", type=int, default=None,
                    help="outcomes per success-rate ring (default AUTHPILOT_SR_WINDOW)")  # fmt: skip
+    p.add_argument("--outcomes-from", choices=("end", "start"), default="end",
+                   help="end (default): the log includes the outcomes already in the outcomes "
+                        "topic, workers start after them; start: the log precedes the topic, "
+                        "workers learn every retained outcome on top")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=cmd_backfill)

@@ -13,6 +13,7 @@ import faust
 from app.features.definitions import FEATURE_NAMES
 from app.features.online import FeatureState, new_buffer
 from app.monitoring.metrics import CONSUMER_LAG, exposition
+from app.state.windows.count import stat_keys, unpack_snapshot
 from app.worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -36,9 +37,17 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         {"card": st.card, "route": st.features, "bin": st.features, "merchant": st.features}
     )
 
+    sr_get = st.sr_snapshots.get  # what the router reads: the published snapshots
+
+    def _snapshot(value: bytes | None) -> list[int] | None:
+        snap = unpack_snapshot(value)
+        return None if snap is None else list(snap)
+
     @app.page("/debug/features")
     class DebugFeatures(faust.web.View):
-        """POST a JSON list of requests: the feature rows this worker would build for them now.
+        """POST a JSON list of requests: the feature rows this worker would build for them now,
+        and the success-rate snapshots (successes, samples, route failures) the router would
+        read per candidate route at the bin, network x issuer-country and route levels.
 
         For operators asking "what did the model see", and for the restart test. Card-level
         features are only on the worker that owns the card's partition.
@@ -48,10 +57,17 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
             reqs = await request.json()
             buf = new_buffer(64)
             rows = {}
+            rates: dict[str, dict[str, list[list[int] | None]]] = {}
             for r in reqs:
                 out = reader.fill(r, buf)
                 rows[r["request_id"]] = [[None if v != v else v for v in row] for row in out]
-            return self.json({"names": list(FEATURE_NAMES), "rows": rows})
+                rates[r["request_id"]] = {
+                    c["route_id"]: [_snapshot(sr_get(k.encode()))
+                                    for k in stat_keys(c["route_id"], r["bin"], r["network"],
+                                                       r["issuer_country"])]
+                    for c in r["candidates"]
+                }  # fmt: skip
+            return self.json({"names": list(FEATURE_NAMES), "rows": rows, "success_rates": rates})
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

@@ -41,9 +41,16 @@ def test_as_of_and_sr_window_reach_the_computation(log, capsys):
     assert cap.err == ""
 
 
-def test_without_dry_run_the_unimplemented_loader_is_reported(log, capsys):
-    assert main(["backfill", "--log", str(log), "--quiet"]) == 1
-    assert "not implemented yet" in capsys.readouterr().err
+def test_without_a_broker_the_load_is_refused_with_a_clear_error(log, capsys, monkeypatch):
+    monkeypatch.setenv("AUTHPILOT_KAFKA_BOOTSTRAP", "127.0.0.1:1")  # nothing listens there
+    from app.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        assert main(["backfill", "--log", str(log), "--quiet"]) == 1
+    finally:
+        get_settings.cache_clear()
+    assert "not loaded: no broker at 127.0.0.1:1" in capsys.readouterr().err
 
 
 def test_a_log_the_contract_refuses_exits_3_and_computes_nothing(tmp_path, capsys):
