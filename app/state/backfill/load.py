@@ -62,6 +62,27 @@ class LoadReport:
     marks: list[int]  # the marks every value carries (per outcomes partition)
 
 
+def _group_members(admin: object, group: str, tries: int = 20) -> int:
+    """Live members of a consumer group (0 for a group that never existed). The coordinator of
+    a new broker or group answers NOT_COORDINATOR / loading for a moment: retried."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    transient = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                 KafkaError.COORDINATOR_LOAD_IN_PROGRESS}  # fmt: skip
+    for i in range(tries):
+        try:
+            desc = admin.describe_consumer_groups([group])[group].result(15)  # type: ignore[attr-defined]
+            return len(desc.members)
+        except KafkaException as exc:
+            code = exc.args[0].code()
+            if code == KafkaError.GROUP_ID_NOT_FOUND:
+                return 0
+            if code not in transient or i == tries - 1:
+                raise LoadError(f"cannot describe consumer group {group!r}: {exc}") from exc
+            time.sleep(0.5)
+    return 0
+
+
 def changelog_topic(app_id: str, table: str) -> str:
     return f"{app_id}-{table}-changelog"  # Faust's naming
 
@@ -120,9 +141,9 @@ def load(
         raise LoadError(f"no broker at {conf['bootstrap.servers']}: {exc}") from exc
     tables = [*TABLES, *(g for g in TABLES.values() if g is not None)]
     names = {t: changelog_topic(s.app_id, t) for t in tables}
-    group = admin.describe_consumer_groups([s.app_id])[s.app_id].result(15)
-    if group.members:
-        raise LoadError(f"consumer group {s.app_id!r} has {len(group.members)} live member(s): "
+    members = _group_members(admin, s.app_id)
+    if members:
+        raise LoadError(f"consumer group {s.app_id!r} has {members} live member(s): "
                         "stop the workers first")  # fmt: skip
     c = Consumer({**conf, "group.id": s.app_id, "enable.auto.commit": False})
     try:
@@ -153,7 +174,10 @@ def load(
                                                       timeout=15)[1] - 1  # fmt: skip
         marks = ends if outcomes_from == "end" else [NO_MARK] * s.partitions
         say(f"marks (last outcome offset applied, per partition): {marks}")
-        prod = Producer({**conf, "linger.ms": 50, "compression.type": "lz4",
+        # No compression: the workers' aiokafka reads lz4/snappy/zstd only with extra libraries
+        # (measured: a worker crashed on an lz4 changelog), and gzip would cost more CPU than
+        # the load itself.
+        prod = Producer({**conf, "linger.ms": 50, "compression.type": "none",
                          "enable.idempotence": True,
                          "queue.buffering.max.messages": 500_000})  # fmt: skip
         counts = dict.fromkeys(names.values(), 0)
