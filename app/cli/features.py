@@ -23,12 +23,25 @@ def cmd_build(a: argparse.Namespace) -> int:
 def cmd_bench(a: argparse.Namespace) -> int:
     from app.bench.features import run
 
-    run(a.events)
+    run(a.events, a.routes, a.reference_events)
+    return 0
+
+
+def cmd_kernel(a: argparse.Namespace) -> int:
+    from app.config import get_settings
+    from app.state.windows import kernel
+
+    t0 = time.monotonic()
+    path = kernel.build(get_settings().kernel_dir)
+    kernel.import_from(path)
+    print(f"{path} ({time.monotonic() - t0:.2f}s)")
     return 0
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("features", help="features build|bench (offline SQL, online cost)")
+    p = sub.add_parser(
+        "features", help="features build|bench|kernel (SQL matrix, online cost, ring kernel)"
+    )
     actions = p.add_subparsers(dest="action", required=True)
     b = actions.add_parser("build", help="the training matrix of an event log (DuckDB SQL)")
     b.add_argument("--log", type=Path, required=True, help="dir with requests/outcomes.parquet")
@@ -36,4 +49,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     b.set_defaults(func=cmd_build)
     c = actions.add_parser("bench", help="online feature cost per event (app.bench.features)")
     c.add_argument("--events", type=int, default=20000)
+    c.add_argument("--routes", type=int, default=4, help="candidates per request")
+    c.add_argument(
+        "--reference-events", type=int, default=2000, help="events through the numpy reference"
+    )
     c.set_defaults(func=cmd_bench)
+    k = actions.add_parser(
+        "kernel", help="build the compiled ring kernel into AUTHPILOT_KERNEL_DIR (needs gcc)"
+    )
+    k.set_defaults(func=cmd_kernel)

@@ -1,56 +1,21 @@
-"""Time-bucket rings: sums of metric columns per time bucket, packed into one bytes value.
+"""The numpy reference of the time ring (app.state.windows.time): the implementation the
+compiled kernel must equal bit for bit, kept for tests/unit/state/test_kernel_parity.py and the
+benchmark's "before" figure, never on the hot path (~25-45 us per update or read: a dozen
+numpy calls on a few dozen slots).
 
-Layout: int64 array (slots, 1 + metrics); column 0 holds the absolute bucket index of the slot
-(-1 = empty), the rest the metric sums of that bucket. A key's windows are consecutive slot
-ranges. A slot is reused when a newer bucket maps to it, so there is no clock to advance and an
-outcome older than the ring is dropped instead of corrupting a newer bucket.
-
-The geometry (slot widths, bucket counts, window starts) is computed once per ring: a read is a
-handful of vector operations over at most a few dozen slots, whatever the number of windows.
-The codec knows nothing of what the columns mean: features pass their metric count and windows.
+The geometry is computed once per ring: a read is a handful of vector operations over at most
+a few dozen slots, whatever the number of windows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
+from app.state.windows.time import Geometry, Increment, RowPlan
 
-class Increment(NamedTuple):
-    """One event: at t_ms, add `incr` (one int64 per metric column) to each window's bucket."""
-
-    t_ms: int
-    incr: np.ndarray
-
-
-@dataclass(frozen=True)
-class Geometry:
-    metrics: int  # metric columns per slot (the bucket index column comes on top)
-    width_ms: np.ndarray  # per window
-    buckets: np.ndarray  # per window
-    starts: np.ndarray  # first slot of each window
-    slot_width: np.ndarray  # per slot
-    slot_buckets: np.ndarray  # per slot
-    slots: int
-
-
-def geometry(windows: Sequence[tuple[int, int]], metrics: int) -> Geometry:
-    """Slots of the windows given as (bucket width in ms, bucket count), in that order."""
-    widths = np.array([w for w, _ in windows], dtype=np.int64)
-    buckets = np.array([n for _, n in windows], dtype=np.int64)
-    starts = np.concatenate(([0], np.cumsum(buckets)[:-1])).astype(np.int64)
-    return Geometry(
-        metrics,
-        widths,
-        buckets,
-        starts,
-        np.repeat(widths, buckets),
-        np.repeat(buckets, buckets),
-        int(buckets.sum()),
-    )
+NAN = float("nan")
 
 
 class TimeRing:
@@ -100,3 +65,43 @@ class TimeRing:
 
     def young(self, value: bytes) -> bool:
         return False
+
+
+def readout_values(
+    ring: TimeRing, value: bytes | None, at_ms: int, counts: Sequence[tuple[int, int]],
+    rates: Sequence[tuple[int, int]],
+) -> list[float]:  # fmt: skip
+    """One readout's feature values: the counts' sums, then each rate's sum over the window's
+    metric 0 (NaN where that is 0), as Python numbers (how the numpy feature code built them)."""
+    sums = ring.read_one(value, at_ms)
+    vals: list[float] = [sums[w, m].item() for w, m in counts]
+    vals += [x / n if n else NAN for x, n in ((sums[w, m].item(), sums[w, 0].item())
+                                              for w, m in rates)]  # fmt: skip
+    return vals
+
+
+def fill_rows(
+    plan: RowPlan,
+    values: Sequence[bytes | None],
+    at_ms: int,
+    out: np.ndarray,
+    k: int,
+    shared: Sequence[float],
+    per_row: Sequence[float],
+) -> None:
+    """What RowPlan.fill writes, computed with the numpy reference ring and Python arithmetic."""
+    rings = {id(r.ring): TimeRing(r.ring.g) for r in (*plan.shared, *plan.per_row)}
+    rows = out[:k]
+    for i in range(k):
+        row = rows[i]
+        for c, x in zip(plan.shared_cols, shared, strict=True):
+            row[c] = x
+        for j, c in enumerate(plan.row_cols):
+            row[c] = per_row[i * len(plan.row_cols) + j]
+        for r, v in zip(plan.shared, values[: len(plan.shared)], strict=True):
+            row[r.col : r.col + r.width] = readout_values(rings[id(r.ring)], v, at_ms,
+                                                          r.counts, r.rates)  # fmt: skip
+        base = len(plan.shared) + i * len(plan.per_row)
+        for r, v in zip(plan.per_row, values[base : base + len(plan.per_row)], strict=True):
+            row[r.col : r.col + r.width] = readout_values(rings[id(r.ring)], v, at_ms,
+                                                          r.counts, r.rates)  # fmt: skip
