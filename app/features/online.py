@@ -160,10 +160,20 @@ class FeatureState:
         self._owned: dict[str, list[tuple[Callable[[Record, bytes], bytes], object]]] = {}
         for p in PLANS:
             self._owned.setdefault(p.owner, []).append((p.key, p.ring.handle()))
-        get = self._getters.get
+        get = self._getter
         self._shared = [(get(p.owner), p.key) for p in PLANS if not p.by_route]
-        self._routed = [(get(p.owner), p.affix) for p in PLANS if p.by_route]
+        self._routed = [(get(p.owner), p.affix) for p in PLANS if p.by_route and p.affix]
         self._card_get = get("card")
+
+    def _getter(self, owner: str) -> Callable[[bytes], bytes | None]:
+        """The owner's store's get; a state without that owner fails when read (KeyError)."""
+        if owner in self._getters:
+            return self._getters[owner]
+
+        def missing(key: bytes) -> bytes | None:
+            raise KeyError(f"this FeatureState has no {owner!r} store")
+
+        return missing
 
     def update_outcome(self, outcome: dict[str, Any], owner: str) -> None:
         """Apply one outcome to the entities of one owner (each owner applies its own)."""
@@ -186,8 +196,8 @@ class FeatureState:
         out: C-contiguous float64 with N_FEATURES columns (new_buffer())."""
         cands = req["candidates"]
         t = req["event_time"]
-        values: list[bytes | None] = [get(key(req, b"")) for get, key in self._shared]  # type: ignore[misc]
-        affixes = [(get, *affix(req)) for get, affix in self._routed]  # type: ignore[misc]
+        values: list[bytes | None] = [get(key(req, b"")) for get, key in self._shared]
+        affixes = [(get, *affix(req)) for get, affix in self._routed]
         issuer_country = req["issuer_country"]
         amount = req["amount_minor"]
         per_row: list[float] = []
@@ -200,7 +210,7 @@ class FeatureState:
             per_row += (float(acq is not None and acq != issuer_country),
                         c["fee_minor"] * 10000.0 / amount)  # fmt: skip
         shared = _request_head(req)
-        last = self._card_get(last_decline_key(req["card_fingerprint"]).encode())  # type: ignore[misc]
+        last = self._card_get(last_decline_key(req["card_fingerprint"]).encode())
         if last is None:
             shared += (NAN, NAN)
         else:
@@ -213,7 +223,7 @@ class FeatureState:
         """Metric sums of a card-owned entity's first window at time t (inclusive of t)."""
         p = _BY_NAME[entity_name]
         assert p.owner == "card" and not p.by_route
-        value = self._card_get(p.key(rec, b""))  # type: ignore[misc]
+        value = self._card_get(p.key(rec, b""))
         sums = p.ring.read_one(value, t)[0].tolist()
         return {m: sums[i] for m, i in M.items()}
 

@@ -102,7 +102,8 @@ class TimeRing:
         return self._empty
 
     def update_one(self, value: bytes | None, event: Increment) -> bytes:
-        return kernel.load().update(self.handle(), value, event.t_ms, event.incr)  # type: ignore[no-any-return]
+        value = kernel.load().update(self.handle(), value, event.t_ms, event.incr)
+        return value
 
     def read_one(self, value: bytes | None, at_ms: int) -> np.ndarray:
         """Metric sums, one row per window (geometry order), as seen at time at_ms; the
