@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -39,7 +38,7 @@ from app.features.definitions import (
 )
 from app.state.windows import kernel
 from app.state.windows.base import Store
-from app.state.windows.time import Readout, RowPlan, TimeRing, geometry
+from app.state.windows.time import Key, Readout, RingUpdates, RowPlan, TimeRing, geometry
 
 _LAST = struct.Struct(">qb")  # time of the card's last issuer decline (ms), hard flag
 _NET = {n: float(i) for i, n in enumerate(NETWORKS)}
@@ -47,49 +46,14 @@ _FUND = {f: float(i) for i, f in enumerate(FUNDING)}
 NAN = float("nan")
 ROUTE = "route_id"
 
-Record = Mapping[str, Any]
-
 
 def last_decline_key(card: str) -> str:
     return f"card_last|{card}"
 
 
-def _key_fn(e: Entity) -> Callable[[Record, bytes], bytes]:
-    """key(rec, route.encode()) == e.key(rec, route).encode(), without the per-call loop."""
-    if ROUTE in e.fields:
-        affix = _affix_fn(e)
-
-        def routed(rec: Record, route: bytes) -> bytes:
-            head, tail = affix(rec)
-            return head + route + tail
-
-        return routed
-    head = e.name + "|"
-    if len(e.fields) == 1:
-        f0 = e.fields[0]
-        return lambda rec, route: (head + str(rec[f0])).encode()
-    get = itemgetter(*e.fields)
-    return lambda rec, route: (head + "|".join(map(str, get(rec)))).encode()
-
-
-def _affix_fn(e: Entity) -> Callable[[Record], tuple[bytes, bytes]]:
-    """(head, tail) with e.key(rec, route).encode() == head + route.encode() + tail, for an
-    entity keyed by route once: the request's part of the key is built once for its routes."""
-    i = e.fields.index(ROUTE)
-    before, after = e.fields[:i], e.fields[i + 1 :]
-    assert ROUTE not in after, f"{e.name}: route_id twice"
-    head0 = (e.name + "|").encode()
-    if not before and len(after) <= 1:  # every entity today: route first, at most one more field
-        if not after:
-            return lambda rec: (head0, b"")
-        f0 = after[0]
-        return lambda rec: (head0, ("|" + str(rec[f0])).encode())
-
-    def affix(rec: Record) -> tuple[bytes, bytes]:
-        head = e.name + "|" + "".join(str(rec[f]) + "|" for f in before)
-        return head.encode(), "".join("|" + str(rec[f]) for f in after).encode()
-
-    return affix
+def entity_key(e: Entity) -> Key:
+    """The kernel's form of e.key(rec, route): Key.of(rec, route) == e.key(rec, route).encode()."""
+    return Key(e.name + "|", tuple(None if f == ROUTE else f for f in e.fields))
 
 
 @dataclass(frozen=True)
@@ -100,10 +64,9 @@ class _Plan:
     entity: Entity
     owner: str
     ring: TimeRing
+    key: Key
     by_route: bool  # keyed by the route: read once per candidate
-    readout: Readout  # where its features go in a row
-    key: Callable[[Record, bytes], bytes]  # (record, encoded route) -> table key
-    affix: Callable[[Record], tuple[bytes, bytes]] | None  # by_route: key = head + route + tail
+    readout: Readout  # where its features go in a row, and its key
 
 
 def _plans() -> tuple[_Plan, ...]:
@@ -112,12 +75,11 @@ def _plans() -> tuple[_Plan, ...]:
     for e in ENTITIES:
         w = {x.name: i for i, x in enumerate(e.windows)}
         ring = TimeRing(geometry([(x.width_s * 1000, x.buckets) for x in e.windows], len(METRICS)))
+        key = entity_key(e)
         readout = Readout(ring, col, tuple((w[a], M[b]) for a, b in e.counts),
-                          tuple((w[a], M[b]) for a, b in e.rates))  # fmt: skip
+                          tuple((w[a], M[b]) for a, b in e.rates), key)  # fmt: skip
         col += readout.width
-        by_route = ROUTE in e.fields
-        affix = _affix_fn(e) if by_route else None
-        plans.append(_Plan(e, e.owner, ring, by_route, readout, _key_fn(e), affix))
+        plans.append(_Plan(e, e.owner, ring, key, ROUTE in e.fields, readout))
     assert col + len(CARD_EXTRA) == N_FEATURES, "rows are request, entity, card-extra columns"
     return tuple(plans)
 
@@ -125,11 +87,13 @@ def _plans() -> tuple[_Plan, ...]:
 PLANS = _plans()
 _BY_NAME = {p.entity.name: p for p in PLANS}
 # Row layout (FEATURE_NAMES order): the request's columns, each entity's counts then rates in
-# ENTITIES order, CARD_EXTRA. Two request columns depend on the route; the rest is shared.
+# ENTITIES order, CARD_EXTRA. Two request columns depend on the route; the rest is shared, and
+# so are the entities not keyed by the route (card-owned, BIN, merchant): read once a request.
 _NB = len(REQUEST_FEATURES)
 _ROUTE_COLS = (REQUEST_FEATURES.index("cross_border"), REQUEST_FEATURES.index("route_fee_bps"))
 assert _ROUTE_COLS == (_NB - 2, _NB - 1), "request_features() puts the route columns last"
 _SHARED_COLS = (*range(_NB - 2), N_FEATURES - 2, N_FEATURES - 1)
+_READ_ORDER = tuple(p for p in PLANS if not p.by_route) + tuple(p for p in PLANS if p.by_route)
 
 
 @cache
@@ -139,9 +103,15 @@ def row_plan() -> RowPlan:
         N_FEATURES,
         _SHARED_COLS,
         _ROUTE_COLS,
-        [p.readout for p in PLANS if not p.by_route],
-        [p.readout for p in PLANS if p.by_route],
+        [p.readout for p in _READ_ORDER if not p.by_route],
+        [p.readout for p in _READ_ORDER if p.by_route],
     )
+
+
+@cache
+def owner_updates(owner: str) -> RingUpdates:
+    """The rings an outcome updates in one owner's store, with their keys."""
+    return RingUpdates([(p.ring, p.key) for p in PLANS if p.owner == owner])
 
 
 class FeatureState:
@@ -153,17 +123,12 @@ class FeatureState:
             o: s.get for o, s in stores.items()
         }
         k = kernel.load()
-        self._update = k.update
-        self._fill = k.fill
+        self._apply = k.apply
+        self._fill_keyed = k.fill_keyed
         self._plan = row_plan().handle()
-        # per owner: (key, ring) of the entities it updates
-        self._owned: dict[str, list[tuple[Callable[[Record, bytes], bytes], object]]] = {}
-        for p in PLANS:
-            self._owned.setdefault(p.owner, []).append((p.key, p.ring.handle()))
-        get = self._getter
-        self._shared = [(get(p.owner), p.key) for p in PLANS if not p.by_route]
-        self._routed = [(get(p.owner), p.affix) for p in PLANS if p.by_route and p.affix]
-        self._card_get = get("card")
+        self._updates = {o: owner_updates(o).handle() for o in {p.owner for p in PLANS}}
+        self._readout_getters = tuple(self._getter(p.owner) for p in _READ_ORDER)
+        self._card_get = self._getter("card")
 
     def _getter(self, owner: str) -> Callable[[bytes], bytes | None]:
         """The owner's store's get; a state without that owner fails when read (KeyError)."""
@@ -176,15 +141,14 @@ class FeatureState:
         return missing
 
     def update_outcome(self, outcome: dict[str, Any], owner: str) -> None:
-        """Apply one outcome to the entities of one owner (each owner applies its own)."""
+        """Apply one outcome to the entities of one owner (each owner applies its own): one
+        kernel call makes the keys, reads, updates and writes every ring of the owner."""
         t = outcome["event_time"]
-        incr = increments(outcome)
         store = self.stores[owner]
-        route = outcome["route_id"].encode()
-        update = self._update
-        for key, geom in self._owned.get(owner, ()):
-            k = key(outcome, route)
-            store[k] = update(geom, store.get(k), t, incr)
+        updates = self._updates.get(owner)
+        if updates is not None:
+            incr = increments(outcome)
+            self._apply(updates, self._getters[owner], store, outcome, outcome["route_id"], t, incr)
         if owner == "card" and not outcome["approved"] and outcome["failure_side"] != "ROUTE":
             k = last_decline_key(outcome["card_fingerprint"]).encode()
             prev = store.get(k)
@@ -193,19 +157,16 @@ class FeatureState:
 
     def fill(self, req: dict[str, Any], out: np.ndarray) -> np.ndarray:
         """Write one feature row per candidate route of `req` into out[:k]; returns out[:k].
-        out: C-contiguous float64 with N_FEATURES columns (new_buffer())."""
+        out: C-contiguous float64 with N_FEATURES columns (new_buffer()). One kernel call
+        makes every ring's key, reads it and writes every ring feature of every row."""
         cands = req["candidates"]
         t = req["event_time"]
-        values: list[bytes | None] = [get(key(req, b"")) for get, key in self._shared]
-        affixes = [(get, *affix(req)) for get, affix in self._routed]
         issuer_country = req["issuer_country"]
         amount = req["amount_minor"]
+        routes = []
         per_row: list[float] = []
-        add = values.append
         for c in cands:
-            route = c["route_id"].encode()
-            for get, head, tail in affixes:  # a loop, not a comprehension: no frame per route
-                add(get(head + route + tail))
+            routes.append(c["route_id"])
             acq = c.get("acquirer_country")
             per_row += (float(acq is not None and acq != issuer_country),
                         c["fee_minor"] * 10000.0 / amount)  # fmt: skip
@@ -216,14 +177,14 @@ class FeatureState:
         else:
             lt, hard = _LAST.unpack(last)
             shared += ((t - lt) / 1000.0, float(hard)) if lt < t else (NAN, NAN)
-        self._fill(self._plan, values, t, out, len(cands), shared, per_row)
+        self._fill_keyed(self._plan, self._readout_getters, req, routes, t, out, shared, per_row)
         return out[: len(cands)]
 
     def card_window(self, entity_name: str, rec: dict[str, Any], t: int) -> dict[str, int]:
         """Metric sums of a card-owned entity's first window at time t (inclusive of t)."""
         p = _BY_NAME[entity_name]
         assert p.owner == "card" and not p.by_route
-        value = self._card_get(p.key(rec, b""))
+        value = self._card_get(p.key.of(rec))
         sums = p.ring.read_one(value, t)[0].tolist()
         return {m: sums[i] for m, i in M.items()}
 

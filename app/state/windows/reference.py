@@ -9,11 +9,13 @@ a few dozen slots, whatever the number of windows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from app.state.windows.time import Geometry, Increment, RowPlan
+from app.state.windows.base import Store
+from app.state.windows.time import Geometry, Increment, RingUpdates, RowPlan
 
 NAN = float("nan")
 
@@ -105,3 +107,40 @@ def fill_rows(
         for r, v in zip(plan.per_row, values[base : base + len(plan.per_row)], strict=True):
             row[r.col : r.col + r.width] = readout_values(rings[id(r.ring)], v, at_ms,
                                                           r.counts, r.rates)  # fmt: skip
+
+
+def fill_rows_keyed(
+    plan: RowPlan,
+    getters: Sequence[Callable[[bytes], bytes | None]],
+    rec: Mapping[str, Any],
+    routes: Sequence[str],
+    at_ms: int,
+    out: np.ndarray,
+    shared: Sequence[float],
+    per_row: Sequence[float],
+) -> None:
+    """What RowPlan.fill_keyed writes: the values looked up in Python, then fill_rows."""
+    keys = [r.key for r in (*plan.shared, *plan.per_row) if r.key is not None]
+    if len(keys) != len(getters):
+        raise ValueError("one getter per readout, every readout with a key")
+    n = len(plan.shared)
+    values = [g(key.of(rec)) for g, key in zip(getters[:n], keys[:n], strict=True)]
+    for route in routes:
+        values += [g(key.of(rec, route)) for g, key in zip(getters[n:], keys[n:], strict=True)]
+    fill_rows(plan, values, at_ms, out, len(routes), shared, per_row)
+
+
+def apply_updates(
+    updates: RingUpdates,
+    get: Callable[[bytes], bytes | None],
+    store: Store,
+    rec: Mapping[str, Any],
+    route: str | None,
+    t_ms: int,
+    incr: Any,
+) -> None:
+    """What RingUpdates.apply does, with the numpy reference ring."""
+    event = Increment(t_ms, np.asarray(incr, dtype=np.int64))
+    for ring, key in updates.rings:
+        k = key.of(rec, route)
+        store[k] = TimeRing(ring.g).update_one(get(k), event)

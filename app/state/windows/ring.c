@@ -47,8 +47,17 @@ typedef struct {
   int64_t width[MAX_WINDOWS], buckets[MAX_WINDOWS], start[MAX_WINDOWS];
 } geom_t;
 
+/* A table key made from a record: prefix + "|".join(str(rec[f]) for f in fields), UTF-8, a NULL
+   field standing for the route (app.state.windows.time.Key) */
+typedef struct {
+  PyObject *prefix;  /* bytes */
+  Py_ssize_t n;
+  PyObject **fields; /* str, or NULL for the route */
+} tablekey_t;
+
 typedef struct {
   geom_t g;
+  tablekey_t key; /* prefix NULL: the plan was given no key for this ring */
   int64_t col, n_counts, n_rates;
   int64_t *counts; /* (window, metric) pairs, then the rates' pairs */
   /* the metrics each window's outputs read (a rate reads metric 0 too): only those are summed,
@@ -65,6 +74,7 @@ typedef struct {
 
 static const char GEOM_NAME[] = "authpilot.ring.geometry";
 static const char PLAN_NAME[] = "authpilot.ring.plan";
+static const char UPDATES_NAME[] = "authpilot.ring.updates";
 
 static inline int64_t ld(const char *p) {
   int64_t x;
@@ -132,11 +142,115 @@ static int spec_reader(PyObject *spec, reader_t *r) {
 
 static void free_geom(PyObject *cap) { free(PyCapsule_GetPointer(cap, GEOM_NAME)); }
 
+static void free_key(tablekey_t *k) {
+  Py_CLEAR(k->prefix);
+  if (k->fields != NULL)
+    for (Py_ssize_t i = 0; i < k->n; i++) Py_XDECREF(k->fields[i]);
+  free(k->fields);
+  k->fields = NULL;
+}
+
+/* A key from Python: (prefix: bytes, fields: tuple of str or None) */
+static int parse_key(PyObject *o, tablekey_t *k) {
+  if (!PyTuple_Check(o) || PyTuple_GET_SIZE(o) != 2 || !PyBytes_Check(PyTuple_GET_ITEM(o, 0)) ||
+      !PyTuple_Check(PyTuple_GET_ITEM(o, 1))) {
+    PyErr_SetString(PyExc_TypeError, "a key is (prefix: bytes, fields: tuple of str | None)");
+    return -1;
+  }
+  PyObject *fields = PyTuple_GET_ITEM(o, 1);
+  k->n = PyTuple_GET_SIZE(fields);
+  k->fields = calloc((size_t)(k->n > 0 ? k->n : 1), sizeof(PyObject *));
+  if (k->fields == NULL) {
+    PyErr_NoMemory();
+    return -1;
+  }
+  k->prefix = Py_NewRef(PyTuple_GET_ITEM(o, 0));
+  for (Py_ssize_t i = 0; i < k->n; i++) {
+    PyObject *f = PyTuple_GET_ITEM(fields, i);
+    if (f == Py_None) continue;
+    if (!PyUnicode_Check(f)) {
+      PyErr_SetString(PyExc_TypeError, "a key's fields are str or None (the route)");
+      return -1;
+    }
+    k->fields[i] = Py_NewRef(f);
+  }
+  return 0;
+}
+
+typedef struct {
+  char *buf;
+  size_t len, cap;
+  char stack[256];
+} strbuf_t;
+
+static int append(strbuf_t *b, const char *s, size_t n) {
+  if (b->len + n > b->cap) {
+    size_t cap = (b->len + n) * 2;
+    char *nb = malloc(cap);
+    if (nb == NULL) {
+      PyErr_NoMemory();
+      return -1;
+    }
+    memcpy(nb, b->buf, b->len);
+    if (b->buf != b->stack) free(b->buf);
+    b->buf = nb;
+    b->cap = cap;
+  }
+  memcpy(b->buf + b->len, s, n);
+  b->len += n;
+  return 0;
+}
+
+static int append_str(strbuf_t *b, PyObject *s) {
+  Py_ssize_t n;
+  const char *u = PyUnicode_AsUTF8AndSize(s, &n); /* str.encode()'s bytes, or its error */
+  return u == NULL ? -1 : append(b, u, (size_t)n);
+}
+
+/* Entity.key(rec, route).encode(): route (a str) fills the NULL fields; NULL route there is an
+   error, like Entity.key's */
+static PyObject *build_key(const tablekey_t *k, PyObject *rec, PyObject *route) {
+  strbuf_t b = {.len = 0, .cap = sizeof b.stack};
+  b.buf = b.stack;
+  PyObject *key = NULL;
+  if (append(&b, PyBytes_AS_STRING(k->prefix), (size_t)PyBytes_GET_SIZE(k->prefix))) goto done;
+  for (Py_ssize_t i = 0; i < k->n; i++) {
+    if (i > 0 && append(&b, "|", 1)) goto done;
+    if (k->fields[i] == NULL) {
+      if (route == NULL) {
+        PyErr_SetString(PyExc_ValueError, "this key holds the route: pass the route");
+        goto done;
+      }
+      if (!PyUnicode_Check(route)) {
+        PyErr_SetString(PyExc_TypeError, "a route id is a str");
+        goto done;
+      }
+      if (append_str(&b, route)) goto done;
+      continue;
+    }
+    PyObject *item = PyObject_GetItem(rec, k->fields[i]);
+    if (item == NULL) goto done;
+    PyObject *s = PyObject_Str(item);
+    Py_DECREF(item);
+    if (s == NULL) goto done;
+    int bad = append_str(&b, s);
+    Py_DECREF(s);
+    if (bad) goto done;
+  }
+  key = PyBytes_FromStringAndSize(b.buf, (Py_ssize_t)b.len);
+done:
+  if (b.buf != b.stack) free(b.buf);
+  return key;
+}
+
 static void free_plan(PyObject *cap) {
   plan_t *p = PyCapsule_GetPointer(cap, PLAN_NAME);
   if (p == NULL) return;
   if (p->rings != NULL)
-    for (int64_t i = 0; i < p->n_shared + p->n_row; i++) free(p->rings[i].counts);
+    for (int64_t i = 0; i < p->n_shared + p->n_row; i++) {
+      free(p->rings[i].counts);
+      free_key(&p->rings[i].key);
+    }
   free(p->rings);
   free(p->shared_cols);
   free(p->row_cols);
@@ -236,7 +350,7 @@ static int parse_plan(reader_t *r, plan_t *p, char **used_out) {
 }
 
 static PyObject *py_plan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-  if (nargs != 1) return PyErr_Format(PyExc_TypeError, "plan(spec)");
+  if (nargs != 2) return PyErr_Format(PyExc_TypeError, "plan(spec, keys)");
   reader_t r;
   if (spec_reader(args[0], &r)) return NULL;
   plan_t *p = calloc(1, sizeof *p);
@@ -249,6 +363,16 @@ static PyObject *py_plan(PyObject *self, PyObject *const *args, Py_ssize_t nargs
   }
   int bad = parse_plan(&r, p, &used);
   free(used);
+  /* keys: one per ring (shared first), each None or a key */
+  PyObject *keys = args[1];
+  if (!bad && (!PyTuple_Check(keys) || PyTuple_GET_SIZE(keys) != p->n_shared + p->n_row)) {
+    PyErr_SetString(PyExc_ValueError, "plan: keys must be a tuple, one per ring (or None)");
+    bad = 1;
+  }
+  for (int64_t i = 0; !bad && i < p->n_shared + p->n_row; i++) {
+    PyObject *key = PyTuple_GET_ITEM(keys, i);
+    if (key != Py_None) bad = parse_key(key, &p->rings[i].key);
+  }
   if (bad) {
     Py_DECREF(cap); /* frees what was parsed */
     return NULL;
@@ -336,14 +460,9 @@ static int get_incr(PyObject *o, const geom_t *g, int64_t *incr) {
 
 /* --- update --------------------------------------------------------------------------------- */
 
-static PyObject *py_update(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-  if (nargs != 4) return PyErr_Format(PyExc_TypeError, "update(geom, value, t_ms, incr)");
-  const geom_t *g = get_geom(args[0]);
-  if (g == NULL) return NULL;
-  int64_t t, incr[MAX_METRICS];
-  if (get_i64(args[2], &t) || get_incr(args[3], g, incr)) return NULL;
+static PyObject *ring_update(const geom_t *g, PyObject *value, int64_t t, const int64_t *incr) {
   value_t v;
-  if (get_value(args[1], g, &v)) return NULL;
+  if (get_value(value, g, &v)) return NULL;
   const int64_t cols = 1 + g->metrics, row = cols * 8;
   PyObject *out = PyBytes_FromStringAndSize(NULL, g->slots * row);
   if (out == NULL) {
@@ -371,6 +490,100 @@ static PyObject *py_update(PyObject *self, PyObject *const *args, Py_ssize_t nar
     } /* it holds a newer bucket: the event is older than the window, dropped */
   }
   return out;
+}
+
+static PyObject *py_update(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+  if (nargs != 4) return PyErr_Format(PyExc_TypeError, "update(geom, value, t_ms, incr)");
+  const geom_t *g = get_geom(args[0]);
+  if (g == NULL) return NULL;
+  int64_t t, incr[MAX_METRICS];
+  if (get_i64(args[2], &t) || get_incr(args[3], g, incr)) return NULL;
+  return ring_update(g, args[1], t, incr);
+}
+
+/* --- keyed updates: key, get, update, set for several rings of one store in one call ------- */
+
+typedef struct {
+  Py_ssize_t n;
+  geom_t *geoms;
+  tablekey_t *keys;
+} updates_t;
+
+static void free_updates(PyObject *cap) {
+  updates_t *u = PyCapsule_GetPointer(cap, UPDATES_NAME);
+  if (u == NULL) return;
+  if (u->keys != NULL)
+    for (Py_ssize_t i = 0; i < u->n; i++) free_key(&u->keys[i]);
+  free(u->keys);
+  free(u->geoms);
+  free(u);
+}
+
+/* updates(((geom, key), ...)) -> capsule; every ring has the same metric count (one incr) */
+static PyObject *py_updates(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+  if (nargs != 1 || !PyTuple_Check(args[0]))
+    return PyErr_Format(PyExc_TypeError, "updates(((geom, key), ...))");
+  PyObject *entries = args[0];
+  updates_t *u = calloc(1, sizeof *u);
+  if (u == NULL) return PyErr_NoMemory();
+  PyObject *cap = PyCapsule_New(u, UPDATES_NAME, free_updates);
+  if (cap == NULL) {
+    free(u);
+    return NULL;
+  }
+  Py_ssize_t n = PyTuple_GET_SIZE(entries);
+  u->geoms = calloc((size_t)(n > 0 ? n : 1), sizeof(geom_t));
+  u->keys = calloc((size_t)(n > 0 ? n : 1), sizeof(tablekey_t));
+  if (u->geoms == NULL || u->keys == NULL) {
+    Py_DECREF(cap);
+    return PyErr_NoMemory();
+  }
+  for (Py_ssize_t i = 0; i < n; i++) {
+    PyObject *e = PyTuple_GET_ITEM(entries, i);
+    if (!PyTuple_Check(e) || PyTuple_GET_SIZE(e) != 2) {
+      Py_DECREF(cap);
+      return PyErr_Format(PyExc_TypeError, "updates: each entry is (geom, key)");
+    }
+    const geom_t *g = get_geom(PyTuple_GET_ITEM(e, 0));
+    if (g == NULL || parse_key(PyTuple_GET_ITEM(e, 1), &u->keys[i])) {
+      u->n = i + 1; /* what to free */
+      Py_DECREF(cap);
+      return NULL;
+    }
+    u->geoms[i] = *g;
+    u->n = i + 1;
+    if (g->metrics != u->geoms[0].metrics) {
+      Py_DECREF(cap);
+      return PyErr_Format(PyExc_ValueError, "updates: rings of different metric counts");
+    }
+  }
+  return cap;
+}
+
+/* apply(updates, get, store, rec, route, t_ms, incr): for each ring in order,
+   store[key] = update(get(key)) with key made from rec and route */
+static PyObject *py_apply(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+  if (nargs != 7)
+    return PyErr_Format(PyExc_TypeError, "apply(updates, get, store, rec, route, t_ms, incr)");
+  const updates_t *u = PyCapsule_GetPointer(args[0], UPDATES_NAME);
+  if (u == NULL) return NULL;
+  if (u->n == 0) Py_RETURN_NONE;
+  int64_t t, incr[MAX_METRICS];
+  if (get_i64(args[5], &t) || get_incr(args[6], &u->geoms[0], incr)) return NULL;
+  PyObject *get = args[1], *store = args[2], *rec = args[3];
+  PyObject *route = args[4] == Py_None ? NULL : args[4];
+  for (Py_ssize_t i = 0; i < u->n; i++) {
+    PyObject *key = build_key(&u->keys[i], rec, route);
+    if (key == NULL) return NULL;
+    PyObject *old = PyObject_CallOneArg(get, key);
+    PyObject *value = old == NULL ? NULL : ring_update(&u->geoms[i], old, t, incr);
+    Py_XDECREF(old);
+    int bad = value == NULL || PyObject_SetItem(store, key, value) < 0;
+    Py_XDECREF(value);
+    Py_DECREF(key);
+    if (bad) return NULL;
+  }
+  Py_RETURN_NONE;
 }
 
 /* --- read ----------------------------------------------------------------------------------- */
@@ -507,21 +720,47 @@ static int put_floats(PyObject **items, const int64_t *cols, int64_t n, double *
   return 0;
 }
 
-static PyObject *py_fill(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-  if (nargs != 7)
-    return PyErr_Format(PyExc_TypeError, "fill(plan, values, at_ms, out, k, shared, per_row)");
-  const plan_t *p = PyCapsule_GetPointer(args[0], PLAN_NAME);
-  if (p == NULL) return NULL;
-  int64_t at, k;
-  if (get_i64(args[2], &at) || get_i64(args[4], &k)) return NULL;
-  if (k < 0) return PyErr_Format(PyExc_ValueError, "fill: k < 0");
-  PyObject **values, **shared, **per_row;
-  if (items_of(args[1], p->n_shared + k * p->n_row, "values", &values) ||
-      items_of(args[5], p->n_shared_cols, "shared", &shared) ||
-      items_of(args[6], k * p->n_row_cols, "per_row", &per_row))
+/* Where fill's ring values come from: a list given by the caller, or keys made from a record
+   and looked up through one getter per ring */
+typedef struct {
+  const plan_t *p;
+  int keyed;
+  PyObject **values;                  /* not keyed: n_shared + k * n_row values, row-major */
+  PyObject **getters, *rec, **routes; /* keyed: one getter per ring, one route per row */
+} source_t;
+
+/* The value of ring `ring` for row `row` (new reference) */
+static PyObject *value_of(const source_t *src, int64_t ring, int64_t row) {
+  const plan_t *p = src->p;
+  if (!src->keyed) {
+    int64_t i = ring < p->n_shared ? ring : p->n_shared + row * p->n_row + ring - p->n_shared;
+    return Py_NewRef(src->values[i]);
+  }
+  PyObject *route = ring < p->n_shared ? NULL : src->routes[row];
+  PyObject *key = build_key(&p->rings[ring].key, src->rec, route);
+  if (key == NULL) return NULL;
+  PyObject *v = PyObject_CallOneArg(src->getters[ring], key);
+  Py_DECREF(key);
+  return v;
+}
+
+static int ring_values_of(const source_t *src, int64_t ring, int64_t row, int64_t at, double *out) {
+  PyObject *v = value_of(src, ring, row);
+  if (v == NULL) return -1;
+  int bad = ring_values(&src->p->rings[ring], v, at, out);
+  Py_DECREF(v);
+  return bad;
+}
+
+static PyObject *fill_rows(const source_t *src, PyObject *out, int64_t k, int64_t at,
+                           PyObject *shared_seq, PyObject *per_row_seq) {
+  const plan_t *p = src->p;
+  PyObject **shared, **per_row;
+  if (items_of(shared_seq, p->n_shared_cols, "shared", &shared) ||
+      items_of(per_row_seq, k * p->n_row_cols, "per_row", &per_row))
     return NULL;
   Py_buffer view;
-  if (PyObject_GetBuffer(args[3], &view, PyBUF_RECORDS)) return NULL; /* writable, strided */
+  if (PyObject_GetBuffer(out, &view, PyBUF_RECORDS)) return NULL; /* writable, strided */
   const char *f = view.format ? view.format : "B";
   if (*f == '@' || *f == '=' || *f == '<') f++;
   if (view.ndim != 2 || view.itemsize != 8 || strcmp(f, "d") != 0 ||
@@ -540,8 +779,7 @@ static PyObject *py_fill(PyObject *self, PyObject *const *args, Py_ssize_t nargs
   int bad = 0;
   if (k > 0) { /* row 0 gets everything shared, the other rows copy it */
     bad = put_floats(shared, p->shared_cols, p->n_shared_cols, rows);
-    for (int64_t i = 0; !bad && i < p->n_shared; i++)
-      bad = ring_values(&p->rings[i], values[i], at, rows);
+    for (int64_t i = 0; !bad && i < p->n_shared; i++) bad = ring_values_of(src, i, 0, at, rows);
     for (int64_t r = 1; !bad && r < k; r++)
       memcpy(rows + r * nf, rows, (size_t)nf * sizeof(double));
   }
@@ -549,12 +787,44 @@ static PyObject *py_fill(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     double *row = rows + r * nf;
     bad = put_floats(per_row + r * p->n_row_cols, p->row_cols, p->n_row_cols, row);
     for (int64_t i = 0; !bad && i < p->n_row; i++)
-      bad = ring_values(&p->rings[p->n_shared + i], values[p->n_shared + r * p->n_row + i], at,
-                        row);
+      bad = ring_values_of(src, p->n_shared + i, r, at, row);
   }
   PyBuffer_Release(&view);
   if (bad) return NULL;
   Py_RETURN_NONE;
+}
+
+static PyObject *py_fill(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+  if (nargs != 7)
+    return PyErr_Format(PyExc_TypeError, "fill(plan, values, at_ms, out, k, shared, per_row)");
+  source_t src = {.p = PyCapsule_GetPointer(args[0], PLAN_NAME)};
+  if (src.p == NULL) return NULL;
+  int64_t at, k;
+  if (get_i64(args[2], &at) || get_i64(args[4], &k)) return NULL;
+  if (k < 0) return PyErr_Format(PyExc_ValueError, "fill: k < 0");
+  if (items_of(args[1], src.p->n_shared + k * src.p->n_row, "values", &src.values)) return NULL;
+  return fill_rows(&src, args[3], k, at, args[5], args[6]);
+}
+
+/* fill_keyed(plan, getters, rec, routes, at_ms, out, shared, per_row): fill() with each ring's
+   value looked up here: getters[ring](key made from rec, and routes[row] for per-row rings) */
+static PyObject *py_fill_keyed(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+  if (nargs != 8)
+    return PyErr_Format(PyExc_TypeError,
+                        "fill_keyed(plan, getters, rec, routes, at_ms, out, shared, per_row)");
+  source_t src = {.p = PyCapsule_GetPointer(args[0], PLAN_NAME), .keyed = 1, .rec = args[2]};
+  if (src.p == NULL) return NULL;
+  for (int64_t i = 0; i < src.p->n_shared + src.p->n_row; i++)
+    if (src.p->rings[i].key.prefix == NULL)
+      return PyErr_Format(PyExc_ValueError, "fill_keyed: ring %lld has no key", (long long)i);
+  if (!PyList_Check(args[3]) && !PyTuple_Check(args[3]))
+    return PyErr_Format(PyExc_TypeError, "fill_keyed: routes must be a list or tuple");
+  int64_t at, k = PySequence_Fast_GET_SIZE(args[3]);
+  src.routes = PySequence_Fast_ITEMS(args[3]);
+  if (get_i64(args[4], &at) ||
+      items_of(args[1], src.p->n_shared + src.p->n_row, "getters", &src.getters))
+    return NULL;
+  return fill_rows(&src, args[5], k, at, args[6], args[7]);
 }
 
 static PyMethodDef methods[] = {
@@ -564,10 +834,16 @@ static PyMethodDef methods[] = {
      "update(geom, value, t_ms, incr) -> the new value (bytes)"},
     {"read", (PyCFunction)(void (*)(void))py_read, METH_FASTCALL,
      "read(geom, value, at_ms, out): window sums into out"},
+    {"updates", (PyCFunction)(void (*)(void))py_updates, METH_FASTCALL,
+     "updates(((geom, key), ...)) -> the rings one record updates, with their keys"},
+    {"apply", (PyCFunction)(void (*)(void))py_apply, METH_FASTCALL,
+     "apply(updates, get, store, rec, route, t_ms, incr): store[key] = update(get(key))"},
     {"plan", (PyCFunction)(void (*)(void))py_plan, METH_FASTCALL,
-     "plan(spec) -> a validated row plan"},
+     "plan(spec, keys) -> a validated row plan"},
     {"fill", (PyCFunction)(void (*)(void))py_fill, METH_FASTCALL,
      "fill(plan, values, at_ms, out, k, shared, per_row): k feature rows"},
+    {"fill_keyed", (PyCFunction)(void (*)(void))py_fill_keyed, METH_FASTCALL,
+     "fill_keyed(plan, getters, rec, routes, at_ms, out, shared, per_row): fill, looking up"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_ring",

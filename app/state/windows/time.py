@@ -14,13 +14,14 @@ features pass their metric count, windows and which sums they export.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from app.state.windows import kernel
+from app.state.windows.base import Store
 
 
 class Increment(NamedTuple):
@@ -119,15 +120,40 @@ class TimeRing:
 
 
 @dataclass(frozen=True)
+class Key:
+    """How a ring's table key is made from a record: `prefix` + '|'.join(str(rec[f]) for f in
+    fields), UTF-8 encoded, where a None field stands for the route (given per row). The kernel
+    builds the same bytes in C (fill_keyed, RingUpdates)."""
+
+    prefix: str
+    fields: tuple[str | None, ...]
+
+    def of(self, rec: Mapping[str, Any], route: str | None = None) -> bytes:
+        parts = []
+        for f in self.fields:
+            if f is not None:
+                parts.append(str(rec[f]))
+            elif route is None:
+                raise ValueError("this key holds the route: pass the route")
+            else:
+                parts.append(route)
+        return (self.prefix + "|".join(parts)).encode()
+
+    def kernel_form(self) -> tuple[bytes, tuple[str | None, ...]]:
+        return self.prefix.encode(), self.fields
+
+
+@dataclass(frozen=True)
 class Readout:
     """One ring's share of a feature row, written from column `col`: the window sums named by
     `counts` ((window, metric) pairs, as numbers), then the rates named by `rates` (metric over
-    the window's metric 0, NaN where that is 0)."""
+    the window's metric 0, NaN where that is 0). `key`: how fill_keyed finds its value."""
 
     ring: TimeRing
     col: int
     counts: tuple[tuple[int, int], ...]
     rates: tuple[tuple[int, int], ...] = ()
+    key: Key | None = None
 
     @property
     def width(self) -> int:
@@ -165,7 +191,9 @@ class RowPlan:
 
     def handle(self) -> object:
         if self._plan is None:
-            self._plan = kernel.load().plan(_pack(self.spec))
+            keys = tuple(None if r.key is None else r.key.kernel_form()
+                         for r in (*self.shared, *self.per_row))  # fmt: skip
+            self._plan = kernel.load().plan(_pack(self.spec), keys)
         return self._plan
 
     def fill(
@@ -181,3 +209,46 @@ class RowPlan:
         its readouts' values (row-major); shared: the shared_cols floats; per_row: k x row_cols
         floats, row-major. out must be C-contiguous float64 with `columns` columns."""
         kernel.load().fill(self.handle(), values, at_ms, out, k, shared, per_row)
+
+    def fill_keyed(
+        self,
+        getters: Sequence[Callable[[bytes], bytes | None]],
+        rec: Mapping[str, Any],
+        routes: Sequence[str],
+        at_ms: int,
+        out: np.ndarray,
+        shared: Sequence[float],
+        per_row: Sequence[float],
+    ) -> None:
+        """fill() for k = len(routes) rows, each readout's value looked up by the kernel: one
+        getter per readout (shared first), called with its key made from rec (and the row's
+        route). Every readout needs a key."""
+        kernel.load().fill_keyed(self.handle(), getters, rec, routes, at_ms, out, shared, per_row)
+
+
+class RingUpdates:
+    """The rings one record updates in one store, each under its key: apply() does, in order,
+    store[key] = ring.update_one(get(key), Increment(t_ms, incr)) in one kernel call. The
+    rings share one metric count."""
+
+    def __init__(self, rings: Sequence[tuple[TimeRing, Key]]) -> None:
+        self.rings = tuple(rings)
+        self._updates: object | None = None
+
+    def handle(self) -> object:
+        if self._updates is None:
+            self._updates = kernel.load().updates(
+                tuple((ring.handle(), key.kernel_form()) for ring, key in self.rings)
+            )
+        return self._updates
+
+    def apply(
+        self,
+        get: Callable[[bytes], bytes | None],
+        store: Store,
+        rec: Mapping[str, Any],
+        route: str | None,
+        t_ms: int,
+        incr: Any,
+    ) -> None:
+        kernel.load().apply(self.handle(), get, store, rec, route, t_ms, incr)

@@ -20,7 +20,15 @@ from hypothesis import strategies as st
 
 from app.state.windows import kernel
 from app.state.windows import reference as ref
-from app.state.windows.time import Increment, Readout, RowPlan, TimeRing, geometry
+from app.state.windows.time import (
+    Increment,
+    Key,
+    Readout,
+    RingUpdates,
+    RowPlan,
+    TimeRing,
+    geometry,
+)
 
 I64 = st.integers(-(2**63), 2**63 - 1)
 T0 = 1_767_225_600_000
@@ -38,7 +46,9 @@ def geometries(draw: st.DrawFn, max_windows: int = 4) -> tuple[list[tuple[int, i
 def times(around: int = T0) -> st.SearchStrategy[int]:
     """Mostly near one another (buckets shared, reused, out of order), some far apart or at
     the int64 edges."""
-    near = st.integers(-40 * DAY_MS, 40 * DAY_MS).map(lambda d: around + d)
+    near = st.integers(-40 * DAY_MS, 40 * DAY_MS).map(
+        lambda d: min(max(around + d, -(2**63)), 2**63 - 1)
+    )
     return st.one_of(near, near, near, st.integers(-(2**50), 2**50), I64)
 
 
@@ -188,6 +198,121 @@ def test_rates_of_sums_beyond_2_53_are_rounded_like_python():
     # a case where rounding both operands first gives another double
     x, n = 2**53 + 1, 3
     assert float(x) / float(n) != x / n
+
+
+# --- keyed reads and updates: the kernel makes the keys and does the store traffic --------
+
+FIELD_VALUES = st.one_of(
+    st.sampled_from(["a", "b|c", "é", "", "漢"]), st.integers(-(10**20), 10**20)
+)
+RECORDS = st.fixed_dictionaries({f: FIELD_VALUES for f in ("x", "y", "z")})
+FIELDS = st.lists(st.sampled_from(["x", "y", "z", None]), max_size=4).map(tuple)
+ROUTE_IDS = st.sampled_from(["r1", "r|2", "rø"])
+
+
+def distinct_keys(fields: list[tuple[str | None, ...]]) -> list[Key]:
+    """One key per ring, never two rings under one key (entities have distinct names)."""
+    return [Key(f"e{i}|ü|", f) for i, f in enumerate(fields)]
+
+
+class CountingStore(dict):
+    """A dict store that records its traffic (the order the reference does it in)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[tuple[str, bytes]] = []
+
+    def get(self, key, default=None):
+        self.log.append(("get", key))
+        return super().get(key, default)
+
+    def __setitem__(self, key, value):
+        self.log.append(("set", key))
+        super().__setitem__(key, value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(FIELDS, geometries(max_windows=2)), min_size=1, max_size=4), st.data())
+def test_keyed_updates_are_the_references(rings, data):
+    metrics = rings[0][1][1]
+    keys = distinct_keys([f for f, _ in rings])
+    updates = RingUpdates([(TimeRing(geometry(w, metrics)), key)
+                           for key, (_, (w, _)) in zip(keys, rings, strict=True)])  # fmt: skip
+    routed = any(None in k.fields for k in keys)
+    fast, slow = CountingStore(), CountingStore()
+    for _ in range(data.draw(st.integers(1, 6))):
+        rec = data.draw(RECORDS)
+        route = data.draw(ROUTE_IDS if routed else st.none() | ROUTE_IDS)
+        t = data.draw(times())
+        incr = data.draw(increments(metrics)).tolist()
+        ref.apply_updates(updates, slow.get, slow, rec, route, t, incr)
+        updates.apply(fast.get, fast, rec, route, t, incr)
+        assert fast == slow and fast.log == slow.log  # same bytes, same traffic in order
+
+
+@settings(max_examples=150, deadline=None)
+@given(plans(), st.data())
+def test_keyed_fill_is_the_references(plan, data):
+    at = data.draw(times())
+    routes = data.draw(st.lists(ROUTE_IDS, max_size=3))
+    k = len(routes)
+    rec = data.draw(RECORDS)
+    n = len(plan.shared)
+    fields = [data.draw(FIELDS) for _ in (*plan.shared, *plan.per_row)]
+    # shared readouts are read without a route: their keys hold none
+    keys = distinct_keys([f if i >= n else tuple(x for x in f if x) for i, f in enumerate(fields)])
+    readouts = [Readout(r.ring, r.col, r.counts, r.rates, key)
+                for r, key in zip((*plan.shared, *plan.per_row), keys, strict=True)]  # fmt: skip
+    keyed = RowPlan(plan.columns, plan.shared_cols, plan.row_cols, readouts[:n], readouts[n:])
+    store: dict[bytes, bytes] = {}
+    for r, key in zip((*keyed.shared, *keyed.per_row), keys, strict=True):
+        for route in routes or [None]:
+            if data.draw(st.booleans()) and (route is not None or None not in key.fields):
+                v = ring_value(data.draw, r, at)
+                if v is not None:
+                    store[key.of(rec, route)] = v
+    getters = [store.get] * len(keys)
+    shared = [0.5] * len(plan.shared_cols)
+    per_row = [0.25] * (k * len(plan.row_cols))
+    got = np.full((k, plan.columns), 1.5)
+    want = np.full((k, plan.columns), -2.5)
+    keyed.fill_keyed(getters, rec, routes, at, got, shared, per_row)
+    ref.fill_rows_keyed(keyed, getters, rec, routes, at, want, shared, per_row)
+    assert got.tobytes() == want.tobytes()
+
+
+def test_keys_are_made_like_python_makes_them():
+    """Key.of and the kernel's keys: str() of each field, '|' between, UTF-8; the route in
+    its place; the errors Python raises for a missing field or a str that cannot encode."""
+    ring = TimeRing(geometry([(1000, 2)], 1))
+    key = Key("e|", ("x", None, "y"))
+    rec = {"x": 12, "y": "é|z"}
+    store: dict[bytes, bytes] = {}
+    RingUpdates([(ring, key)]).apply(store.get, store, rec, "r1", 0, [1])
+    assert list(store) == [b"e|12|r1|\xc3\xa9|z"] == [key.of(rec, "r1")]
+    updates = RingUpdates([(ring, key)])
+    with pytest.raises(KeyError):
+        updates.apply(store.get, store, {"x": 1}, "r1", 0, [1])
+    with pytest.raises(ValueError, match="pass the route"):
+        updates.apply(store.get, store, rec, None, 0, [1])
+    with pytest.raises(TypeError):
+        updates.apply(store.get, store, rec, 7, 0, [1])
+    with pytest.raises(UnicodeEncodeError):
+        updates.apply(store.get, store, {"x": "\ud800", "y": 1}, "r1", 0, [1])
+    with pytest.raises(UnicodeEncodeError):
+        key.of({"x": "\ud800", "y": 1}, "r1")
+
+    def broken(k: bytes) -> bytes | None:
+        raise RuntimeError("store down")
+
+    with pytest.raises(RuntimeError, match="store down"):
+        updates.apply(broken, store, rec, "r1", 0, [1])
+    plan = RowPlan(1, [], [], [], [Readout(ring, 0, ((0, 0),), (), key)])
+    with pytest.raises(RuntimeError, match="store down"):
+        plan.fill_keyed([broken], rec, ["r1"], 0, np.empty((1, 1)), [], [])
+    unkeyed = RowPlan(1, [], [], [Readout(ring, 0, ((0, 0),))], [])
+    with pytest.raises(ValueError, match="no key"):
+        unkeyed.fill_keyed([store.get], rec, [], 0, np.empty((1, 1)), [], [])
 
 
 # --- refusals --------------------------------------------------------------------------------
