@@ -1,20 +1,27 @@
 """The compiled ring kernel: ring.c (beside this module, package data) built with gcc into a
 CPython extension module, once per machine, source version and Python ABI, then imported.
 
-Why C as an extension module, not ctypes and not numba: a ring is a few dozen slots, so the
-call costs more than the arithmetic, and a request reads ~21 ring values. Measured on this
-2-core machine (best of 5 x 200k calls, a 61-slot country_route value, a no-op and a full
-read of its three windows):
-  - ctypes (CDLL, argtypes set, bytes passed as c_char_p):  ~700-900 ns per call (no-op),
-    650-1300 ns per read; the calls the models make (app/models/training/shim.c) are fine at
-    one per request, not at ~30 per event;
-  - numba 0.68.1 @njit(cache=True): ~235 ns per call with ready arrays, but every bytes value
-    needs an np.frombuffer view first (~210 ns), 1.3-1.9 us per read in all; and a process pays
-    ~0.45 s to import numba plus ~0.4 s to load even a cached function at start-up;
-  - this extension (METH_FASTCALL, bytes read in place, new values returned as bytes without
-    a second copy): ~30 ns per call, ~180 ns per full read.
-So one `fill` call writes every feature of a request's rows, and an outcome costs one `update`
-call per entity. gcc builds it in ~0.2 s on first use; later processes only import the file.
+Pinned: C, as an extension module (METH_FASTCALL), not ctypes and not numba. A ring is a few
+dozen slots, so a call costs more than its arithmetic, and an event touches ~30 rings (a
+4-route request reads 21, an outcome updates 9). Measured on this 2-core machine, best of
+5 x 200k calls over an empty-loop baseline, on a 61-slot country_route value (a no-op call, and
+a read of its three windows x 8 metrics):
+  - ctypes (CDLL, argtypes set, the bytes passed as c_char_p): 450-890 ns a no-op call,
+    620-650 ns a read. Fine for the models' one call per request (app/models/training/shim.c),
+    ~20 us an event here before any Python around the calls;
+  - numba 0.68.1 (@njit(cache=True)): 235-280 ns a no-op call with ready arrays, but each bytes
+    value needs an np.frombuffer view (~210 ns): 580 ns a no-op, 870-900 ns a read, and a
+    result is an array, not the bytes a table stores (one more copy). Start-up: `import numba`
+    0.45-0.55 s and 0.36-0.43 s to load even a cached function, in every worker process;
+  - this extension: 3-30 ns a no-op call, ~180 ns a read; values are read in place and new
+    values are created as bytes directly. gcc builds it in ~0.6 s once per machine; a process
+    then imports the file in ~0.3 ms.
+Cheap calls let the kernel take whole units of work: RowPlan.fill_keyed makes every ring key of
+a request, gets the values from the stores and writes all ring features of all its rows in one
+call; RingUpdates.apply makes the keys, gets, updates and sets an owner's rings in one call.
+Per event (`python -m app.bench.features`: update for all owners + rows of a 4-route request),
+same run, quiet machine: 18-20 us with the kernel, 410-430 us with the numpy reference (26-28 us
+and 660-890 us at load 4); before this module the 3-route benchmark measured 360-390 us.
 
 The file is `<kernel_dir>/ring-<tag><EXT_SUFFIX>` (AUTHPILOT_KERNEL_DIR, default
 ~/.cache/authpilot/kernels), tag = hash of the source, the flags and the interpreter, so an edit
@@ -41,8 +48,7 @@ from types import ModuleType
 
 SOURCE = Path(__file__).with_name("ring.c")
 MODULE = "_ring"  # ring.c's PyInit__ring
-# -O2: -O3 measured no faster on these loops; no -ffast-math: the sums and rates must be
-# bit-identical to the numpy reference.
+# No -ffast-math: the sums and rates must be bit-identical to the numpy reference.
 FLAGS = ("-O2", "-fPIC", "-shared", "-std=c11", "-Wall", "-Werror", "-fno-strict-aliasing")
 
 
