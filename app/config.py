@@ -87,6 +87,18 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         10, description="longest the broker may hold a fetch (Faust hard-codes 1500 ms)"
     )
+    gateway_partitioner: Literal["consistent_random", "murmur2_random"] = Field(
+        "consistent_random",
+        description="the partitioner of the gateways producing requests and outcomes keyed by "
+        "card: librdkafka's default (consistent_random, CRC-32) or the Java client's "
+        "(murmur2_random); backfill places card state by it (app.kafka.partitioning)",
+    )
+    producer_linger_ms: int = Field(
+        2,
+        ge=0,
+        description="how long the producer may hold a message to batch it (decisions, changelogs, "
+        "owner batches); see app.worker.app.producer_options for the measurement",
+    )
     changelog_buffer: int = Field(
         5000, description="table changelog messages queued before streams pause (Faust: 100)"
     )
@@ -177,14 +189,19 @@ class Settings(BaseSettings):
     model_poll_seconds: float = Field(
         1.0, description="how often a worker checks the model registry for a promotion"
     )
-    state_publish_every: int = Field(
-        10,
+    state_read_cache: int = Field(
+        200_000,
         ge=1,
-        description="an owned key (feature rings, success-rate windows) is written to its table "
-        "on every update and published to every worker on its first update, while young "
-        "(success rate: <= sr_min_samples outcomes) and every N-th update after; other workers "
-        "see a key at most N-1 updates late. A crash loses nothing of the owner's tables; the "
-        "published copy of a key stays up to N-1 updates stale until its next update",
+        description="published keys (feature rings, success-rate snapshots) each worker keeps "
+        "in memory per GlobalTable, kept current by the changelog (app.state.published)",
+    )
+    state_checkpoint_ms: int = Field(
+        250,
+        ge=10,
+        description="staged state is written (once per key: RocksDB + changelog) and published "
+        "to every worker's GlobalTables at this interval and before every offset commit; "
+        "readers on other workers see owned keys up to about two intervals late (outcome "
+        "agent, then owner). A crash loses nothing and doubles nothing (app.state.checkpoint)",
     )
 
 

@@ -1,11 +1,13 @@
 """The framework limit: one Faust agent doing the references' work with the worker's settings.
 
-Run as `python -m app.bench.bare_faust` (configured by AUTHPILOT_* like the worker, plus
-AUTHPILOT_BENCH_LINGER_MS); the capacity benchmark starts it as a subprocess. It builds its app
-as app.worker.app.build_app does (the same fetch-wait cap, producer acks -1, linger 0 unless
-told otherwise, earliest offsets, one event at a time through stream.events() as the worker's
-guarded agents) but has no tables, no web server and no policy: decode, first route, encode,
-send. What the worker decides per second below this figure is what authpilot itself costs.
+Run as `python -m app.bench.bare_faust` (configured by AUTHPILOT_* like the worker: the
+capacity benchmark starts it as a subprocess, and varies AUTHPILOT_PRODUCER_LINGER_MS). It
+builds its app as app.worker.app.build_app does (the same fetch-wait cap and producer options,
+earliest offsets, one event at a time through stream.events() as the worker's guarded agents,
+run without Faust's spinner) but has no tables, no web server and no policy: decode, first
+route, encode, send. What the worker decides per second below this figure is what authpilot
+itself costs. AUTHPILOT_BENCH_FAUST_DEFAULTS=1 runs it as the worker ran before it was tuned
+(linger 0, Faust's spinner and its DEBUG root logger): the "before" of the settings.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from app.bench.echo import first_route_decision
 from app.config import Settings
 from app.contracts.codec import Codec
 from app.kafka.connection import faust_broker, faust_credentials
-from app.worker.app import cap_fetch_wait
+from app.worker.app import cap_fetch_wait, producer_options, run_faust
 
 
-def build_bare_app(s: Settings, linger_ms: int) -> faust.App:
+def build_bare_app(s: Settings) -> faust.App:
     """A Faust app with one agent: requests -> first-route decisions."""
     cap_fetch_wait(s.fetch_max_wait_ms)
     app = faust.App(
@@ -36,8 +38,7 @@ def build_bare_app(s: Settings, linger_ms: int) -> faust.App:
         topic_partitions=s.partitions,
         consumer_auto_offset_reset="earliest",
         autodiscover=False,
-        producer_linger_ms=linger_ms,
-        producer_acks=-1,
+        **producer_options(s),
     )
     codec = Codec(s)
     decode, encode = codec.request.decode, codec.decision.encode
@@ -56,9 +57,12 @@ def build_bare_app(s: Settings, linger_ms: int) -> faust.App:
 
 
 def main() -> None:
-    s = Settings()
-    app = build_bare_app(s, int(os.environ.get("AUTHPILOT_BENCH_LINGER_MS", "0")))
-    faust.Worker(app, loglevel=s.log_level.upper()).execute_from_commandline()
+    if os.environ.get("AUTHPILOT_BENCH_FAUST_DEFAULTS") == "1":
+        s = Settings(producer_linger_ms=0)
+        faust.Worker(build_bare_app(s), loglevel=s.log_level.upper()).execute_from_commandline()
+    else:
+        s = Settings()
+        run_faust(build_bare_app(s), s)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ the same N sample-world AuthorizationRequests, and the figure is its drain rate:
 
   python   confluent-kafka loop in this process: decode, first route, encode, produce (the
            Python limit)
-  faust    a bare Faust agent doing the same with the worker's producer settings (linger 0,
-           acks -1, fetch-wait cap), a subprocess (the framework limit: every ratio's base);
-           faust5 the same with linger 5 ms, what batching alone would buy
+  faust    a bare Faust agent doing the same with the worker's Faust settings (producer
+           linger, acks -1, fetch-wait cap, no spinner), a subprocess (the framework limit:
+           every ratio's base); faust-before the same as the worker ran before its settings
+           were measured (linger 0, Faust's spinner with a DEBUG root logger)
   sr, ev   the worker (`python -m app.cli worker`), requests only, success-rate policy; EV
            with a compiled model (trained on the sample world, cached under --model-cache)
   closed   the worker with one outcome per request: payments/s
@@ -290,6 +291,8 @@ def process_env(
             "AUTHPILOT_DATA_DIR": str(data_dir),
             "AUTHPILOT_WEB_PORT": str(_free_port()),
             "AUTHPILOT_LOG_LEVEL": "warning",
+            "AUTHPILOT_PRODUCER_LINGER_MS": str(s.producer_linger_ms),
+            "AUTHPILOT_STATE_CHECKPOINT_MS": str(s.state_checkpoint_ms),
             **{f"AUTHPILOT_TOPIC_{t.upper()}": getattr(s, f"topic_{t}") for t in TOPICS},
         }
     )
@@ -321,14 +324,16 @@ def run_python(s: Settings, backlog: Sequence[tuple[bytes, bytes]]) -> Figure:
 
 
 def run_bare_faust(
-    s: Settings, backlog: Sequence[tuple[bytes, bytes]], linger_ms: int, work: Path, logs: Path
+    s: Settings, backlog: Sequence[tuple[bytes, bytes]], key: str, work: Path, logs: Path
 ) -> Figure:
+    """The bare agent (app.bench.bare_faust): `faust` with the worker's settings, the base of
+    every ratio; `faust-before` as the worker ran before its Faust settings were measured."""
     from app.kafka.topics import ensure_topics
 
     ensure_topics(s)
     fill(s, backlog)
-    key = "faust" if linger_ms == 0 else f"faust{linger_ms}"
-    env = process_env(s, work / key, {"AUTHPILOT_BENCH_LINGER_MS": str(linger_ms)})
+    before = key == "faust-before"
+    env = process_env(s, work / key, {"AUTHPILOT_BENCH_FAUST_DEFAULTS": "1" if before else "0"})
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"{key}.log", "ab") as log:
         proc = subprocess.Popen(
@@ -344,10 +349,11 @@ def run_bare_faust(
             proc.kill()
             proc.wait()
     label = (
-        "bare Faust agent doing the same with the worker's settings, producer linger 0 ms "
-        "(the framework limit)"
-        if linger_ms == 0
-        else f"bare Faust agent, the same but producer linger {linger_ms} ms"
+        "bare Faust agent, the settings the worker had before (linger 0, Faust's spinner "
+        "with its DEBUG root logger)"
+        if before
+        else f"bare Faust agent doing the same with the worker's settings (linger "
+        f"{s.producer_linger_ms} ms, no spinner): the framework limit"
     )
     return timed_figure(s, len(backlog), key, label)
 
@@ -572,8 +578,17 @@ def run_worker_stage(
 # --- the run -------------------------------------------------------------------------------
 
 
+STAGES = ("python", "faust", "faust-before", "sr", "ev", "closed")
+
+
 def run(
-    base: Settings, n: int, out: Path, latency_seconds: float, model_cache: Path, command: str
+    base: Settings,
+    n: int,
+    out: Path,
+    latency_seconds: float,
+    model_cache: Path,
+    command: str,
+    only: Sequence[str] = STAGES,
 ) -> tuple[list[Figure], list[LatencyRow]]:
     from app.bench.echo import TunedEcho
     from app.kafka.topics import ensure_topics
@@ -608,55 +623,40 @@ def run(
             latency.append(LatencyRow(frac, pt, pt))
 
     try:
-        step(f"python loop, {n} requests")
-        show(run_python(stage_settings(base, tag, "python"), backlog))
-        step("bare Faust agent, linger 0 (worker settings)")
-        show(run_bare_faust(stage_settings(base, tag, "faust"), backlog, 0, work, logs))
-        step("bare Faust agent, linger 5 ms")
-        show(run_bare_faust(stage_settings(base, tag, "faust5"), backlog, 5, work, logs))
-        step("worker, success-rate policy, requests only")
-        show(
-            run_worker_stage(
-                stage_settings(base, tag, "sr"),
-                "sr",
-                "worker, success-rate policy, requests only",
-                backlog,
-                by_id,
-                work,
-                logs,
-                "success_rate",
+        if "python" in only:
+            step(f"python loop, {n} requests")
+            show(run_python(stage_settings(base, tag, "python"), backlog))
+        step("bare Faust agent, the worker's settings")  # the base: always measured
+        show(run_bare_faust(stage_settings(base, tag, "faust"), backlog, "faust", work, logs))
+        if "faust-before" in only:
+            step("bare Faust agent, the worker's settings before they were measured")
+            show(run_bare_faust(stage_settings(base, tag, "faust-before"), backlog,
+                                "faust-before", work, logs))  # fmt: skip
+        worker_stages = (
+            ("sr", "worker, success-rate policy, requests only", "success_rate", False),
+            ("ev", "worker, EV with a compiled model, requests only", "expected_value", False),
+            ("closed", "worker, requests + outcomes (closed loop, success-rate policy)",
+             "success_rate", True),
+        )  # fmt: skip
+        for key, label, policy, closed in worker_stages:
+            if key not in only:
+                continue
+            step(label)
+            show(
+                run_worker_stage(
+                    stage_settings(base, tag, key),
+                    key,
+                    label,
+                    backlog,
+                    by_id,
+                    work,
+                    logs,
+                    policy,
+                    model_root=ensure_model(model_cache) if key == "ev" else None,
+                    closed=closed,
+                    after=measure_latency if closed else None,
+                )
             )
-        )
-        step("worker, EV with a compiled model, requests only")
-        model_root = ensure_model(model_cache)
-        show(
-            run_worker_stage(
-                stage_settings(base, tag, "ev"),
-                "ev",
-                "worker, EV with a compiled model, requests only",
-                backlog,
-                by_id,
-                work,
-                logs,
-                "expected_value",
-                model_root=model_root,
-            )
-        )
-        step("worker, closed loop (success-rate policy), requests + outcomes")
-        show(
-            run_worker_stage(
-                stage_settings(base, tag, "closed"),
-                "closed",
-                "worker, requests + outcomes (closed loop, success-rate policy)",
-                backlog,
-                by_id,
-                work,
-                logs,
-                "success_rate",
-                closed=True,
-                after=measure_latency,
-            )
-        )
         echo_s = stage_settings(base, tag, "echo")
         ensure_topics(echo_s)
         with TunedEcho(echo_s):
@@ -684,6 +684,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="seconds of paced load per latency point (default 20)",
     )
+    p.add_argument(
+        "--only",
+        default=",".join(STAGES),
+        help=f"comma-separated stages of {','.join(STAGES)} (bare Faust, the base, always runs)",
+    )
     p.add_argument("--out", type=Path, default=Path("var/bench/capacity"))
     p.add_argument("--model-cache", type=Path, default=Path("var/bench/capacity/model"))
     a = p.parse_args(argv)
@@ -694,7 +699,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     command = "python -m app.bench.capacity " + " ".join(argv if argv is not None else sys.argv[1:])
     load_start = os.getloadavg()[0]
-    figures, latency = run(base, n, out, lat_s, a.model_cache.resolve(), command)
+    only = [x.strip() for x in a.only.split(",") if x.strip()]
+    unknown = sorted(set(only) - set(STAGES))
+    if unknown:
+        p.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+    figures, latency = run(base, n, out, lat_s, a.model_cache.resolve(), command, only)
     meta = {
         "requests": n,
         "latency_seconds": lat_s,

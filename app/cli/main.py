@@ -1,4 +1,4 @@
-"""`authpilot` command line: broker, worker, traffic, demo, and the ML lifecycle commands.
+"""`authpilot` command line: broker, worker, backfill, traffic, demo, and the ML lifecycle commands.
 
 Each command group is one module of app.cli exposing `add_parser(subparsers)`, which registers
 its commands with `set_defaults(func=handler)`; a handler takes the parsed arguments, calls
@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from app.cli import (
+    backfill,
     bench,
     broker,
     evaluate,
@@ -24,7 +25,8 @@ from app.cli import (
 )
 
 # Order of `authpilot --help`: run the system, then the ML lifecycle, then analysis.
-GROUPS = (broker, worker, traffic, features, simulate, models, bench, report, retry, evaluate)
+GROUPS = (broker, worker, backfill, traffic, features, simulate, models, bench, report, retry,
+          evaluate)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -13,8 +14,39 @@ from app.models.training.frameworks import FRAMEWORKS
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    """Refuse (exit 3) a log that breaks the ingest contract (--log) or a matrix no valid log
+    gives (null request features, labels not 0/1), then train."""
+    from app.contracts.ingest import EXIT_REFUSED, LogRejected, require_valid_log
+    from app.features.quality import check_matrix, quality_paths
     from app.models.training.train import run
 
+    if a.log is not None:
+        if not a.log.is_dir():
+            print(f"authpilot train: --log {a.log} is not a directory", file=sys.stderr)
+            return 2
+        try:
+            print(require_valid_log(a.log).summary_line())
+        except LogRejected as exc:
+            print(f"authpilot train: refused, the log breaks the ingest contract.\n"
+                  f"{exc.report.render()}", file=sys.stderr)  # fmt: skip
+            return EXIT_REFUSED
+    if not a.matrix.is_file():
+        print(f"authpilot train: {a.matrix} not found (from `authpilot features build`)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    problems = check_matrix(a.matrix)
+    if problems:
+        lines = "\n".join(p.render() for p in problems)
+        print(f"authpilot train: refused, {a.matrix} is not a matrix of a valid log.\n{lines}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_REFUSED
+    summary, _ = quality_paths(a.matrix)
+    if a.log is None and summary.is_file():
+        log = json.loads(summary.read_text()).get("log")
+        print(f"matrix built by `features build` from {log}, checked then ({summary})")
+    elif a.log is None:
+        print(f"note: no {summary.name} beside the matrix, so its log was not checked by "
+              "`features build`; --log DIR checks it now")  # fmt: skip
     run(a.matrix, a.out, a.name, a.version, a.decline_weight, a.champion, trainer=a.trainer,
         rounds=a.rounds)  # fmt: skip
     return 0
@@ -54,6 +86,13 @@ def cmd_compile(a: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t = sub.add_parser("train", help="train, calibrate and evaluate a model")
     t.add_argument("--matrix", type=Path, required=True, help="from `authpilot features build`")
+    t.add_argument(
+        "--log",
+        type=Path,
+        default=None,
+        help="the event log the matrix came from: checked against the ingest contract first "
+        "(exit 3 with a report when it fails)",
+    )
     t.add_argument("--out", type=Path, required=True, help="directory for model and report")
     t.add_argument("--name", default="router")
     t.add_argument("--version", default=time.strftime("v%Y%m%d%H%M%S"))

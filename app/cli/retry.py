@@ -10,12 +10,18 @@ from pathlib import Path
 
 
 def cmd_fit_retry(a: argparse.Namespace) -> int:
+    """Exit 2 when --log is not a directory, 3 when the log breaks the ingest contract."""
+    from app.contracts.ingest import EXIT_REFUSED, LogRejected, require_valid_log
     from app.retry.recovery_fit import fit_from_log
 
-    for f in ("requests.parquet", "outcomes.parquet"):
-        if not (a.log / f).is_file():
-            print(f"authpilot fit-retry: {a.log / f} not found", file=sys.stderr)
-            return 2
+    if not a.log.is_dir():
+        print(f"authpilot fit-retry: {a.log} is not a directory", file=sys.stderr)
+        return 2
+    try:
+        require_valid_log(a.log)
+    except LogRejected as exc:
+        print(f"authpilot fit-retry: refused.\n{exc.report.render()}", file=sys.stderr)
+        return EXIT_REFUSED
     table = fit_from_log(a.log, a.strength)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(table, indent=1) + "\n")

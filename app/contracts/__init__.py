@@ -1,1 +1,2 @@
-"""The wire contracts: Avro codec in Confluent framing, domain validation, typed records."""
+"""The contracts: Avro codec in Confluent framing, domain validation, typed records, the
+vocabulary, and the ingest contract (the event-log format a history comes in, and its check)."""

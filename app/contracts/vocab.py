@@ -14,6 +14,9 @@ CHANNELS = ("ECOM", "MOTO", "IN_APP", "POS")  # enum Channel
 INITIATORS = ("CIT", "MIT")  # enum Initiator
 FAILURE_SIDES = ("NONE", "ROUTE", "ISSUER")  # enum FailureSide
 RETRY_ACTIONS = ("RETRY", "STOP")  # enum RetryAction
+# AuthorizationRequest.sca_exemption is a nullable string, not an enum (a new exemption must not
+# make old readers fail), but these are the spellings its doc lists and the ingest check accepts.
+SCA_EXEMPTIONS = ("LOW_VALUE", "TRA", "TRUSTED_BENEFICIARY", "MIT")
 ALERT_KINDS = (
     "ROUTE_DEMOTED",
     "ROUTE_RESTORED",

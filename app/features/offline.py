@@ -1,9 +1,9 @@
 """Offline features: the same definitions as DuckDB SQL over an event log, point-in-time correct.
 
-Input: a directory with requests.parquet (AuthorizationRequest fields, candidates as a list of
-structs) and outcomes.parquet (AuthorizationOutcome fields). Output: one row per outcome (an
-attempt on the route it took) with the feature columns in FEATURE_NAMES order, the label
-`approved`, and ids. Only outcomes with event_time strictly before the request's time count.
+Input: an event log as app.contracts.ingest defines it (requests and outcomes, each one Parquet
+file or a folder of parts; absent optional columns take their defaults). Output: one row per
+outcome (an attempt on the route it took) with the feature columns in FEATURE_NAMES order, the
+label `approved`, and ids. Only outcomes with event_time strictly before the request's time count.
 
 A window [start, T) of an entity is total(before T) - total(before start), where total is the
 entity key's running sum of outcome metrics in time order, and each "before" is an ASOF join
@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
+from app.contracts.ingest import IngestReport, require_valid_log, table_sql
 from app.contracts.vocab import CNP_CHANNELS, FUNDING, NETWORKS
 from app.features.definitions import ENTITIES, FEATURE_NAMES, HARD_CODES, Entity, Window
 
@@ -57,8 +59,8 @@ def build_matrix(log_dir: Path, con: duckdb.DuckDBPyConnection | None = None,
     """The training matrix as a DuckDB relation (call .df() / .arrow() / write_parquet)."""
     con = con or duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(f"CREATE OR REPLACE VIEW req AS SELECT * FROM '{log_dir / 'requests.parquet'}'")
-    con.execute(f"CREATE OR REPLACE VIEW o AS SELECT * FROM '{log_dir / 'outcomes.parquet'}'")
+    con.execute(f"CREATE OR REPLACE VIEW req AS {table_sql(log_dir, 'requests')}")
+    con.execute(f"CREATE OR REPLACE VIEW o AS {table_sql(log_dir, 'outcomes')}")
     msql = _metric_sql()
     t0 = time.monotonic()
 
@@ -170,11 +172,34 @@ def build_matrix(log_dir: Path, con: duckdb.DuckDBPyConnection | None = None,
     return rel
 
 
-def write_matrix(log_dir: Path, out: Path) -> int:
-    """build_matrix over log_dir written to out (.parquet); returns its row count."""
+@dataclass(frozen=True)
+class BuiltMatrix:
+    """What write_matrix wrote: the matrix, its row count, the contract check of its log, and
+    the data-quality summary beside it (JSON, markdown)."""
+
+    path: Path
+    rows: int
+    report: IngestReport
+    quality: tuple[Path, Path] | None
+
+
+def write_matrix(log_dir: Path, out: Path, progress: bool = True,
+                 quality: bool = True) -> BuiltMatrix:  # fmt: skip
+    """build_matrix over log_dir written to out (.parquet), with its quality summary beside it.
+
+    The log is checked against the ingest contract first: a log that breaks it raises
+    app.contracts.ingest.LogRejected and nothing is written (a log spelling VISA `visa` used to
+    build a matrix with NaN network codes and exit 0)."""
     con = duckdb.connect()
-    rel = build_matrix(log_dir, con, progress=True)
+    con.execute("SET enable_progress_bar = false")  # the build prints its own stage times
+    report = require_valid_log(log_dir, con)
+    rel = build_matrix(log_dir, con, progress=progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     rel.write_parquet(str(out))
     (rows,) = con.execute(f"SELECT count(*) FROM '{out}'").fetchall()[0]
-    return int(rows)
+    paths = None
+    if quality:
+        from app.features.quality import write_quality
+
+        paths = write_quality(log_dir, out, report, con)
+    return BuiltMatrix(out, int(rows), report, paths)

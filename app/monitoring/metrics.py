@@ -66,6 +66,20 @@ SHADOW_LATENCY = Histogram(
 ALERTS = Counter(
     "authpilot_alerts", "Alerts raised by the drift monitor, by kind", ["kind"], registry=REGISTRY
 )
+STATE_WRITES = Counter(
+    "authpilot_state_writes", "Values written to a state table by checkpoints, by table",
+    ["table"], registry=REGISTRY,
+)  # fmt: skip
+CHECKPOINT_SECONDS = Histogram(
+    "authpilot_checkpoint_seconds",
+    "Time a checkpoint holds the event loop: staged state written, owner deltas handed over",
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+REPLAYED = Counter(
+    "authpilot_replayed", "Events skipped because their effect was already in the state "
+    "(replayed after a crash or a rebalance), by topic", ["topic"], registry=REGISTRY,
+)  # fmt: skip
 
 
 def exposition() -> bytes:
@@ -77,5 +91,5 @@ def exposition() -> bytes:
 METRIC_NAMES = tuple(
     m._name for m in (EVENTS_IN, EVENTS_OUT, DEAD_LETTERS, DECISION_LATENCY, DECISIONS,
                       CONSUMER_LAG, MODEL_LOAD_FAILURES, MODEL_INFO, DRIFT_ALARM, ROUTE_DEMOTED,
-                      SHADOW_LATENCY, ALERTS)
+                      SHADOW_LATENCY, ALERTS, STATE_WRITES, CHECKPOINT_SECONDS, REPLAYED)
 )  # fmt: skip

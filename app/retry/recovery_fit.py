@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from app.contracts.vocab import HOUR_MS
 from app.retry.engine import _recovery, crosses_payday, decline_class, delay_bucket
@@ -103,11 +102,17 @@ def fit_recovery(obs: pd.DataFrame, prior: Mapping[str, Any] | None = None,
 
 def fit_from_log(log_dir: Path, strength: float = 30.0,
                  prior: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
-    """fit_recovery over an event log directory (requests.parquet + outcomes.parquet); `prior`
-    (default: the bundled table) also supplies the pay calendar the payday cells use."""
-    cols_r = ["payment_id", "attempt", "event_time", "three_ds", "issuer_country"]
-    cols_o = ["payment_id", "attempt", "event_time", "approved", "response_code", "three_ds"]
-    req = pq.read_table(log_dir / "requests.parquet", columns=cols_r).to_pandas()
-    out = pq.read_table(log_dir / "outcomes.parquet", columns=cols_o).to_pandas()
+    """fit_recovery over an event log (app.contracts.ingest: one file or a folder of parts per
+    table, defaults for absent optional columns); `prior` (default: the bundled table) also
+    supplies the pay calendar the payday cells use."""
+    import duckdb
+
+    from app.contracts.ingest import table_sql
+
+    cols_r = "payment_id, attempt, event_time, three_ds, issuer_country"
+    cols_o = "payment_id, attempt, event_time, approved, response_code, three_ds"
+    con = duckdb.connect()
+    req = con.sql(f"SELECT {cols_r} FROM ({table_sql(log_dir, 'requests')})").df()
+    out = con.sql(f"SELECT {cols_o} FROM ({table_sql(log_dir, 'outcomes')})").df()
     prior = prior or _recovery()
     return fit_recovery(retry_observations(req, out, prior), prior, strength)

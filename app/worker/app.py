@@ -23,12 +23,17 @@ from app.kafka.deadletter import DeadLetterSink
 from app.models.serving.registry import ModelSlots
 from app.monitoring.health import HealthMonitor
 from app.routing.latency import RouteLatency
+from app.state.checkpoint import Checkpointed, Publication, card_group, faust_writer
+from app.state.deltas import DeltaBatcher
+from app.state.published import PublishedReader
+from app.state.windows.count import snapshot_bytes
 from app.worker import web
 from app.worker.agents import alerts as alert_agents
+from app.worker.agents import checkpoint as checkpoint_agent
 from app.worker.agents import outcomes as outcome_agents
 from app.worker.agents import owners as owner_agents
 from app.worker.agents import score as score_agent
-from app.worker.context import Monitoring, Recent, Tables, Topics, WorkerContext
+from app.worker.context import Monitoring, Recent, State, Tables, Topics, WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,28 @@ def cap_fetch_wait(ms: int) -> None:
     driver.aiokafka.AIOKafkaConsumer = CappedConsumer
 
 
+def producer_options(s: Settings) -> dict[str, Any]:
+    """The Faust producer settings the worker runs with (the bare-Faust benchmark uses the same).
+
+    Linger: with 0 every decision and changelog message was its own produce request: a py-spy
+    profile of the closed loop had 31% of the worker in aiokafka's socket writes, and the
+    producer buffer filled (5,000 messages) so commits overran 15 s. See AUTHPILOT_PRODUCER_
+    LINGER_MS for the measured trade-off."""
+    return {"producer_linger_ms": s.producer_linger_ms, "producer_acks": -1}
+
+
+def run_faust(app: faust.App, s: Settings) -> None:
+    """Run a Faust app as a worker process, without Faust's terminal spinner.
+
+    At log levels of WARNING and above Faust keeps its spinner, sets the root logger to DEBUG
+    and attaches a handler that spins on every record: every logger.debug() on the hot path
+    (aiokafka's per-request ones, faust.topics' per-message one) then builds a LogRecord.
+    Measured: ~6% of the closed-loop worker in Logger._log; ~9% of a bare agent."""
+    worker = faust.Worker(app, loglevel=s.log_level.upper())
+    worker.spinner = None
+    worker.execute_from_commandline()
+
+
 def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
     """A configured Faust app with every agent registered (nothing started)."""
     rocks = s.store.startswith("rocksdb")
@@ -77,9 +104,7 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
         table_standby_replicas=s.table_standby_replicas,
         consumer_auto_offset_reset="earliest",
         autodiscover=False,
-        # One decision per request must leave quickly: do not hold produce batches.
-        producer_linger_ms=0,
-        producer_acks=-1,
+        **producer_options(s),
     )
     table_opts = {"driver": "rocksdict"} if rocks else None
     # Table writes queue changelog messages in Faust's ProducerBuffer; past max_messages (100 by
@@ -95,19 +120,22 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
             name, key_type=bytes, value_type=bytes, partitions=s.partitions, options=table_opts
         )
 
-    def global_table(name: str) -> GlobalTableT:
+    def global_table(name: str, reader: PublishedReader) -> GlobalTableT:
         # Every worker restores all of it. It has as many partitions as the updates topic
         # because Faust writes a table change to the partition of the event being processed
         # (partitions=1 fails with PartitionsMismatch when written from an owner agent);
         # recovery_buffer_size=1 is the documented guard against the GlobalTable recovery loop.
-        return app.GlobalTable(
+        t = app.GlobalTable(
             name,
             key_type=bytes,
             value_type=bytes,
             partitions=s.partitions,
             recovery_buffer_size=1,
             options=table_opts,
+            on_changelog_event=reader.on_changelog_event,
         )
+        reader.attach(t)
+        return t
 
     topics = Topics(
         requests=raw_topic(s.topic_requests),
@@ -119,13 +147,30 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
         shadow=raw_topic(s.topic_shadow),
         alerts=raw_topic(s.topic_alerts),
     )
+    snapshots = PublishedReader(s.state_read_cache)
+    sr_snapshots = PublishedReader(s.state_read_cache)
     tables = Tables(
         card_features=table("card-features"),
         feature_state=table("feature-state"),
-        feature_snapshots=global_table("feature-snapshots"),
+        feature_snapshots=global_table("feature-snapshots", snapshots),
         route_stats=table("route-stats"),
-        route_sr=global_table("route-sr"),
+        route_sr=global_table("route-sr", sr_snapshots),
     )
+    n = s.partitions
+    state = State(
+        card=Checkpointed(tables.card_features, faust_writer(tables.card_features), n,
+                          group=card_group),
+        features=Checkpointed(
+            tables.feature_state, faust_writer(tables.feature_state), n,
+            publish=Publication(snapshots.writer(faust_writer(tables.feature_snapshots)))),
+        success_rates=Checkpointed(
+            tables.route_stats, faust_writer(tables.route_stats), n,
+            publish=Publication(sr_snapshots.writer(faust_writer(tables.route_sr)),
+                                snapshot_bytes)),
+        deltas=DeltaBatcher(n),
+        snapshots=snapshots,
+        sr_snapshots=sr_snapshots,
+    )  # fmt: skip
     codec = Codec(s)
     oracle_p = None
     if s.oracle_scenario:  # demos and benchmarks only: the simulator's truth as a policy
@@ -137,13 +182,14 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
         codec=codec,
         topics=topics,
         tables=tables,
+        state=state,
         dlq=DeadLetterSink(topics.dead_letter, codec.dead_letter, socket.gethostname()),
         features=FeatureState(
             {
-                "card": tables.card_features,
-                "route": tables.feature_snapshots,
-                "bin": tables.feature_snapshots,
-                "merchant": tables.feature_snapshots,
+                "card": state.card,
+                "route": snapshots,
+                "bin": snapshots,
+                "merchant": snapshots,
             }
         ),
         latency=RouteLatency(),
@@ -156,6 +202,7 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
     outcome_agents.register(app, ctx)
     owner_agents.register(app, ctx)
     alert_agents.register(app, ctx)
+    checkpoint_agent.register(app, ctx)
     web.register(app, ctx)
     return app, ctx
 
@@ -191,5 +238,4 @@ def run_worker(s: Settings) -> None:
 
     ensure_topics(s)
     app, _ = build_app(s)
-    worker = faust.Worker(app, loglevel=s.log_level.upper())
-    worker.execute_from_commandline()
+    run_faust(app, s)

@@ -16,6 +16,9 @@ from app.models.serving.registry import ModelSlots
 from app.monitoring.health import HealthMonitor
 from app.routing.latency import RouteLatency
 from app.routing.oracle import OracleP
+from app.state.checkpoint import Checkpointed
+from app.state.deltas import DeltaBatcher
+from app.state.published import PublishedReader
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class Topics:
     requests: TopicT
     outcomes: TopicT
     decisions: TopicT
-    owner_updates: TopicT  # internal: outcomes repartitioned by route / BIN / merchant
+    owner_updates: TopicT  # internal: outcome batches for the route / BIN / merchant owners
     dead_letter: TopicT
     retry_decisions: TopicT
     shadow: TopicT  # challengers' shadow decisions
@@ -43,6 +46,23 @@ class Tables:
     feature_snapshots: GlobalTableT  # the same rings, readable by every worker
     route_stats: TableT[bytes, bytes]  # success-rate rings per route x key, owned per key
     route_sr: GlobalTableT  # their snapshots, readable by every worker
+
+
+@dataclass(frozen=True)
+class State:
+    """The worker's learned state as its agents use it: staged, checkpointed stores over the
+    tables (app.state.checkpoint) and the owner deltas waiting for the next checkpoint."""
+
+    card: Checkpointed  # card entities, one value per card (card-features table)
+    features: Checkpointed  # owned feature rings -> feature-snapshots
+    success_rates: Checkpointed  # owned success-rate rings -> route-sr snapshots
+    deltas: DeltaBatcher  # outcomes on their way to the owners
+    snapshots: PublishedReader  # feature-snapshots, read by the score agent
+    sr_snapshots: PublishedReader  # route-sr, read by the score agent
+
+    def stores(self) -> dict[str, Checkpointed]:
+        return {"card-features": self.card, "feature-state": self.features,
+                "route-stats": self.success_rates}  # fmt: skip
 
 
 class Recent:
@@ -81,8 +101,9 @@ class WorkerContext:
     codec: Codec
     topics: Topics
     tables: Tables
+    state: State
     dlq: DeadLetterSink
-    features: FeatureState  # the score agent's reader: card table + published snapshots
+    features: FeatureState  # the score agent's reader: card state + published snapshots
     latency: RouteLatency  # per-route latency EWMA, fed by the outcome agent
     models: ModelSlots
     monitoring: Monitoring | None  # None: AUTHPILOT_DRIFT_MONITOR=false

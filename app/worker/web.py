@@ -29,15 +29,11 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
             exposition(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
         )
 
-    # The owner tables, not the published snapshots: this endpoint shows the table state
-    # (exact on the worker that owns the keys; snapshots may lag by state_publish_every).
+    # The owners' state (staged values included), not the published snapshots: exact on the
+    # worker that owns the keys; snapshots lag by up to a checkpoint interval.
+    st = ctx.state
     reader = FeatureState(
-        {
-            "card": ctx.tables.card_features,
-            "route": ctx.tables.feature_state,
-            "bin": ctx.tables.feature_state,
-            "merchant": ctx.tables.feature_state,
-        }
+        {"card": st.card, "route": st.features, "bin": st.features, "merchant": st.features}
     )
 
     @app.page("/debug/features")

@@ -18,7 +18,7 @@ def test_quick_capacity_run_fills_every_row(kafka_bootstrap, tmp_path, monkeypat
     assert capacity.main(["--quick", "--out", str(out)]) == 0
     result = json.loads((out / "summary.json").read_text())
     keys = [row["key"] for row in result["capacity"]]
-    assert keys == ["python", "faust", "faust5", "sr", "ev", "closed"]
+    assert keys == ["python", "faust", "faust-before", "sr", "ev", "closed"]
     for row in result["capacity"]:
         assert row["events"] == 3000 and row["rate"] > 0 and math.isfinite(row["rate"]), row
         assert math.isfinite(row["ratio_to_bare_faust"]), row

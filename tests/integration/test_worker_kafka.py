@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import time
 from collections import Counter
 
 import pytest
@@ -11,7 +12,7 @@ from app.config import REPO_ROOT
 from app.contracts.codec import Codec, LocalRegistry
 from app.harness.sample import SampleTraffic
 from tests.conftest import WorkerProcess, wait_until
-from tests.kafka_io import produce, read_topic
+from tests.kafka_io import produce, read_topic, topic_end
 
 pytestmark = pytest.mark.kafka
 
@@ -121,16 +122,20 @@ def test_outcomes_teach_the_router(worker, settings_for):
             outcomes.append((r["card_fingerprint"], codec.outcome.encode(o)))
     produce(s, s.topic_outcomes, outcomes)
 
-    owner_topic = f"{s.app_id}-owner-updates"  # one update per owner kind per outcome
+    owner_topic = f"{s.app_id}-owner-updates"  # outcome batches, one per checkpoint
 
     def learned() -> bool:
-        return f'authpilot_events_in_total{{topic="{owner_topic}"}} {3 * len(outcomes)}.0' in (
+        text = worker.metrics()
+        if f'authpilot_events_in_total{{topic="{s.topic_outcomes}"}} {len(outcomes)}.0' not in text:
+            return False
+        time.sleep(1)  # the last batch leaves at the next checkpoint (250 ms)
+        end = topic_end(s, owner_topic)
+        return end > 0 and f'authpilot_events_in_total{{topic="{owner_topic}"}} {end}.0' in (
             worker.metrics()
         )
 
     assert wait_until(learned, 60), worker.metrics()
     fresh = _requests(200, seed=6)
-    import time
 
     time.sleep(2)  # snapshots reach the GlobalTable through its changelog
     produce(s, s.topic_requests, [(r["card_fingerprint"], codec.request.encode(r)) for r in fresh])

@@ -1,13 +1,17 @@
-"""Outcome agent: learn from every outcome on the card's partition, forward it to the owners.
+"""Outcome agent: learn from every outcome on the card's partition, batch it for the owners.
 
 Outcomes arrive keyed by card, so card-level features (velocity, reattempt counters, last
 decline) are updated right here, on the partition that also scores that card's requests; so are
 route latency, the drift monitor and the retry decision of a decline. Statistics keyed by route,
-BIN or merchant span every partition: the outcome's original Avro bytes go once per owner kind
-to the internal owner-updates topic, keyed by that owner (app.worker.agents.owners).
+BIN or merchant span every partition: the outcome's original Avro bytes are staged for the
+owner of each of those keys and leave in one batch per owner partition at the next checkpoint
+(app.state.deltas, app.worker.agents.checkpoint).
 
-Guarantee: at-least-once; a replayed outcome after a crash is counted twice, a bounded error
-for window statistics that ages out with the window.
+Guarantee: effectively once for state. Card state is staged and checkpointed with marks
+(app.state.checkpoint): an outcome replayed after a crash or a rebalance whose effect is
+already in the card state changes nothing and emits nothing again (no second RetryDecision,
+no second drift sample); it is still forwarded, and the owners recognise it by their marks.
+An outcome redelivered at another offset is a new event here (dedupe by request_id: issue 15).
 """
 
 from __future__ import annotations
@@ -18,23 +22,26 @@ from faust.types import AppT, Message
 
 from app.contracts.validate import validate_outcome
 from app.features.online import FeatureState
-from app.monitoring.metrics import EVENTS_IN
+from app.monitoring.metrics import EVENTS_IN, REPLAYED
+from app.state.checkpoint import Current
 from app.worker.agents.alerts import AlertSink
 from app.worker.agents.intake import guarded_agent, validated
-from app.worker.agents.owners import OWNER_TAGS
 from app.worker.agents.retries import RetryDecider
 from app.worker.context import WorkerContext
 
 
 def register(app: AppT, ctx: WorkerContext) -> Any:
     s = ctx.settings
-    updates_topic = ctx.topics.owner_updates
-    card_features = FeatureState({"card": ctx.tables.card_features})
-    retries = RetryDecider(ctx, card_features)
+    st = ctx.state
+    card = st.card
+    current = Current()  # the card store as seen by the outcome being applied
+    card_features = FeatureState({"card": current})
+    readers = FeatureState({"card": card})  # the retry decision reads the card's counters
+    retries = RetryDecider(ctx, readers)
     latency = ctx.latency
     mon = ctx.monitoring
     sink = AlertSink(ctx) if mon is not None else None
-    owners = tuple(OWNER_TAGS.values())
+    replayed = REPLAYED.labels(s.topic_outcomes)
     decode_outcome = validated(ctx.codec.outcome, validate_outcome)
 
     def decode(value: bytes) -> tuple[dict[str, Any], bytes]:
@@ -43,7 +50,13 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
 
     async def outcome(msg: Message, decoded: tuple[dict[str, Any], bytes], started: float) -> None:
         rec, raw = decoded
+        view = current.view = card.applying(msg.partition, msg.partition, msg.offset)
         card_features.update_outcome(rec, "card")
+        current.view = None
+        st.deltas.add(rec, raw, msg.partition, msg.offset)
+        if not view.applied():  # replayed: learned before the crash, so were its effects
+            replayed.inc()
+            return
         latency.observe(rec["route_id"], rec["latency_ms"])
         if mon is not None and sink is not None:
             alerts = mon.health.observe_outcome_record(rec, mon.estimates.pop(rec["request_id"]))
@@ -51,8 +64,6 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
                 await sink.send(alerts)
         if not rec["approved"]:
             await retries.after_decline(rec)
-        for tag, field in owners:
-            await updates_topic.send(key=rec[field].encode(), value=tag + raw)
 
     return guarded_agent(app, ctx.topics.outcomes, "outcomes", decode, outcome, ctx.dlq,
                          EVENTS_IN.labels(s.topic_outcomes))  # fmt: skip

@@ -32,7 +32,7 @@ from app.worker.context import WorkerContext
 def register(app: AppT, ctx: WorkerContext) -> Any:
     s = ctx.settings
     serde_out = ctx.codec.decision
-    sr_get = ctx.tables.route_sr.get
+    sr_get = ctx.state.sr_snapshots.get
     events_out = EVENTS_OUT.labels(s.topic_decisions)
     shadow_out = EVENTS_OUT.labels(s.topic_shadow)
     observe = DECISION_LATENCY.observe

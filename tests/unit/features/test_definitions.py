@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.features.definitions import ENTITIES, OWNERS
-from app.worker.agents.owners import OWNER_TAGS
+from app.state.deltas import OWNER_TAGS
 
 
 def test_every_entity_is_owned_by_a_known_owner_keyed_by_its_first_field() -> None:
