@@ -18,7 +18,7 @@ PY := $(BIN)/python
 INSTALLED := $(VENV)/.installed
 
 # `make bench`: every benchmark in app/bench, about 3 minutes on 2 cores (measured: simulator
-# 7 s, features 14 s, drift 10 + 3 s, model 23 s, end to end 80 s plus the broker's start).
+# 7 s, features 4 s, drift 10 + 3 s, model 23 s, end to end 80 s plus the broker's start).
 # The end-to-end run uses two rates of the README's four; override e.g. BENCH_E2E="--rates
 # 100,300,600,1000 --duration 10". It leaves the local broker running, as the demo does.
 BENCH_E2E ?= --rates 100,300 --duration 10

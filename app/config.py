@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     model_dir: Path = Field(
         REPO_ROOT / "compiled_models", description="compiled models: <name>/<version>/"
     )
+    kernel_dir: Path = Field(
+        Path.home() / ".cache" / "authpilot" / "kernels",
+        description="the compiled ring kernel (app.state.windows.kernel), built here with gcc "
+        "on first use, one file per source version and Python ABI",
+    )
 
     # --- worker ------------------------------------------------------------------------------
     app_id: str = Field("authpilot", description="Faust app id = consumer group id")

@@ -1,5 +1,6 @@
-"""`authpilot features build|check|bench`: the offline training matrix of an event log (after
-checking the log against the ingest contract), the check alone, the online cost per event."""
+"""`authpilot features build|check|bench|kernel`: the offline training matrix of an event log
+(after checking the log against the ingest contract), the check alone, the online cost per
+event, the ring kernel built ahead (what the image does)."""
 
 from __future__ import annotations
 
@@ -72,12 +73,25 @@ def cmd_check(a: argparse.Namespace) -> int:
 def cmd_bench(a: argparse.Namespace) -> int:
     from app.bench.features import run
 
-    run(a.events)
+    run(a.events, a.routes, a.reference_events)
+    return 0
+
+
+def cmd_kernel(a: argparse.Namespace) -> int:
+    from app.config import get_settings
+    from app.state.windows import kernel
+
+    t0 = time.monotonic()
+    path = kernel.build(get_settings().kernel_dir)
+    kernel.import_from(path)
+    print(f"{path} ({time.monotonic() - t0:.2f}s)")
     return 0
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("features", help="features build|check|bench (offline SQL, online cost)")
+    p = sub.add_parser(
+        "features", help="features build|check|bench|kernel (SQL matrix, log check, online cost)"
+    )
     actions = p.add_subparsers(dest="action", required=True)
     b = actions.add_parser(
         "build",
@@ -99,4 +113,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     c.set_defaults(func=cmd_check)
     d = actions.add_parser("bench", help="online feature cost per event (app.bench.features)")
     d.add_argument("--events", type=int, default=20000)
+    d.add_argument("--routes", type=int, default=4, help="candidates per request")
+    d.add_argument(
+        "--reference-events", type=int, default=2000, help="events through the numpy reference"
+    )
     d.set_defaults(func=cmd_bench)
+    k = actions.add_parser(
+        "kernel", help="build the compiled ring kernel into AUTHPILOT_KERNEL_DIR (needs gcc)"
+    )
+    k.set_defaults(func=cmd_kernel)

@@ -4,6 +4,15 @@ The same code runs in the worker (state in Faust tables on RocksDB) and in the p
 (state in dicts): `FeatureState` only needs a get/set store per owner, and keeps each entity's
 windows in one time ring (app.state.windows.time). `fill()` writes one row per candidate route
 into a caller-owned, preallocated float64 buffer.
+
+The hot path is compiled (app.state.windows.kernel): an owner's update is one kernel call that
+makes each entity's key, gets its ring, updates it and sets it back; a request's rows are one
+call that makes the 5 + 4 x routes keys, gets the rings and writes every ring feature of every
+row. Python keeps what is per request, not per ring: the request's own columns, the two
+per-route columns, the last-decline record. Measured by `python -m app.bench.features` (4
+routes, same run): 18-20 us per event (update for all owners + rows; 26-28 us on a loaded
+machine), against 410-430 us for the numpy code this replaced (app.features.reference), which
+the property tests hold this code bit-identical to (tests/unit/features/test_online_kernel.py).
 """
 
 from __future__ import annotations
@@ -13,12 +22,14 @@ import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 import numpy as np
 
 from app.contracts.vocab import CNP_CHANNELS, FUNDING, NETWORKS
 from app.features.definitions import (
+    CARD_EXTRA,
     ENTITIES,
     HARD_CODES,
     METRICS,
@@ -28,52 +39,81 @@ from app.features.definitions import (
     M,
     increments,
 )
+from app.state.windows import kernel
 from app.state.windows.base import Store
-from app.state.windows.time import Increment, TimeRing, geometry
+from app.state.windows.time import Key, Readout, RingUpdates, RowPlan, TimeRing, geometry
 
 _LAST = struct.Struct(">qb")  # time of the card's last issuer decline (ms), hard flag
 _NET = {n: float(i) for i, n in enumerate(NETWORKS)}
 _FUND = {f: float(i) for i, f in enumerate(FUNDING)}
 NAN = float("nan")
+ROUTE = "route_id"
 
 
 def last_decline_key(card: str) -> str:
     return f"card_last|{card}"
 
 
+def entity_key(e: Entity) -> Key:
+    """The kernel's form of e.key(rec, route): Key.of(rec, route) == e.key(rec, route).encode()."""
+    return Key(e.name + "|", tuple(None if f == ROUTE else f for f in e.fields))
+
+
 @dataclass(frozen=True)
 class _Plan:
-    """What fill()/update_outcome() need per entity, computed once (hashing a frozen Entity on
-    every lookup measured more than the ring arithmetic itself)."""
+    """What FeatureState needs per entity, computed once."""
 
     entity: Entity
     owner: str
     ring: TimeRing
-    count_w: np.ndarray
-    count_m: np.ndarray
-    rate_w: np.ndarray
-    rate_m: np.ndarray
+    key: Key
+    by_route: bool  # keyed by the route: read once per candidate
+    readout: Readout  # where its features go in a row, and its key
 
 
-def _plan(e: Entity) -> _Plan:
-    w = {x.name: i for i, x in enumerate(e.windows)}
-    return _Plan(
-        e,
-        e.owner,
-        TimeRing(geometry([(w.width_s * 1000, w.buckets) for w in e.windows], len(METRICS))),
-        np.array([w[a] for a, _ in e.counts], dtype=np.intp),
-        np.array([M[b] for _, b in e.counts], dtype=np.intp),
-        np.array([w[a] for a, _ in e.rates], dtype=np.intp),
-        np.array([M[b] for _, b in e.rates], dtype=np.intp),
+def _plans() -> tuple[_Plan, ...]:
+    plans = []
+    col = len(REQUEST_FEATURES)
+    for e in ENTITIES:
+        w = {x.name: i for i, x in enumerate(e.windows)}
+        ring = TimeRing(geometry([(x.width_s * 1000, x.buckets) for x in e.windows], len(METRICS)))
+        key = entity_key(e)
+        readout = Readout(ring, col, tuple((w[a], M[b]) for a, b in e.counts),
+                          tuple((w[a], M[b]) for a, b in e.rates), key)  # fmt: skip
+        col += readout.width
+        plans.append(_Plan(e, e.owner, ring, key, ROUTE in e.fields, readout))
+    assert col + len(CARD_EXTRA) == N_FEATURES, "rows are request, entity, card-extra columns"
+    return tuple(plans)
+
+
+PLANS = _plans()
+_BY_NAME = {p.entity.name: p for p in PLANS}
+# Row layout (FEATURE_NAMES order): the request's columns, each entity's counts then rates in
+# ENTITIES order, CARD_EXTRA. Two request columns depend on the route; the rest is shared, and
+# so are the entities not keyed by the route (card-owned, BIN, merchant): read once a request.
+_NB = len(REQUEST_FEATURES)
+_ROUTE_COLS = (REQUEST_FEATURES.index("cross_border"), REQUEST_FEATURES.index("route_fee_bps"))
+assert _ROUTE_COLS == (_NB - 2, _NB - 1), "request_features() puts the route columns last"
+_SHARED_COLS = (*range(_NB - 2), N_FEATURES - 2, N_FEATURES - 1)
+_READ_ORDER = tuple(p for p in PLANS if not p.by_route) + tuple(p for p in PLANS if p.by_route)
+
+
+@cache
+def row_plan() -> RowPlan:
+    """The kernel's plan of a feature row (made on first use: it loads the kernel)."""
+    return RowPlan(
+        N_FEATURES,
+        _SHARED_COLS,
+        _ROUTE_COLS,
+        [p.readout for p in _READ_ORDER if not p.by_route],
+        [p.readout for p in _READ_ORDER if p.by_route],
     )
 
 
-PLANS = tuple(_plan(e) for e in ENTITIES)
-# fill() computes the card entities once per request and appends the per-route ones after
-# them, which is FEATURE_NAMES order only because definitions list card entities first.
-assert [p.owner == "card" for p in PLANS] == sorted(
-    (p.owner == "card" for p in PLANS), reverse=True
-), "card-owned entities must come first in ENTITIES"
+@cache
+def owner_updates(owner: str) -> RingUpdates:
+    """The rings an outcome updates in one owner's store, with their keys."""
+    return RingUpdates([(p.ring, p.key) for p in PLANS if p.owner == owner])
 
 
 class FeatureState:
@@ -84,18 +124,33 @@ class FeatureState:
         self._getters: dict[str, Callable[[bytes], bytes | None]] = {
             o: s.get for o, s in stores.items()
         }
+        k = kernel.load()
+        self._apply = k.apply
+        self._fill_keyed = k.fill_keyed
+        self._plan = row_plan().handle()
+        self._updates = {o: owner_updates(o).handle() for o in {p.owner for p in PLANS}}
+        self._readout_getters = tuple(self._getter(p.owner) for p in _READ_ORDER)
+        self._card_get = self._getter("card")
+
+    def _getter(self, owner: str) -> Callable[[bytes], bytes | None]:
+        """The owner's store's get; a state without that owner fails when read (KeyError)."""
+        if owner in self._getters:
+            return self._getters[owner]
+
+        def missing(key: bytes) -> bytes | None:
+            raise KeyError(f"this FeatureState has no {owner!r} store")
+
+        return missing
 
     def update_outcome(self, outcome: dict[str, Any], owner: str) -> None:
-        """Apply one outcome to the entities of one owner (each owner applies its own)."""
+        """Apply one outcome to the entities of one owner (each owner applies its own): one
+        kernel call makes the keys, reads, updates and writes every ring of the owner."""
         t = outcome["event_time"]
-        event = Increment(t, np.asarray(increments(outcome), dtype=np.int64))
         store = self.stores[owner]
-        route = outcome["route_id"]
-        for p in PLANS:
-            if p.owner != owner:
-                continue
-            k = p.entity.key(outcome, route).encode()
-            store[k] = p.ring.update_one(store.get(k), event)
+        updates = self._updates.get(owner)
+        if updates is not None:
+            incr = increments(outcome)
+            self._apply(updates, self._getters[owner], store, outcome, outcome["route_id"], t, incr)
         if owner == "card" and not outcome["approved"] and outcome["failure_side"] != "ROUTE":
             k = last_decline_key(outcome["card_fingerprint"]).encode()
             prev = store.get(k)
@@ -103,62 +158,43 @@ class FeatureState:
                 store[k] = _LAST.pack(t, outcome["response_code"] in HARD_CODES)
 
     def fill(self, req: dict[str, Any], out: np.ndarray) -> np.ndarray:
-        """Write one feature row per candidate route of `req` into out[:k]; returns out[:k]."""
+        """Write one feature row per candidate route of `req` into out[:k]; returns out[:k].
+        out: C-contiguous float64 with N_FEATURES columns (new_buffer()). One kernel call
+        makes every ring's key, reads it and writes every ring feature of every row."""
         cands = req["candidates"]
-        rows = out[: len(cands)]
         t = req["event_time"]
-        base = request_features(req)
-        nb = len(base)
-        rows[:, :nb] = base
-        card_vals: list[float] = []
-        for p in PLANS:  # card entities do not depend on the route: computed once
-            if p.owner == "card":
-                card_vals += self._entity_values(p, req, None, t)
-        last = self._getters["card"](last_decline_key(req["card_fingerprint"]).encode())
-        if last is None:
-            extra = [NAN, NAN]
-        else:
-            lt, hard = _LAST.unpack(last)
-            extra = [(t - lt) / 1000.0, float(hard)] if lt < t else [NAN, NAN]
         issuer_country = req["issuer_country"]
         amount = req["amount_minor"]
-        for i, c in enumerate(cands):
-            route = c["route_id"]
+        routes = []
+        per_row: list[float] = []
+        for c in cands:
+            routes.append(c["route_id"])
             acq = c.get("acquirer_country")
-            vals = list(card_vals)
-            for p in PLANS:
-                if p.owner != "card":
-                    vals += self._entity_values(p, req, route, t)
-            row = rows[i]
-            row[nb - 2] = float(acq is not None and acq != issuer_country)
-            row[nb - 1] = c["fee_minor"] * 10000.0 / amount
-            row[nb:] = vals + extra
-        return rows
+            per_row += (float(acq is not None and acq != issuer_country),
+                        c["fee_minor"] * 10000.0 / amount)  # fmt: skip
+        shared = _request_head(req)
+        last = self._card_get(last_decline_key(req["card_fingerprint"]).encode())
+        if last is None:
+            shared += (NAN, NAN)
+        else:
+            lt, hard = _LAST.unpack(last)
+            shared += ((t - lt) / 1000.0, float(hard)) if lt < t else (NAN, NAN)
+        self._fill_keyed(self._plan, self._readout_getters, req, routes, t, out, shared, per_row)
+        return out[: len(cands)]
 
     def card_window(self, entity_name: str, rec: dict[str, Any], t: int) -> dict[str, int]:
         """Metric sums of a card-owned entity's first window at time t (inclusive of t)."""
-        p = next(p for p in PLANS if p.entity.name == entity_name)
-        value = self._getters["card"](p.entity.key(rec, None).encode())
-        sums = p.ring.read_one(value, t)[0]
-        return {m: int(sums[i]) for m, i in M.items()}
-
-    def _entity_values(
-        self, p: _Plan, req: dict[str, Any], route: str | None, t: int
-    ) -> list[float]:
-        value = self._getters[p.owner](p.entity.key(req, route).encode())
-        sums = p.ring.read_one(value, t)
-        vals = sums[p.count_w, p.count_m].tolist()
-        if len(p.rate_w):
-            ns = sums[p.rate_w, 0].tolist()
-            xs = sums[p.rate_w, p.rate_m].tolist()
-            vals += [x / n if n else NAN for x, n in zip(xs, ns, strict=True)]
-        return vals
+        p = _BY_NAME[entity_name]
+        assert p.owner == "card" and not p.by_route
+        value = self._card_get(p.key.of(rec))
+        sums = p.ring.read_one(value, t)[0].tolist()
+        return {m: sums[i] for m, i in M.items()}
 
 
-def request_features(req: dict[str, Any]) -> list[float]:
-    """The stateless features (REQUEST_FEATURES order); route-specific ones filled per row."""
+def _request_head(req: dict[str, Any]) -> list[float]:
+    """The stateless features but the two per-route ones (the last two of REQUEST_FEATURES)."""
     dt = datetime.fromtimestamp(req["event_time"] / 1000, tz=UTC)
-    feats = [
+    return [
         math.log1p(req["amount_minor"]),
         float(req["attempt"]),
         float(dt.hour),
@@ -170,9 +206,13 @@ def request_features(req: dict[str, Any]) -> list[float]:
         float(req["three_ds"]),
         _NET.get(req["network"], NAN),
         _FUND.get(req["funding"], NAN),
-        0.0,  # cross_border, per route
-        0.0,  # route_fee_bps, per route
     ]
+
+
+def request_features(req: dict[str, Any]) -> list[float]:
+    """The stateless features (REQUEST_FEATURES order); route-specific ones filled per row."""
+    feats = _request_head(req)
+    feats += (0.0, 0.0)  # cross_border, route_fee_bps: per route
     assert len(feats) == len(REQUEST_FEATURES)
     return feats
 

@@ -485,6 +485,18 @@ def test_dockerfile_shape():
     assert not any("gcc" in rest for w, rest in final if w == "RUN"), "no compilers at runtime"
     builder = ins[: max(i for i, (w, _) in enumerate(ins) if w == "FROM")]
     assert any("gcc" in rest for w, rest in builder if w == "RUN")
+    # the ring kernel is compiled in the builder, into the venv the runtime copies and reads
+    assert any("authpilot features kernel" in rest for w, rest in builder if w == "RUN")
+    kernel_dirs = {
+        stage: {rest for w, rest in part if w == "ENV" for rest in rest.split()
+                if rest.startswith("AUTHPILOT_KERNEL_DIR=")}
+        for stage, part in (("builder", builder), ("runtime", final))
+    }  # fmt: skip
+    assert (
+        kernel_dirs["builder"]
+        == kernel_dirs["runtime"]
+        == {"AUTHPILOT_KERNEL_DIR=/opt/authpilot/kernels"}
+    )
     ignore = (DOCKER / "Dockerfile.dockerignore").read_text().split()
     for needed in (
         "pyproject.toml",

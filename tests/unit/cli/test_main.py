@@ -15,7 +15,7 @@ COMMANDS = {
     "kafka", "topics", "worker", "backfill", "promote", "loadgen", "demo", "bench-e2e", "features",
     "simulate", "train", "compile", "bench-model", "report", "fit-retry", "evaluate-policy",
 }  # fmt: skip
-NESTED = {"features": {"build", "check", "bench"}, "report": {"experiment", "shadow"}}
+NESTED = {"features": {"build", "check", "bench", "kernel"}, "report": {"experiment", "shadow"}}
 
 
 def _choices(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

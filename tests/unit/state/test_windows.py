@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.state.windows import reference
 from app.state.windows.base import Ring
 from app.state.windows.count import (
     APPROVED,
@@ -163,6 +164,8 @@ CASES = [
     Case("count", CountRing(50, min_samples=20), span=50, late_is_dropped=False),
     Case("time", TimeRing(geometry(((HOUR_MS, 24), (DAY_MS, 7)), 3)), span=7 * 24,
          late_is_dropped=True),
+    Case("time-reference", reference.TimeRing(geometry(((HOUR_MS, 24), (DAY_MS, 7)), 3)),
+         span=7 * 24, late_is_dropped=True),
 ]  # fmt: skip
 
 
