@@ -28,7 +28,6 @@ from app.state.backfill import (
     BackfillState,
     aged_out_windows,
     compute,
-    load,
     read_outcomes,
 )
 from app.state.backfill.replay import replay, replay_order
@@ -359,12 +358,40 @@ def test_what_cannot_be_replayed_exactly_is_refused(tmp_path, logs):
     assert set(REQUIRED) >= {"request_id", "event_time", "route_id", "approved"}
 
 
-def test_load_is_a_seam_that_is_not_implemented_yet(logs):
+def test_load_writes_what_the_workers_checkpoints_would(logs):
+    """Every record the loader writes: card groups on the gateway's partition of the card,
+    owned keys on their owner partition, marks in every table value, GlobalTable copies."""
     from app.config import Settings
+    from app.kafka.partitioning import partition_of
+    from app.state.backfill.load import owner_key, records
+    from app.state.checkpoint import card_group, decode, unpack_group
+    from app.state.deltas import owner_partition
+    from app.state.windows.count import snapshot_bytes
 
+    s = Settings(partitions=3)
     state = compute(read_outcomes(logs["sample"]), W)
-    with pytest.raises(NotImplementedError, match="--dry-run"):
-        load(state, Settings())
+    marks = [5, -1, 9]
+    out: dict[str, dict[bytes, tuple[int, bytes]]] = {}
+    for table, p, k, v in records(state, s, marks):
+        assert k not in out.setdefault(table, {})
+        out[table][k] = (p, v)
+    place = partition_of(s.gateway_partitioner)
+    cards: dict[bytes, bytes] = {}
+    for g, (p, v) in out["card-features"].items():
+        m, payload = decode(v, 3)
+        assert m == marks and p == place(g.removeprefix(b"card:"), 3)
+        cards.update(unpack_group(payload))
+    assert cards == state.card and all(card_group(k) in out["card-features"] for k in cards)
+    for k, v in state.features.items():
+        p, stored = out["feature-state"][k]
+        assert p == owner_partition(owner_key(k), 3) and decode(stored, 3) == (marks, v)
+        assert out["feature-snapshots"][k] == (p, v)
+    for k, v in state.route_stats.items():
+        p, stored = out["route-stats"][k]
+        assert p == owner_partition(k.decode().split("|", 1)[0], 3)
+        assert decode(stored, 3) == (marks, v)
+        assert out["route-sr"][k] == (p, snapshot_bytes(v))
+    assert {owner_key(k) for k in state.features} >= {"acq-eu"}
 
 
 def test_aged_out_windows():
