@@ -674,8 +674,8 @@ def run(
     return figures, latency
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="authpilot bench capacity", description=__doc__.split("\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The benchmark's options (`python -m app.bench.capacity`, `authpilot bench-capacity`)."""
     p.add_argument("--requests", type=int, default=None, help="backlog size (default 20000)")
     p.add_argument("--quick", action="store_true", help="smoke run: 3000 requests, 5 s latency")
     p.add_argument(
@@ -691,7 +691,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, default=Path("var/bench/capacity"))
     p.add_argument("--model-cache", type=Path, default=Path("var/bench/capacity/model"))
-    a = p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m app.bench.capacity",
+                                description=__doc__.split("\n")[0])  # fmt: skip
+    add_arguments(p)
+    return run_args(p, p.parse_args(argv), argv)
+
+
+def run_args(p: argparse.ArgumentParser, a: argparse.Namespace, argv: list[str] | None) -> int:
     n = a.requests or (3000 if a.quick else 20000)
     lat_s = a.latency_seconds or (5.0 if a.quick else 20.0)
     base = Settings()

@@ -1,5 +1,6 @@
 """`authpilot bench-model`: the scoring core against raw C, tl2cgen's Predictor and LightGBM
-(app.bench.model). `authpilot bench-e2e` is a traffic command (app.cli.traffic)."""
+(app.bench.model); `authpilot bench-capacity`: the capacity benchmark (app.bench.capacity).
+`authpilot bench-e2e` is a traffic command (app.cli.traffic)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--parallel-comp", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_bench_model)
+
+    from app.bench import capacity
+
+    c = sub.add_parser("bench-capacity", description=capacity.__doc__,
+                       help="Python loop, bare Faust, worker open/closed loop, latency",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    capacity.add_arguments(c)
+    c.set_defaults(func=lambda a: capacity.run_args(c, a, None))

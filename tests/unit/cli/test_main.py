@@ -13,7 +13,8 @@ from app.cli.main import build_parser, main
 # Every command of the README and the Makefile; a command lost from a group module fails here.
 COMMANDS = {
     "kafka", "topics", "worker", "backfill", "promote", "loadgen", "demo", "bench-e2e", "features",
-    "simulate", "train", "compile", "bench-model", "report", "fit-retry", "evaluate-policy",
+    "simulate", "train", "compile", "bench-model", "bench-capacity", "report", "fit-retry",
+    "evaluate-policy",
 }  # fmt: skip
 NESTED = {"features": {"build", "check", "bench", "kernel"}, "report": {"experiment", "shadow"}}
 
