@@ -128,7 +128,7 @@ def test_outcomes_teach_the_router(worker, settings_for):
         text = worker.metrics()
         if f'authpilot_events_in_total{{topic="{s.topic_outcomes}"}} {len(outcomes)}.0' not in text:
             return False
-        time.sleep(1)  # the last batch leaves at the next checkpoint (250 ms)
+        time.sleep(2)  # the last batch leaves at the next checkpoint (1 s)
         end = topic_end(s, owner_topic)
         return end > 0 and f'authpilot_events_in_total{{topic="{owner_topic}"}} {end}.0' in (
             worker.metrics()
