@@ -22,6 +22,18 @@ from app.harness.process import WorkerProcess
 TEST_KAFKA_PORT = int(os.environ.get("AUTHPILOT_TEST_KAFKA_PORT", "29092"))
 
 
+@pytest.fixture(autouse=True)
+def _fresh_process_settings() -> Iterator[None]:
+    """Each test reads AUTHPILOT_* as it set them: get_settings() is cached per process, and
+    code deep in a call (the ring kernel's build dir, a CLI command) would otherwise hand a
+    test the settings an earlier test's environment produced."""
+    from app.config import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """A fresh local broker for the session, or the cluster AUTHPILOT_KAFKA_BOOTSTRAP names."""

@@ -52,6 +52,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from app.bench.capacity_options import STAGES, add_arguments
 from app.bench.paced import FRACTIONS, LatencyPoint, paced_rates, paced_run
 from app.config import Settings
 from app.contracts.codec import Codec
@@ -578,9 +579,6 @@ def run_worker_stage(
 # --- the run -------------------------------------------------------------------------------
 
 
-STAGES = ("python", "faust", "faust-before", "sr", "ev", "closed")
-
-
 def run(
     base: Settings,
     n: int,
@@ -672,25 +670,6 @@ def run(
         shutil.rmtree(work, ignore_errors=True)
         delete_topics(base, tag)
     return figures, latency
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The benchmark's options (`python -m app.bench.capacity`, `authpilot bench-capacity`)."""
-    p.add_argument("--requests", type=int, default=None, help="backlog size (default 20000)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 3000 requests, 5 s latency")
-    p.add_argument(
-        "--latency-seconds",
-        type=float,
-        default=None,
-        help="seconds of paced load per latency point (default 20)",
-    )
-    p.add_argument(
-        "--only",
-        default=",".join(STAGES),
-        help=f"comma-separated stages of {','.join(STAGES)} (bare Faust, the base, always runs)",
-    )
-    p.add_argument("--out", type=Path, default=Path("var/bench/capacity"))
-    p.add_argument("--model-cache", type=Path, default=Path("var/bench/capacity/model"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,10 +29,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_bench_model)
 
-    from app.bench import capacity
+    from app.bench import capacity_options
 
-    c = sub.add_parser("bench-capacity", description=capacity.__doc__,
-                       help="Python loop, bare Faust, worker open/closed loop, latency",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    capacity.add_arguments(c)
-    c.set_defaults(func=lambda a: capacity.run_args(c, a, None))
+    c = sub.add_parser("bench-capacity", description=capacity_options.__doc__,
+                       help="Python loop, bare Faust, worker open/closed loop, latency "
+                            "(app.bench.capacity)")  # fmt: skip
+    capacity_options.add_arguments(c)
+
+    def cmd_bench_capacity(a: argparse.Namespace) -> int:
+        from app.bench import capacity
+
+        return capacity.run_args(c, a, None)
+
+    c.set_defaults(func=cmd_bench_capacity)
