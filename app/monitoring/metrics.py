@@ -76,6 +76,10 @@ CHECKPOINT_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+DUPLICATE_OUTCOMES = Counter(
+    "authpilot_duplicate_outcomes", "Outcomes skipped as a request_id the card already had "
+    "(redelivered at another offset)", registry=REGISTRY,
+)  # fmt: skip
 REPLAYED = Counter(
     "authpilot_replayed", "Events skipped because their effect was already in the state "
     "(replayed after a crash or a rebalance), by topic", ["topic"], registry=REGISTRY,
@@ -91,5 +95,6 @@ def exposition() -> bytes:
 METRIC_NAMES = tuple(
     m._name for m in (EVENTS_IN, EVENTS_OUT, DEAD_LETTERS, DECISION_LATENCY, DECISIONS,
                       CONSUMER_LAG, MODEL_LOAD_FAILURES, MODEL_INFO, DRIFT_ALARM, ROUTE_DEMOTED,
-                      SHADOW_LATENCY, ALERTS, STATE_WRITES, CHECKPOINT_SECONDS, REPLAYED)
+                      SHADOW_LATENCY, ALERTS, STATE_WRITES, CHECKPOINT_SECONDS, REPLAYED,
+                      DUPLICATE_OUTCOMES)
 )  # fmt: skip

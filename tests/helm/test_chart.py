@@ -41,6 +41,7 @@ CONTRACT = {
     "authpilot_state_writes_total",
     "authpilot_checkpoint_seconds_bucket",
     "authpilot_replayed_total",
+    "authpilot_duplicate_outcomes_total",
     "authpilot_shadow_latency_seconds_bucket",
     "authpilot_alerts_total",
     "authpilot_drift_alarm",

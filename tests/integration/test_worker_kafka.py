@@ -117,8 +117,11 @@ def test_outcomes_teach_the_router(worker, settings_for):
         for route in ("acq-eu", "acq-us", "proc-global"):
             o = world.outcome(r, route, r["event_time"] + 100)
             good = route == "proc-global"
+            # one outcome per request_id (a second one for an id is a duplicate): each route's
+            # outcome stands for another attempt
             o.update(approved=good, response_code="00" if good else "05",
-                     failure_side="NONE" if good else "ISSUER")  # fmt: skip
+                     failure_side="NONE" if good else "ISSUER",
+                     request_id=f"{r['request_id']}-{route}")  # fmt: skip
             outcomes.append((r["card_fingerprint"], codec.outcome.encode(o)))
     produce(s, s.topic_outcomes, outcomes)
 
@@ -222,3 +225,34 @@ def test_every_decline_gets_one_retry_decision(worker, settings_for):
             assert d["action"] == "RETRY" and d["three_ds"], d
         else:
             assert d["not_before"] >= o["event_time"]
+
+
+def test_an_outcome_delivered_three_times_is_learned_and_answered_once(worker, settings_for):
+    """Redelivered at other offsets (same request_id): one RetryDecision, card counts once."""
+    s = settings_for
+    codec = Codec(s)
+    world = SampleTraffic(33)
+    r = world.next_request(1_767_225_600_000)
+    o = world.outcome(r, "acq-eu", r["event_time"] + 100)
+    o.update(response_code="51", failure_side="ISSUER", approved=False, initiator="MIT",
+             three_ds=False)  # fmt: skip
+    raw = codec.outcome.encode(o)
+    key = o["card_fingerprint"]
+    produce(s, s.topic_outcomes, [(key, raw)] * 3)
+    msgs = read_topic(s, s.topic_retry_decisions, expect=1, settle=4.0)
+    assert len(msgs) == 1
+    assert wait_until(lambda: worker.metric("authpilot_duplicate_outcomes_total") == 2.0, 30)
+    import json
+    import urllib.request
+
+    probe = dict(r, request_id="probe", event_time=o["event_time"] + 1)
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{worker.port}/debug/features", data=json.dumps([probe]).encode(),
+        headers={"Content-Type": "application/json"}, method="POST",
+    )  # fmt: skip
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        body = json.loads(resp.read())
+    row = body["rows"]["probe"][0]
+    names = body["names"]
+    assert row[names.index("card_24h_n")] == 1.0  # counted once, not three times
+    assert row[names.index("card_24h_soft")] == 1.0

@@ -11,7 +11,8 @@ Guarantee: effectively once for state. Card state is staged and checkpointed wit
 (app.state.checkpoint): an outcome replayed after a crash or a rebalance whose effect is
 already in the card state changes nothing and emits nothing again (no second RetryDecision,
 no second drift sample); it is still forwarded, and the owners recognise it by their marks.
-An outcome redelivered at another offset is a new event here (dedupe by request_id: issue 15).
+An outcome redelivered at another offset (same request_id) is recognised by the card's recent
+outcome ids (app.state.dedupe) and skipped: no state change, no RetryDecision, not forwarded.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from faust.types import AppT, Message
 
 from app.contracts.validate import validate_outcome
 from app.features.online import FeatureState
-from app.monitoring.metrics import EVENTS_IN, REPLAYED
+from app.monitoring.metrics import DUPLICATE_OUTCOMES, EVENTS_IN, REPLAYED
 from app.state.checkpoint import Current
+from app.state.dedupe import add, contains, id_hash, seen_key
 from app.worker.agents.alerts import AlertSink
 from app.worker.agents.intake import guarded_agent, validated
 from app.worker.agents.retries import RetryDecider
@@ -42,6 +44,9 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
     mon = ctx.monitoring
     sink = AlertSink(ctx) if mon is not None else None
     replayed = REPLAYED.labels(s.topic_outcomes)
+    duplicates = DUPLICATE_OUTCOMES
+    dedupe_ms = int(s.outcome_dedupe_hours * 3_600_000)
+    dedupe_cap = s.outcome_dedupe_per_card
     decode_outcome = validated(ctx.codec.outcome, validate_outcome)
 
     def decode(value: bytes) -> tuple[dict[str, Any], bytes]:
@@ -50,13 +55,21 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
 
     async def outcome(msg: Message, decoded: tuple[dict[str, Any], bytes], started: float) -> None:
         rec, raw = decoded
-        view = current.view = card.applying(msg.partition, msg.partition, msg.offset)
-        card_features.update_outcome(rec, "card")
-        current.view = None
-        st.deltas.add(rec, raw, msg.partition, msg.offset)
-        if not view.applied():  # replayed: learned before the crash, so were its effects
+        p, off = msg.partition, msg.offset
+        seen = seen_key(rec["card_fingerprint"])
+        if card.marks(seen)[p] >= off:  # replayed: learned before the crash, so were its
+            st.deltas.add(rec, raw, p, off)  # effects; the owners recognise it by their marks
             replayed.inc()
             return
+        h = id_hash(rec["request_id"])
+        if contains(card.get(seen), h):  # redelivered at another offset: nothing again, and
+            duplicates.inc()  # not forwarded (the owners would see a new offset)
+            return
+        view = current.view = card.applying(p, p, off)
+        card_features.update_outcome(rec, "card")
+        view[seen] = add(card.get(seen), h, rec["event_time"], dedupe_ms, dedupe_cap)
+        current.view = None
+        st.deltas.add(rec, raw, p, off)
         latency.observe(rec["route_id"], rec["latency_ms"])
         if mon is not None and sink is not None:
             alerts = mon.health.observe_outcome_record(rec, mon.estimates.pop(rec["request_id"]))
