@@ -50,14 +50,19 @@ def read_topic(s: Settings, topic: str, expect: int, timeout: float = 60.0,
     return out
 
 
-def topic_end(s: Settings, topic: str) -> int:
-    """Messages ever written to `topic` (the sum of its partitions' high watermarks)."""
+def partition_ends(s: Settings, topic: str) -> list[int]:
+    """The high watermark of each partition of `topic`, in partition order."""
     from confluent_kafka import TopicPartition
 
     c = Consumer({**confluent_config(s), "group.id": f"test-ends-{uuid.uuid4().hex[:8]}"})
     try:
         meta = c.list_topics(topic, timeout=10).topics[topic]
-        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                   for p in meta.partitions)  # fmt: skip
+        return [c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in sorted(meta.partitions)]  # fmt: skip
     finally:
         c.close()
+
+
+def topic_end(s: Settings, topic: str) -> int:
+    """Messages ever written to `topic` (the sum of its partitions' high watermarks)."""
+    return sum(partition_ends(s, topic))

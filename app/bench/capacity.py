@@ -685,7 +685,8 @@ def run_args(p: argparse.ArgumentParser, a: argparse.Namespace, argv: list[str] 
     base = Settings()
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    command = "python -m app.bench.capacity " + " ".join(argv if argv is not None else sys.argv[1:])
+    head = "authpilot " if p.prog.startswith("authpilot") else "python -m app.bench.capacity "
+    command = head + " ".join(argv if argv is not None else sys.argv[1:])
     load_start = os.getloadavg()[0]
     only = [x.strip() for x in a.only.split(",") if x.strip()]
     unknown = sorted(set(only) - set(STAGES))

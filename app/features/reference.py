@@ -6,25 +6,21 @@ bytes), and the benchmark can print the "before" figure in the same run.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from app.contracts.vocab import CNP_CHANNELS
 from app.features.definitions import (
     ENTITIES,
     HARD_CODES,
     METRICS,
-    REQUEST_FEATURES,
     Entity,
     M,
     increments,
 )
-from app.features.online import _FUND, _LAST, _NET, NAN, last_decline_key
+from app.features.online import _LAST, NAN, last_decline_key, request_features
 from app.state.windows.base import Store
 from app.state.windows.reference import TimeRing
 from app.state.windows.time import Increment, geometry
@@ -143,25 +139,3 @@ class ReferenceFeatureState:
             xs = sums[p.rate_w, p.rate_m].tolist()
             vals += [x / n if n else NAN for x, n in zip(xs, ns, strict=True)]
         return vals
-
-
-def request_features(req: dict[str, Any]) -> list[float]:
-    """The stateless features (REQUEST_FEATURES order); route-specific ones filled per row."""
-    dt = datetime.fromtimestamp(req["event_time"] / 1000, tz=UTC)
-    feats = [
-        math.log1p(req["amount_minor"]),
-        float(req["attempt"]),
-        float(dt.hour),
-        float(dt.weekday()),
-        float(req["channel"] in CNP_CHANNELS),
-        float(req["initiator"] == "MIT"),
-        float(req["recurring"]),
-        float(req["sca_required"]),
-        float(req["three_ds"]),
-        _NET.get(req["network"], NAN),
-        _FUND.get(req["funding"], NAN),
-        0.0,  # cross_border, per route
-        0.0,  # route_fee_bps, per route
-    ]
-    assert len(feats) == len(REQUEST_FEATURES)
-    return feats

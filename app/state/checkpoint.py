@@ -160,17 +160,9 @@ class Checkpointed:
 
     # -- reads -------------------------------------------------------------------------------
     def get(self, key: bytes) -> bytes | None:
-        g = self._group(key) if self._group is not None else key
-        entry = self._staged.get(g)
+        entry = self._find(self._group(key) if self._group is not None else key)
         if entry is None:
-            cached = self._read
-            if cached is not None and cached[0] == g:
-                entry = cached[1]
-            else:
-                entry = self._load(g, 0)
-                self._read = (g, entry)
-            if entry is None:
-                return None
+            return None
         if entry.entries is not None:
             return entry.entries.get(key)
         return entry.payload
@@ -181,18 +173,30 @@ class Checkpointed:
 
     def marks(self, key: bytes) -> list[int]:
         """The marks of the value holding `key` (NO_MARK everywhere for a missing key)."""
-        g = self._group(key) if self._group is not None else key
-        entry = self._staged.get(g) or self._load(g, 0)
+        entry = self._find(self._group(key) if self._group is not None else key)
         return list(entry.marks) if entry is not None else [NO_MARK] * self.sources
 
-    def _load(self, g: bytes, partition: int) -> _Entry | None:
+    def _find(self, g: bytes) -> _Entry | None:
+        """The staged value of group g, else the last one read, else the table's (read and
+        decoded once: an outcome asks for its card's marks, ids and rings in turn)."""
+        entry = self._staged.get(g)
+        if entry is not None:
+            return entry
+        cached = self._read
+        if cached is not None and cached[0] == g:
+            return cached[1]
+        entry = self._load(g)
+        self._read = (g, entry)
+        return entry
+
+    def _load(self, g: bytes) -> _Entry | None:
         raw = self._table.get(g)
         if raw is None:
             return None
         marks, payload = decode(raw, self.sources)
         if self._group is not None:
-            return _Entry(partition, marks, None, unpack_group(payload))
-        return _Entry(partition, marks, payload, None)
+            return _Entry(0, marks, None, unpack_group(payload))  # partition: set when staged
+        return _Entry(0, marks, payload, None)
 
     # -- writes ------------------------------------------------------------------------------
     def applying(self, partition: int, source: int, offset: int) -> Applying:
@@ -202,7 +206,7 @@ class Checkpointed:
         g = self._group(key) if self._group is not None else key
         entry = self._staged.get(g)
         if entry is None:
-            entry = self._load(g, view.partition)
+            entry = self._find(g)
             if entry is None:
                 entry = _Entry(view.partition, [NO_MARK] * self.sources, None,
                                {} if self._group is not None else None)  # fmt: skip

@@ -19,7 +19,7 @@ from app.state.backfill.load import LoadError
 from app.state.backfill.replay import replay, replay_order
 from app.state.windows.count import CountRing, stat_keys
 from tests.conftest import WorkerProcess, wait_until
-from tests.kafka_io import produce, topic_end
+from tests.kafka_io import partition_ends, produce, topic_end
 
 pytestmark = pytest.mark.kafka
 
@@ -46,10 +46,8 @@ def test_a_backfilled_worker_sees_the_replayed_state_and_nothing_is_emitted(
     produce(s, s.topic_outcomes, [(o["card_fingerprint"], codec.outcome.encode(o)) for o in outs])
     state = compute(read_outcomes(log), s.sr_window)
     report = load(state, s, "end")
-    assert report.marks == [
-        -1 if n == 0 else n - 1
-        for n in (topic_end_p(s, s.topic_outcomes, p) for p in range(s.partitions))
-    ]
+    assert report.marks == [n - 1 for n in partition_ends(s, s.topic_outcomes)]
+    assert max(report.marks) >= 0  # the retained outcomes really are there
     assert sum(report.records.values()) > len(state.features)
     with pytest.raises(LoadError, match="already holds"):
         load(state, s, "end")  # a deployment with state is refused
@@ -90,15 +88,3 @@ def test_a_backfilled_worker_sees_the_replayed_state_and_nothing_is_emitted(
             assert topic_end(s, t) == 0, t
     finally:
         w.stop()
-
-
-def topic_end_p(s, topic: str, partition: int) -> int:
-    from confluent_kafka import Consumer, TopicPartition
-
-    from app.kafka.connection import confluent_config
-
-    c = Consumer({**confluent_config(s), "group.id": "test-ends"})
-    try:
-        return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
-    finally:
-        c.close()

@@ -68,9 +68,6 @@ def test_malformed_batches_raise(value, match):
 
 def test_owner_partition_is_stable():
     # crc32 of the key: the same in every process and version (backfill places state by it)
-    assert [owner_partition(k, 4) for k in ("acq-eu", "411111", "m-1")] == [
-        owner_partition(k, 4) for k in ("acq-eu", "411111", "m-1")
-    ]
     import zlib
 
-    assert owner_partition("acq-eu", 7) == zlib.crc32(b"acq-eu") % 7
+    assert owner_partition("acq-eu", 7) == zlib.crc32(b"acq-eu") % 7 == 6  # pinned
