@@ -84,6 +84,30 @@ class Settings(BaseSettings):
     table_standby_replicas: int = Field(
         0, description="standby copies of each table partition on other workers (fast failover)"
     )
+    consumer_session_timeout_ms: int = Field(
+        6000,
+        ge=1000,
+        description="a worker that stops heartbeating is dropped from the group after this; its "
+        "partitions move to the others. 6 s is the broker's group.min.session.timeout.ms; "
+        "Faust's 60 s default kept a dead worker's partitions idle 62-64 s (measured)",
+    )
+    consumer_heartbeat_ms: int = Field(
+        1000,
+        ge=100,
+        description="heartbeat interval: at most a third of the session timeout (Kafka's rule)",
+    )
+    group_instance_id: str | None = Field(
+        None,
+        description="static group membership (KIP-345): a stable id per pod (the chart sets the "
+        "StatefulSet pod name). A restarted worker with the same id gets its partitions back "
+        "without a rebalance; unset = dynamic membership. Two live workers must never share one",
+    )
+    input_transactional: bool = Field(
+        False,
+        description="gateways produce requests/outcomes in Kafka transactions: one offset per "
+        "transaction marker then has no record. False = every input offset is a record, so any "
+        "jump in the offsets read is a fetch race, never committed over (app.kafka.offsets)",
+    )
     fetch_max_wait_ms: int = Field(
         10, description="longest the broker may hold a fetch (Faust hard-codes 1500 ms)"
     )
@@ -201,6 +225,21 @@ class Settings(BaseSettings):
         ge=1,
         description="outcome ids kept per card (16 bytes each). Measured on the simulator's "
         "steady world, 100k outcomes: at most 32 outcomes of one card in 7 days, p99.9 15",
+    )
+    decided_per_partition: int = Field(
+        20_000,
+        ge=100,
+        description="decisions remembered per request partition (request_id -> the decision "
+        "sent), so a replayed request is not decided again and a resent one gets the same "
+        "answer (app.state.decided). Only uncommitted requests are replayed: Faust commits every "
+        "2.8 s, i.e. ~1,400 requests per partition at 500/s; 20,000 is ~8 MB per partition",
+    )
+    request_max_age_ms: int = Field(
+        300_000,
+        ge=1000,
+        description="a request whose Kafka timestamp is older than this when the worker reads it "
+        "is counted (authpilot_stale_requests_total) and not decided: the gateway has long timed "
+        "out. 5 min covers a worker's restart and a failover with a wide margin",
     )
     state_read_cache: int = Field(
         200_000,

@@ -38,8 +38,25 @@ DECISIONS = Counter(
     registry=REGISTRY,
 )  # fmt: skip
 CONSUMER_LAG = Gauge(
-    "authpilot_consumer_lag", "Messages behind the high watermark, by assigned partition",
+    "authpilot_consumer_lag", "Messages between the group's committed offset and the high "
+    "watermark, by assigned partition (a commit that stops advancing shows here)",
     ["topic", "partition"], registry=REGISTRY,
+)  # fmt: skip
+STALE_REQUESTS = Counter(
+    "authpilot_stale_requests", "Requests not decided because they were older than "
+    "AUTHPILOT_REQUEST_MAX_AGE_MS when read", registry=REGISTRY,
+)  # fmt: skip
+RESENT_DECISIONS = Counter(
+    "authpilot_resent_decisions", "Requests sent again by a gateway (same request_id, another "
+    "offset) answered with their first decision", registry=REGISTRY,
+)  # fmt: skip
+OFFSET_GAPS = Counter(
+    "authpilot_offset_gaps", "Reads that jumped over offsets of an input topic (not committed "
+    "over; re-read by the offset watchdog), by topic", ["topic"], registry=REGISTRY,
+)  # fmt: skip
+OFFSET_REWINDS = Counter(
+    "authpilot_offset_rewinds", "Partitions re-read from the committed offset because offsets "
+    "after it were never processed, by topic", ["topic"], registry=REGISTRY,
 )  # fmt: skip
 MODEL_LOAD_FAILURES = Counter(
     "authpilot_model_load_failures", "Model artifacts refused at load, by reason", ["reason"],
@@ -96,5 +113,6 @@ METRIC_NAMES = tuple(
     m._name for m in (EVENTS_IN, EVENTS_OUT, DEAD_LETTERS, DECISION_LATENCY, DECISIONS,
                       CONSUMER_LAG, MODEL_LOAD_FAILURES, MODEL_INFO, DRIFT_ALARM, ROUTE_DEMOTED,
                       SHADOW_LATENCY, ALERTS, STATE_WRITES, CHECKPOINT_SECONDS, REPLAYED,
-                      DUPLICATE_OUTCOMES)
+                      DUPLICATE_OUTCOMES, OFFSET_GAPS, OFFSET_REWINDS, STALE_REQUESTS,
+                      RESENT_DECISIONS)
 )  # fmt: skip

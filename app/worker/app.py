@@ -20,10 +20,12 @@ from app.features.definitions import feature_hash
 from app.features.online import FeatureState
 from app.kafka.connection import faust_broker, faust_credentials
 from app.kafka.deadletter import DeadLetterSink
+from app.kafka.offsets import guard_offsets, start_new_group_at_end
 from app.models.serving.registry import ModelSlots
 from app.monitoring.health import HealthMonitor
 from app.routing.latency import RouteLatency
 from app.state.checkpoint import Checkpointed, Publication, card_group, faust_writer
+from app.state.decided import Decided
 from app.state.deltas import DeltaBatcher
 from app.state.published import PublishedReader
 from app.state.windows.count import snapshot_bytes
@@ -103,6 +105,9 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
         topic_replication_factor=s.replication_factor,
         table_standby_replicas=s.table_standby_replicas,
         consumer_auto_offset_reset="earliest",
+        broker_session_timeout=s.consumer_session_timeout_ms / 1000.0,
+        broker_heartbeat_interval=s.consumer_heartbeat_ms / 1000.0,
+        consumer_group_instance_id=s.group_instance_id,
         autodiscover=False,
         **producer_options(s),
     )
@@ -168,6 +173,7 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
             publish=Publication(sr_snapshots.writer(faust_writer(tables.route_sr)),
                                 snapshot_bytes)),
         deltas=DeltaBatcher(n),
+        decided=Decided(s.decided_per_partition),
         snapshots=snapshots,
         sr_snapshots=sr_snapshots,
     )  # fmt: skip
@@ -177,6 +183,7 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
         from app.sim.truth import oracle_for
 
         oracle_p = oracle_for(s.oracle_scenario)
+    inputs = {s.topic_requests, s.topic_outcomes, topics.owner_updates.get_topic_name()}
     ctx = WorkerContext(
         settings=s,
         codec=codec,
@@ -184,6 +191,7 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
         tables=tables,
         state=state,
         dlq=DeadLetterSink(topics.dead_letter, codec.dead_letter, socket.gethostname()),
+        offsets=guard_offsets(app, inputs, s.input_transactional),
         features=FeatureState(
             {
                 "card": state.card,
@@ -237,5 +245,6 @@ def run_worker(s: Settings) -> None:
     from app.kafka.topics import ensure_topics
 
     ensure_topics(s)
+    start_new_group_at_end(s)
     app, _ = build_app(s)
     run_faust(app, s)

@@ -12,11 +12,13 @@ from app.config import Settings
 from app.contracts.codec import Codec
 from app.features.online import FeatureState
 from app.kafka.deadletter import DeadLetterSink
+from app.kafka.offsets import OffsetGuard
 from app.models.serving.registry import ModelSlots
 from app.monitoring.health import HealthMonitor
 from app.routing.latency import RouteLatency
 from app.routing.oracle import OracleP
 from app.state.checkpoint import Checkpointed
+from app.state.decided import Decided
 from app.state.deltas import DeltaBatcher
 from app.state.published import PublishedReader
 
@@ -57,6 +59,7 @@ class State:
     features: Checkpointed  # owned feature rings -> feature-snapshots
     success_rates: Checkpointed  # owned success-rate rings -> route-sr snapshots
     deltas: DeltaBatcher  # outcomes on their way to the owners
+    decided: Decided  # decisions sent, per request partition (replays and resent requests)
     snapshots: PublishedReader  # feature-snapshots, read by the score agent
     sr_snapshots: PublishedReader  # route-sr, read by the score agent
 
@@ -103,6 +106,7 @@ class WorkerContext:
     tables: Tables
     state: State
     dlq: DeadLetterSink
+    offsets: OffsetGuard  # input offsets handled in order, never committed over a hole
     features: FeatureState  # the score agent's reader: card state + published snapshots
     latency: RouteLatency  # per-route latency EWMA, fed by the outcome agent
     models: ModelSlots

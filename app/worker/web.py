@@ -82,13 +82,17 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
 
     @app.timer(5.0)
     async def consumer_lag() -> None:
+        # From the committed offset, not the consumer's position: a worker that reads on but
+        # cannot commit (a hole it never processed, app.kafka.offsets) must show as lagging.
+        consumer: Any = app.consumer
         try:
-            for tp in app.consumer.assignment():
+            committed = consumer._committed_offset
+            for tp in consumer.assignment():
                 if tp.topic not in lag_topics:
                     continue
-                pos = await app.consumer.position(tp)
-                hw = app.consumer.highwater(tp)
-                if pos is not None and hw is not None:
-                    CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(hw - pos, 0))
+                done = committed.get(tp)  # None until the partition's first commit
+                hw = consumer.highwater(tp)
+                if done is not None and hw is not None:
+                    CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(hw - done, 0))
         except Exception:  # lag is observability, never a reason to fail
             log.debug("lag probe failed", exc_info=True)

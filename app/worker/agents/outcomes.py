@@ -79,4 +79,4 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
             await retries.after_decline(rec)
 
     return guarded_agent(app, ctx.topics.outcomes, "outcomes", decode, outcome, ctx.dlq,
-                         EVENTS_IN.labels(s.topic_outcomes))  # fmt: skip
+                         EVENTS_IN.labels(s.topic_outcomes), ctx.offsets.admit)  # fmt: skip

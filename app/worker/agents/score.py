@@ -1,28 +1,40 @@
 """Score agent: one RoutingDecision per AuthorizationRequest (+ challengers' shadow decisions).
 
-Guarantee: at-least-once. Faust commits a request's offset only after the decision was handed to
-the producer and the producer flushed, so a crash can repeat decisions but never lose one;
-decisions are keyed and identified by request_id, and the exploration draw is a hash of it.
+Guarantee: at-least-once reading, at most one distinct decision per request_id. Faust commits a
+request's offset only after its decision was handed to the producer and the producer flushed,
+so a crash never loses a decision; the requests after the last commit are read again, and
+app.state.decided turns each of those into nothing (a replay: its decision was already sent)
+or the first decision's bytes (the gateway sent the request twice). Decisions go to the
+request's partition number with its offset in a header, which is how a worker taking over a
+partition learns what was sent for it. Requests older than AUTHPILOT_REQUEST_MAX_AGE_MS get no
+decision (counted): nobody waits for them any more.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 from faust.types import AppT, Message
 from prometheus_client import Counter
 
+from app.contracts.codec import Codec
 from app.contracts.validate import validate_request
+from app.kafka.connection import confluent_config
 from app.models.serving.scoring import CompiledModel
 from app.monitoring.metrics import (
     DECISION_LATENCY,
     DECISIONS,
     EVENTS_IN,
     EVENTS_OUT,
+    REPLAYED,
+    RESENT_DECISIONS,
     SHADOW_LATENCY,
+    STALE_REQUESTS,
 )
 from app.routing.dispatch import Dispatcher
+from app.state.decided import OFFSET_HEADER, READ_BACK_SLACK_MS, read_back
 from app.state.windows.count import Snapshot, unpack_snapshot
 from app.worker.agents.alerts import AlertSink
 from app.worker.agents.intake import guarded_agent, validated
@@ -51,30 +63,71 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
                           ctx.latency)  # fmt: skip
     slots = ctx.models
     served: list[CompiledModel | None] = [None]  # the champion the model detectors track
+    decided = ctx.state.decided
+    replayed = REPLAYED.labels(s.topic_requests)
+    max_age_s = s.request_max_age_ms / 1000.0
+    conf = confluent_config(s)
+    reader = Codec(s).decision  # its own serde: read_back decodes on an executor thread
+
+    def request_id_of(value: bytes) -> str:
+        return str(reader.decode(value)["request_id"])
+
+    @app.on_partitions_revoked.connect
+    async def forget(*args: Any, **kwargs: Any) -> None:  # (app, revoked)
+        # Another worker may decide these partitions next; what it sent is read back when
+        # (if) they come back.
+        revoked = args[1] if len(args) > 1 else kwargs.get("revoked", set())
+        decided.forget({tp.partition for tp in revoked if tp.topic == s.topic_requests})
+
+    async def load(p: int, msg: Message) -> None:
+        since = int(msg.timestamp * 1000) - READ_BACK_SLACK_MS if msg.timestamp else 0
+        entries = await asyncio.get_running_loop().run_in_executor(
+            None, read_back, conf, s.topic_decisions, p, since, decided.cap, request_id_of
+        )
+        decided.load(p, entries)  # fmt: skip
 
     async def score(msg: Message, req: dict[str, Any], started: float) -> None:
-        decided = dispatch.decide(req)
-        decision, shadows = decided.record, decided.shadows
+        p = msg.partition
+        if not decided.loaded(p):
+            await load(p, msg)
+        rid = req["request_id"]
+        prior = decided.get(p, rid)
+        if prior is not None:
+            if prior[0] == msg.offset:  # read again after a crash or a takeover: already sent
+                replayed.inc()
+                return
+            RESENT_DECISIONS.inc()
+            await decisions_topic.send(key=msg.key, value=prior[1], partition=p,
+                                       headers=[(OFFSET_HEADER, b"%d" % prior[0])])  # fmt: skip
+            return
+        if msg.timestamp and time.time() - msg.timestamp > max_age_s:
+            STALE_REQUESTS.inc()
+            return
+        made = dispatch.decide(req)
+        decision, shadows = made.record, made.shadows
         now = int(time.time() * 1000)
         decision["decided_at"] = now
         decision["decision_latency_us"] = int((time.perf_counter() - started) * 1e6)
-        await decisions_topic.send(key=msg.key, value=serde_out.encode(decision))
+        value = serde_out.encode(decision)
+        await decisions_topic.send(key=msg.key, value=value, partition=p,
+                                   headers=[(OFFSET_HEADER, b"%d" % msg.offset)])  # fmt: skip
+        decided.put(p, rid, msg.offset, value)
         if mon is not None and sink is not None:
             champion = slots.champion
             if champion is not served[0]:
                 served[0] = champion
                 mon.health.set_model(champion.label if champion else "none")
-            p = decided.model_p
-            if p is not None:  # only model estimates feed calibration
-                mon.estimates.put(req["request_id"], p)
+            model_p = made.model_p
+            if model_p is not None:  # only model estimates feed calibration
+                mon.estimates.put(rid, model_p)
             alerts = mon.health.observe_decision(
-                req["event_time"], p,
+                req["event_time"], model_p,
                 req["amount_minor"], req["merchant_country"] != req["issuer_country"],
                 req["sca_required"])  # fmt: skip
             if alerts:
                 await sink.send(alerts)
         if shadows:
-            added = decided.shadow_seconds
+            added = made.shadow_seconds
             for sd in shadows:
                 sd["decided_at"] = now
                 sd["decision_latency_us"] = int(added * 1e6)
@@ -91,4 +144,4 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
 
     return guarded_agent(app, ctx.topics.requests, "score",
                          validated(ctx.codec.request, validate_request), score, ctx.dlq,
-                         EVENTS_IN.labels(s.topic_requests))  # fmt: skip
+                         EVENTS_IN.labels(s.topic_requests), ctx.offsets.admit)  # fmt: skip
