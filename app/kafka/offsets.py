@@ -264,37 +264,37 @@ def start_new_group_at_end(s: Any, timeout: float = 30.0) -> dict[int, int]:
     Faust resets every topic of a new group to `earliest`, which is right for outcomes (state
     learns from all of them) and wrong for requests: a deployment under a new app id re-decided
     every retained request, 7 days of them, for gateways that stopped waiting seconds after each.
-    Run before the worker joins (the group is then empty, so the broker accepts the commit);
-    returns partition -> offset set. Two workers starting together both set the same ends.
+    Run before the worker joins (the group is then empty, so the broker takes a commit from a
+    consumer that never subscribed); returns partition -> offset set. Two workers starting
+    together set the same ends. Never fatal: on failure Faust's reset applies, and is logged.
     """
-    from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
-    from confluent_kafka.admin import AdminClient
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     from app.kafka.connection import confluent_config
 
-    conf = confluent_config(s)
-    admin = AdminClient({**conf})
     group, topic = s.app_id, s.topic_requests
-    parts = [TopicPartition(topic, p) for p in range(s.partitions)]
-    fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, parts)])
-    listed = fut[group].result(timeout)
-    missing = [tp.partition for tp in listed.topic_partitions or [] if tp.offset < 0]
-    if not missing:
-        return {}
-    c = Consumer({**conf, "group.id": f"{group}-offsets-probe"})
+    c = Consumer({**confluent_config(s), "group.id": group, "enable.auto.commit": False})
+    deadline = time.monotonic() + timeout
     try:
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
-                for p in missing}  # fmt: skip
+        while True:
+            try:  # a topic created a moment ago can answer NOT_LEADER for a few seconds
+                parts = [TopicPartition(topic, p) for p in range(s.partitions)]
+                missing = [tp.partition for tp in c.committed(parts, timeout=10) if tp.offset < 0]
+                if not missing:
+                    return {}
+                ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                        for p in missing}  # fmt: skip
+                c.commit(offsets=[TopicPartition(topic, p, o) for p, o in ends.items()],
+                         asynchronous=False)  # fmt: skip
+                break
+            except KafkaException as exc:
+                if time.monotonic() > deadline:
+                    log.warning("could not start %s's requests at the end (%s); Faust's reset "
+                                "applies", group, exc)  # fmt: skip
+                    return {}
+                time.sleep(0.5)
     finally:
         c.close()
-    at_end = [TopicPartition(topic, p, o) for p, o in ends.items()]
-    req = ConsumerGroupTopicPartitions(group, at_end)
-    try:
-        admin.alter_consumer_group_offsets([req])[group].result(timeout)
-    except Exception as exc:  # a member already joined: it chose its own start; say so
-        log.warning("could not start %s's requests at the end (%s); Faust's reset applies", group,
-                    exc)  # fmt: skip
-        return {}
     skipped = sum(ends.values())
     if skipped:
         log.info("new consumer group %s: requests start at the end of %s (%d retained requests "

@@ -21,7 +21,7 @@ from app.features.online import FeatureState
 from app.kafka.connection import faust_broker, faust_credentials
 from app.kafka.deadletter import DeadLetterSink
 from app.kafka.offsets import guard_offsets, start_new_group_at_end
-from app.models.serving.registry import ModelSlots
+from app.models.serving.registry import ControlWatcher, ModelSlots
 from app.monitoring.health import HealthMonitor
 from app.routing.latency import RouteLatency
 from app.state.checkpoint import Checkpointed, Publication, card_group, faust_writer
@@ -202,9 +202,15 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
         ),
         latency=RouteLatency(),
         models=ModelSlots(s.model_dir, feature_hash()),
+        control=ControlWatcher(s),
         monitoring=Monitoring(HealthMonitor(), Recent()) if s.drift_monitor else None,
         oracle_p=oracle_p,
     )
+
+    @app.task
+    async def watch_control() -> None:
+        ctx.control.start()
+
     _register_models(app, ctx)
     score_agent.register(app, ctx)
     outcome_agents.register(app, ctx)
@@ -220,17 +226,14 @@ def _register_models(app: faust.App, ctx: WorkerContext) -> None:
     import asyncio
 
     from app.models.artifact import ModelRejected
-    from app.models.serving.registry import ControlWatcher
 
     s = ctx.settings
-    watcher: list[ControlWatcher] = []
+    watcher = ctx.control
 
     @app.timer(s.model_poll_seconds)
     async def reconcile_models() -> None:
-        if not watcher:
-            watcher.append(ControlWatcher(s).start())
         loop = asyncio.get_running_loop()
-        for key, rec in ctx.models.pending(watcher[0].snapshot()):
+        for key, rec in ctx.models.pending(watcher.snapshot()):
             try:
                 model = await loop.run_in_executor(None, ctx.models.load, rec)
                 ctx.models.install(key, rec, model, None)

@@ -13,7 +13,7 @@ from app.contracts.codec import Codec
 from app.features.online import FeatureState
 from app.kafka.deadletter import DeadLetterSink
 from app.kafka.offsets import OffsetGuard
-from app.models.serving.registry import ModelSlots
+from app.models.serving.registry import ControlWatcher, ModelSlots
 from app.monitoring.health import HealthMonitor
 from app.routing.latency import RouteLatency
 from app.routing.oracle import OracleP
@@ -110,5 +110,6 @@ class WorkerContext:
     features: FeatureState  # the score agent's reader: card state + published snapshots
     latency: RouteLatency  # per-route latency EWMA, fed by the outcome agent
     models: ModelSlots
+    control: ControlWatcher  # the control topic's promotions, read by a daemon thread
     monitoring: Monitoring | None  # None: AUTHPILOT_DRIFT_MONITOR=false
     oracle_p: OracleP | None  # the simulator's truth, only with AUTHPILOT_ORACLE_SCENARIO

@@ -5,6 +5,7 @@ Served by Faust's web server on AUTHPILOT_WEB_PORT; the consumer-lag gauge is up
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -12,6 +13,7 @@ import faust
 
 from app.features.definitions import FEATURE_NAMES
 from app.features.online import FeatureState, new_buffer
+from app.kafka.probe import BrokerProbe
 from app.monitoring.metrics import CONSUMER_LAG, exposition
 from app.state.windows.count import stat_keys, unpack_snapshot
 from app.worker.context import WorkerContext
@@ -73,12 +75,32 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"status": "ok"})
 
+    probe = BrokerProbe(s)
+
+    @app.timer(5.0)
+    async def probe_broker() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, probe.check)
+
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
+        """Ready: tables recovered, not rebalancing, the broker answered the last probe (every
+        5 s), and the promoted champion (if any) is the one served. Each false condition is
+        named in the body."""
         # faust's TableManagerT omits .recovery, which its only implementation, TableManager, has
         recovery = app.tables.recovery  # type: ignore[attr-defined]
-        ready = recovery.completed.is_set() and not app.rebalancing
-        return web.json({"ready": ready}, status=200 if ready else 503)
+        registry = ctx.control.snapshot() if ctx.control is not None else {}
+        checks = {
+            "recovered": recovery.completed.is_set(),
+            "not_rebalancing": not app.rebalancing,
+            "broker_reachable": probe.reachable,
+            "control_read": ctx.control is not None and ctx.control.caught_up.is_set(),
+            "champion_served": not ctx.models.champion_missing(registry),
+        }
+        ready = all(checks.values())
+        body: dict[str, Any] = {"ready": ready, "checks": checks}
+        if probe.error:
+            body["broker_error"] = probe.error
+        return web.json(body, status=200 if ready else 503)
 
     @app.timer(5.0)
     async def consumer_lag() -> None:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from app.config import Settings
 from app.kafka.connection import confluent_config
@@ -51,6 +51,7 @@ class ControlWatcher:
         self._lock = threading.Lock()
         self._latest: dict[str, dict[str, Any]] = {}
         self._stop = threading.Event()
+        self.caught_up = threading.Event()  # read to the end once: the snapshot is complete
         self._thread = threading.Thread(target=self._run, name="control-watcher", daemon=True)
 
     def start(self) -> ControlWatcher:
@@ -66,11 +67,16 @@ class ControlWatcher:
 
     def _run(self) -> None:
         c = Consumer({**confluent_config(self._s), "group.id": "unused-assigned-only",
-                      "enable.auto.commit": False})  # fmt: skip
+                      "enable.auto.commit": False, "enable.partition.eof": True})  # fmt: skip
         c.assign([TopicPartition(self._s.topic_control, 0, OFFSET_BEGINNING)])
         while not self._stop.is_set():
             m = c.poll(0.5)
-            if m is None or m.error():
+            if m is None:
+                continue
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self.caught_up.set()
                 continue
             key, value = m.key(), m.value()
             try:  # a record without key or value (a tombstone) is logged, never a dead thread
@@ -102,6 +108,18 @@ class ModelSlots:
             if self._seen.get(key) != ident:
                 out.append((key, rec))
         return out
+
+    def champion_missing(self, registry: dict[str, dict[str, Any]]) -> bool:
+        """A champion is promoted but this worker does not serve it (not loaded yet, or refused
+        with no champion to fall back to): /readyz says not ready, so a rollout stops here."""
+        rec = registry.get("champion")
+        if rec is None:
+            return False
+        served = self.champion
+        return served is None or (
+            (served.name, served.version) != (rec["name"], rec["version"])
+            and self._seen.get("champion") != (rec["name"], rec["version"], rec.get("promoted_at"))
+        )
 
     def load(self, rec: dict[str, Any]) -> CompiledModel:
         """Load and verify (blocking: run it off the event loop)."""
