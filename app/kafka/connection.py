@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.config import Settings
 
@@ -77,6 +77,16 @@ def confluent_config(s: Settings) -> dict[str, str]:
     if sec.ssl_cafile:
         conf["ssl.ca.location"] = sec.ssl_cafile
     return conf
+
+
+def worker_client_config(s: Settings) -> dict[str, Any]:
+    """confluent_config for the worker's own librdkafka clients (control watcher, broker probe,
+    decision read-back): their logs go through Python logging ("librdkafka"), where the worker
+    rate-limits repeats (app.monitoring.logs), instead of raw stderr; measured during a broker
+    outage, ~20 "Connect failed" lines a second."""
+    import logging
+
+    return {**confluent_config(s), "logger": logging.getLogger("librdkafka")}
 
 
 def faust_broker(s: Settings) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.config import Settings
-from app.kafka.connection import confluent_config
+from app.kafka.connection import worker_client_config
 
 # A probe that does not answer within this long counts as unreachable.
 PROBE_TIMEOUT_S = 3.0
@@ -32,7 +32,7 @@ class BrokerProbe:
         from confluent_kafka.admin import AdminClient
 
         if self._admin is None:
-            self._admin = AdminClient({**confluent_config(self.s), "socket.timeout.ms": 3000})
+            self._admin = AdminClient({**worker_client_config(self.s), "socket.timeout.ms": 3000})
         try:
             self._admin.list_topics(self.s.topic_requests, timeout=PROBE_TIMEOUT_S)
             self.reachable, self.error = True, None

@@ -89,7 +89,7 @@ def source_offset(headers: Any) -> int | None:
     return None
 
 
-def read_back(conf: dict[str, str], topic: str, partition: int, since_ms: int, cap: int,
+def read_back(conf: dict[str, Any], topic: str, partition: int, since_ms: int, cap: int,
               request_id: Any, timeout: float = 30.0) -> list[tuple[str, int, bytes]]:  # fmt: skip
     """(request_id, request offset, decision bytes) of the decisions in `topic`/`partition`
     stamped from `since_ms` on (at most the newest `cap`), oldest first. `request_id` extracts

@@ -23,6 +23,7 @@ from app.kafka.deadletter import DeadLetterSink
 from app.kafka.offsets import guard_offsets, start_new_group_at_end
 from app.models.serving.registry import ControlWatcher, ModelSlots
 from app.monitoring.health import HealthMonitor
+from app.monitoring.logs import quiet_repeats
 from app.routing.latency import RouteLatency
 from app.state.checkpoint import Checkpointed, Publication, card_group, faust_writer
 from app.state.decided import Decided
@@ -250,4 +251,5 @@ def run_worker(s: Settings) -> None:
     ensure_topics(s)
     start_new_group_at_end(s)
     app, _ = build_app(s)
+    quiet_repeats()
     run_faust(app, s)

@@ -22,7 +22,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from app.config import Settings
-from app.kafka.connection import confluent_config
+from app.kafka.connection import confluent_config, worker_client_config
 from app.models.artifact import ModelRejected
 from app.models.serving.scoring import CompiledModel
 from app.monitoring.metrics import MODEL_INFO, MODEL_LOAD_FAILURES
@@ -66,7 +66,7 @@ class ControlWatcher:
             return dict(self._latest)
 
     def _run(self) -> None:
-        c = Consumer({**confluent_config(self._s), "group.id": "unused-assigned-only",
+        c = Consumer({**worker_client_config(self._s), "group.id": "unused-assigned-only",
                       "enable.auto.commit": False, "enable.partition.eof": True})  # fmt: skip
         c.assign([TopicPartition(self._s.topic_control, 0, OFFSET_BEGINNING)])
         while not self._stop.is_set():

@@ -21,7 +21,7 @@ from prometheus_client import Counter
 
 from app.contracts.codec import Codec
 from app.contracts.validate import validate_request
-from app.kafka.connection import confluent_config
+from app.kafka.connection import worker_client_config
 from app.models.serving.scoring import CompiledModel
 from app.monitoring.metrics import (
     DECISION_LATENCY,
@@ -66,7 +66,7 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
     decided = ctx.state.decided
     replayed = REPLAYED.labels(s.topic_requests)
     max_age_s = s.request_max_age_ms / 1000.0
-    conf = confluent_config(s)
+    conf = worker_client_config(s)
     reader = Codec(s).decision  # its own serde: read_back decodes on an executor thread
 
     def request_id_of(value: bytes) -> str:
