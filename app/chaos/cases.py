@@ -171,7 +171,9 @@ def _cases() -> dict[str, Gen]:
         ),
         "req.candidates_too_many": r(lambda rng, t: t.req(candidates=cands(65))),
         "req.fee_negative": r(
-            lambda rng, t: t.req(candidates=[dict(x, fee_minor=-1) for x in t.request["candidates"]])
+            lambda rng, t: t.req(
+                candidates=[dict(x, fee_minor=-1) for x in t.request["candidates"]]
+            )
         ),
         "req.attempt_zero": r(lambda rng, t: t.req(attempt=0)),
         "req.request_id_empty": r(lambda rng, t: t.req(request_id="")),
@@ -192,8 +194,9 @@ def _cases() -> dict[str, Gen]:
         "req.field_1mb": r(lambda rng, t: t.req(merchant_id="M" * ONE_MB)),
         "req.null_value": r(lambda rng, t: None),
         "req.null_key": lambda rng, t: Built(None, t.req()),
-        "req.garbage_headers": lambda rng, t: Built(t.key, _random_bytes(rng),
-                                                    _garbage_headers(rng)),  # fmt: skip
+        "req.garbage_headers": lambda rng, t: Built(
+            t.key, _random_bytes(rng), _garbage_headers(rng)
+        ),
         "req.forged_reason_header": lambda rng, t: Built(
             t.key, t.req(amount_minor=-1), (("authpilot.reason", b"undecodable"),)
         ),
@@ -220,8 +223,9 @@ def _cases() -> dict[str, Gen]:
         "out.field_1mb": r(lambda rng, t: t.out(merchant_id="M" * ONE_MB)),
         "out.null_value": r(lambda rng, t: None),
         "out.null_key": lambda rng, t: Built(None, t.out()),
-        "out.garbage_headers": lambda rng, t: Built(t.key, _random_bytes(rng),
-                                                    _garbage_headers(rng)),  # fmt: skip
+        "out.garbage_headers": lambda rng, t: Built(
+            t.key, _random_bytes(rng), _garbage_headers(rng)
+        ),
     }
     return c
 

@@ -73,7 +73,7 @@ class LedgerProducer:
             if on_delivered is not None:
                 on_delivered(item)
 
-        headers = list(item.headers) if item.headers else None
+        headers: Any = list(item.headers) if item.headers else None
         while True:
             try:
                 self._p.produce(item.topic, key=item.key, value=item.value, headers=headers,
@@ -146,11 +146,12 @@ def read_all(s: Settings, topic: str, timeout: float = 120.0) -> list[Msg]:
                     if err.code() == KafkaError._PARTITION_EOF:
                         continue
                     raise RuntimeError(f"reading {topic}: {err}")
-                p, off = m.partition(), m.offset()
+                p, off = int(m.partition() or 0), int(m.offset() or 0)
                 if off >= want.get(p, 0):
                     continue
                 pos[p] = max(pos[p], off)
-                hdrs = tuple((k, v) for k, v in (m.headers() or []))
+                raw: list[tuple[str, Any]] = list(m.headers() or [])  # type: ignore[arg-type]
+                hdrs = tuple((str(k), v.encode() if isinstance(v, str) else v) for k, v in raw)
                 out.append(Msg(topic, p, off, m.key(), m.value(), hdrs, m.timestamp()[1]))
     finally:
         c.close()

@@ -270,8 +270,8 @@ def check_dead_letters(
         if exp == "oversized":
             out.oversized_checked += 1
             v, size = rec.get("value"), len(s.value or b"")
-            out.oversized_truncated += v is not None and len(v) < size and (
-                (s.value or b"").startswith(v)
+            out.oversized_truncated += (
+                v is not None and len(v) < size and ((s.value or b"").startswith(v))
             )
             out.oversized_size_recorded += _original_size(rec, m, size)
         else:

@@ -32,8 +32,11 @@ def cmd_chaos(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     if "broker" in names and s.kafka_bootstrap:
-        print("the broker scenario SIGKILLs the suite's own local broker: unset "
-              "AUTHPILOT_KAFKA_BOOTSTRAP or leave it out of --scenarios", file=sys.stderr)
+        print(
+            "the broker scenario SIGKILLs the suite's own local broker: unset "
+            "AUTHPILOT_KAFKA_BOOTSTRAP or leave it out of --scenarios",
+            file=sys.stderr,
+        )
         return 2
     bootstrap = ensure_kafka(s)
     out = args.out or Path("var/chaos") / time.strftime("%Y%m%d-%H%M%S")
@@ -65,8 +68,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     c = sub.add_parser("chaos", help="fault-injection suite: kills, broker kill, failover, fuzz")
     c.add_argument("--scenarios", default="kill,broker,failover,fuzz,redelivery",
                    help="comma-separated, run in this order")  # fmt: skip
-    c.add_argument("--short", action="store_true",
-                   help="the default-suite sizes (1 kill, 1 failover, 300 malformed)")
+    c.add_argument(
+        "--short",
+        action="store_true",
+        help="the default-suite sizes (1 kill, 1 failover, 300 malformed)",
+    )
     c.add_argument("--rate", type=float, help="requests/s of the steady stream (300)")
     c.add_argument("--kills", type=int, help="worker SIGKILLs (20)")
     c.add_argument("--failovers", type=int, help="two-worker SIGKILL repetitions (5)")
@@ -81,6 +87,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     c.add_argument("--out", type=Path, help="results directory (var/chaos/<time>)")
     c.set_defaults(func=cmd_chaos)
     v = sub.add_parser("chaos-verify", help="the chaos verifier over the configured topics")
-    v.add_argument("--settle", type=float, default=10.0,
-                   help="seconds to wait for committed offsets to reach the ends")
+    v.add_argument(
+        "--settle",
+        type=float,
+        default=10.0,
+        help="seconds to wait for committed offsets to reach the ends",
+    )
     v.set_defaults(func=cmd_chaos_verify)
