@@ -341,7 +341,7 @@ def kill_loop(bootstrap: str, run_dir: Path, o: Options, say: Say) -> Result:
         time.sleep(rng.uniform(*o.kill_gap))
         loop.stop_producing()
         say(name, f"stream stopped; draining: {loop.status()}")
-        left = loop.wait_drained(o.drain_timeout, quiet=2.0)
+        left = loop.wait_drained(o.drain_timeout, quiet=2.0, progress=lambda m: say(name, m))
         say(name, f"drained ({left} undecided); {loop.status()}")
         v = verify(dep.settings, [], say, name, dep.workers[0].port, o.state_cards, o.seed,
                    o.settle_timeout)  # fmt: skip
@@ -428,7 +428,7 @@ def broker_kill(settings: Settings, run_dir: Path, o: Options, say: Say) -> Resu
                       f"lines, every partition deciding again {_s(recovered)} after")  # fmt: skip
         time.sleep(3)
         loop.stop_producing()
-        left = loop.wait_drained(o.drain_timeout, quiet=2.0)
+        left = loop.wait_drained(o.drain_timeout, quiet=2.0, progress=lambda m: say(name, m))
         say(name, f"drained ({left} undecided); {loop.status()}")
         v = verify(dep.settings, [], say, name, w.port, o.state_cards, o.seed, o.settle_timeout)
     finally:
@@ -513,7 +513,7 @@ def failover(bootstrap: str, run_dir: Path, o: Options, say: Say) -> Result:
                          "taken_live": taken})  # fmt: skip
         time.sleep(2)
         loop.stop_producing()
-        left = loop.wait_drained(o.drain_timeout, quiet=2.0)
+        left = loop.wait_drained(o.drain_timeout, quiet=2.0, progress=lambda m: say(name, m))
         say(name, f"drained ({left} undecided); {loop.status()}")
         v = verify(dep.settings, [], say, name, None, 0, o.seed, o.settle_timeout)
     finally:
@@ -724,7 +724,7 @@ def redelivery(bootstrap: str, run_dir: Path, o: Options, say: Say) -> Result:
     say(name, f"{n} requests, {len(first) + len(tail)} outcomes, {len(again)} redeliveries, one "
               "outcome 100 years ahead")  # fmt: skip
     try:
-        left = loop.wait_drained(o.drain_timeout, quiet=2.0)
+        left = loop.wait_drained(o.drain_timeout, quiet=2.0, progress=lambda m: say(name, m))
         say(name, f"{left} undecided; {loop.status()}")
         v = verify(dep.settings, prod.sent, say, name, w.port, max(o.state_cards, 1000), o.seed,
                    o.settle_timeout)  # fmt: skip

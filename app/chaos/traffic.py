@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -162,13 +163,18 @@ class ClosedLoop:
         with self._lock:
             return len(self.pending)
 
-    def wait_drained(self, timeout: float, quiet: float = 0.0) -> int:
+    def wait_drained(self, timeout: float, quiet: float = 0.0,
+                     progress: Callable[[str], None] | None = None) -> int:  # fmt: skip
         """Until every delivered request has a decision (then `quiet` s more) or timeout;
-        returns how many are still undecided."""
+        returns how many are still undecided. `progress` gets a status line every 10 s."""
         deadline = time.monotonic() + timeout
         self._p.flush(max(1.0, timeout))
+        shown = time.monotonic()
         while time.monotonic() < deadline and self.undecided() > 0:
             time.sleep(0.2)
+            if progress is not None and time.monotonic() - shown >= 10:
+                shown = time.monotonic()
+                progress(f"draining: {self.status()}")
         if quiet:
             time.sleep(quiet)
         return self.undecided()
