@@ -384,6 +384,24 @@ def _error_lines(path: Path, start: int) -> tuple[int, int]:
     return sum(b"ERROR" in ln for ln in lines), len(lines)
 
 
+def restart_broker(broker: Any, say: Say, attempts: int = 4) -> str:
+    """Start the suite's broker again, retrying: while it is down, clients reconnecting to a
+    port inside the ephemeral range (32768-60999 here) can get that very port as their source
+    port (a TCP self-connect), and the broker then fails to bind ("Address already in use");
+    the self-connection goes away in seconds."""
+    from app.kafka import local_broker
+
+    for i in range(attempts):
+        try:
+            return local_broker.start(broker, timeout=45)
+        except local_broker.BrokerError as exc:
+            if i == attempts - 1:
+                raise
+            say("broker", f"broker start failed ({str(exc).splitlines()[0][:80]}): retrying")
+            time.sleep(2)
+    raise AssertionError("unreachable")
+
+
 def broker_kill(settings: Settings, run_dir: Path, o: Options, say: Say) -> Result:
     """Needs the local broker of `settings` (the suite's own): it is SIGKILLed and restarted."""
     from app.kafka import local_broker
@@ -416,7 +434,7 @@ def broker_kill(settings: Settings, run_dir: Path, o: Options, say: Say) -> Resu
                 total += 1
                 time.sleep(0.5)
             errs, lines = _error_lines(w.log, log_at)
-            local_broker.start(broker, timeout=120)
+            restart_broker(broker, say)
             t_up = _now_ms()
             say(name, f"broker back after {(t_up - t_kill) / 1000:.1f} s; {loop.status()}")
             back = loop.wait_partitions(list(range(o.partitions)), t_up, o.takeover_timeout)
@@ -432,6 +450,8 @@ def broker_kill(settings: Settings, run_dir: Path, o: Options, say: Say) -> Resu
         say(name, f"drained ({left} undecided); {loop.status()}")
         v = verify(dep.settings, [], say, name, w.port, o.state_cards, o.seed, o.settle_timeout)
     finally:
+        if local_broker.running_pid(broker) is None:  # the scenarios after this one need it
+            restart_broker(broker, say)
         loop.close()
         dep.stop_all()
     ready200 = sum(x["readyz_200"] for x in outages)
