@@ -77,13 +77,14 @@ class Options:
     state_cards: int = 200  # cards whose state is compared with the replay
     ready_timeout: float = 180.0  # a restart waits out today's ~60 s session timeout
     takeover_timeout: float = 120.0
-    drain_timeout: float = 180.0
+    drain_timeout: float = 1800.0  # a backlog of kills x restart wait x rate drains first
+    drain_stall: float = 90.0  # ... unless no decision arrives for this long
     settle_timeout: float = 60.0  # committed offsets reaching the end once drained
 
 
 SHORT = Options(rate=100.0, kills=1, kill_gap=(3.0, 5.0), failovers=1, fuzz=300,
                 fuzz_requests=200, fuzz_outcomes=100, redelivered=20, state_cards=100,
-                ready_timeout=120.0, takeover_timeout=75.0, drain_timeout=90.0,
+                ready_timeout=120.0, takeover_timeout=75.0, drain_timeout=120.0,
                 settle_timeout=30.0)  # fmt: skip
 
 TOPICS = ("requests", "outcomes", "decisions", "retry_decisions", "shadow", "alerts", "control",
@@ -259,7 +260,7 @@ def _pct(x: float) -> str:
 def stream_checks(v: Verified, dup_target: bool = True) -> list[Check]:
     d = v.decisions
     checks = [
-        Check("lost", str(d.lost), "0", d.lost == 0),
+        Check("lost", f"{d.lost} ({d.lost - d.gap_count} never reached)", "0", d.lost == 0),
         Check("offset gaps", str(d.gap_count), "0", d.gap_count == 0),
         Check("disagreeing duplicates", str(d.disagreeing_ids), "0", d.disagreeing_ids == 0),
     ]
@@ -289,8 +290,9 @@ def state_checks(v: Verified) -> list[Check]:
 def stream_text(v: Verified) -> str:
     d = v.decisions
     lag = stuck(v.commits)
-    text = (f"{d.requests} requests, {d.decided} decided, {d.lost} lost ({d.gap_count} in "
-            f"offset gaps); {d.duplicates} duplicates ({_pct(d.duplicate_pct)}, max "
+    text = (f"{d.requests} requests, {d.decided} decided, {d.lost} undecided ({d.gap_count} in "
+            f"offset gaps, {d.lost - d.gap_count} never reached); {d.duplicates} duplicates "
+            f"({_pct(d.duplicate_pct)}, max "
             f"{d.max_copies} copies), {d.disagreeing_ids} disagreeing ({d.route_disagreeing_ids} "
             f"another route)")  # fmt: skip
     if d.differing_fields:
@@ -341,7 +343,9 @@ def kill_loop(bootstrap: str, run_dir: Path, o: Options, say: Say) -> Result:
         time.sleep(rng.uniform(*o.kill_gap))
         loop.stop_producing()
         say(name, f"stream stopped; draining: {loop.status()}")
-        left = loop.wait_drained(o.drain_timeout, quiet=2.0, progress=lambda m: say(name, m))
+        left = loop.wait_drained(
+            o.drain_timeout, quiet=2.0, progress=lambda m: say(name, m), stall=o.drain_stall
+        )
         say(name, f"drained ({left} undecided); {loop.status()}")
         v = verify(dep.settings, [], say, name, dep.workers[0].port, o.state_cards, o.seed,
                    o.settle_timeout)  # fmt: skip
@@ -446,7 +450,9 @@ def broker_kill(settings: Settings, run_dir: Path, o: Options, say: Say) -> Resu
                       f"lines, every partition deciding again {_s(recovered)} after")  # fmt: skip
         time.sleep(3)
         loop.stop_producing()
-        left = loop.wait_drained(o.drain_timeout, quiet=2.0, progress=lambda m: say(name, m))
+        left = loop.wait_drained(
+            o.drain_timeout, quiet=2.0, progress=lambda m: say(name, m), stall=o.drain_stall
+        )
         say(name, f"drained ({left} undecided); {loop.status()}")
         v = verify(dep.settings, [], say, name, w.port, o.state_cards, o.seed, o.settle_timeout)
     finally:
@@ -533,7 +539,9 @@ def failover(bootstrap: str, run_dir: Path, o: Options, say: Say) -> Result:
                          "taken_live": taken})  # fmt: skip
         time.sleep(2)
         loop.stop_producing()
-        left = loop.wait_drained(o.drain_timeout, quiet=2.0, progress=lambda m: say(name, m))
+        left = loop.wait_drained(
+            o.drain_timeout, quiet=2.0, progress=lambda m: say(name, m), stall=o.drain_stall
+        )
         say(name, f"drained ({left} undecided); {loop.status()}")
         v = verify(dep.settings, [], say, name, None, 0, o.seed, o.settle_timeout)
     finally:
@@ -619,7 +627,7 @@ def fuzz(bootstrap: str, run_dir: Path, o: Options, say: Say) -> Result:
               f"waiting for every valid request's decision")  # fmt: skip
     crashes = 0
     try:
-        deadline = time.monotonic() + o.drain_timeout
+        deadline = time.monotonic() + min(o.drain_timeout, 240.0)  # a crash loop never drains
         while time.monotonic() < deadline:
             left = loop.wait_drained(min(5.0, max(0.1, deadline - time.monotonic())))
             if left == 0:
@@ -744,7 +752,9 @@ def redelivery(bootstrap: str, run_dir: Path, o: Options, say: Say) -> Result:
     say(name, f"{n} requests, {len(first) + len(tail)} outcomes, {len(again)} redeliveries, one "
               "outcome 100 years ahead")  # fmt: skip
     try:
-        left = loop.wait_drained(o.drain_timeout, quiet=2.0, progress=lambda m: say(name, m))
+        left = loop.wait_drained(
+            o.drain_timeout, quiet=2.0, progress=lambda m: say(name, m), stall=o.drain_stall
+        )
         say(name, f"{left} undecided; {loop.status()}")
         v = verify(dep.settings, prod.sent, say, name, w.port, max(o.state_cards, 1000), o.seed,
                    o.settle_timeout)  # fmt: skip

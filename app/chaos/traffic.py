@@ -164,14 +164,21 @@ class ClosedLoop:
             return len(self.pending)
 
     def wait_drained(self, timeout: float, quiet: float = 0.0,
-                     progress: Callable[[str], None] | None = None) -> int:  # fmt: skip
-        """Until every delivered request has a decision (then `quiet` s more) or timeout;
-        returns how many are still undecided. `progress` gets a status line every 10 s."""
+                     progress: Callable[[str], None] | None = None,
+                     stall: float | None = None) -> int:  # fmt: skip
+        """Until every delivered request has a decision (then `quiet` s more), timeout, or
+        (with `stall`) that many seconds without a new decision; returns how many are still
+        undecided. `progress` gets a status line every 10 s."""
         deadline = time.monotonic() + timeout
-        self._p.flush(max(1.0, timeout))
-        shown = time.monotonic()
+        self._p.flush(max(1.0, min(timeout, 60.0)))
+        shown = last_move = time.monotonic()
+        seen = self.decisions
         while time.monotonic() < deadline and self.undecided() > 0:
             time.sleep(0.2)
+            if self.decisions != seen:
+                seen, last_move = self.decisions, time.monotonic()
+            elif stall is not None and time.monotonic() - last_move > stall:
+                break
             if progress is not None and time.monotonic() - shown >= 10:
                 shown = time.monotonic()
                 progress(f"draining: {self.status()}")
