@@ -400,7 +400,12 @@ def restart_broker(broker: Any, say: Say, attempts: int = 4) -> str:
             return local_broker.start(broker, timeout=45)
         except local_broker.BrokerError as exc:
             if i == attempts - 1:
-                raise
+                raise local_broker.BrokerError(
+                    f"the broker could not bind port {broker.port} again: look for a TCP "
+                    f"self-connection (`ss -tanp | grep :{broker.port}`, local = remote "
+                    "address): a client that reconnects to a port in the ephemeral range can "
+                    "hold it; a broker port outside net.ipv4.ip_local_port_range avoids it"
+                ) from exc
             say("broker", f"broker start failed ({str(exc).splitlines()[0][:80]}): retrying")
             time.sleep(2)
     raise AssertionError("unreachable")
@@ -456,10 +461,10 @@ def broker_kill(settings: Settings, run_dir: Path, o: Options, say: Say) -> Resu
         say(name, f"drained ({left} undecided); {loop.status()}")
         v = verify(dep.settings, [], say, name, w.port, o.state_cards, o.seed, o.settle_timeout)
     finally:
-        if local_broker.running_pid(broker) is None:  # the scenarios after this one need it
-            restart_broker(broker, say)
         loop.close()
         dep.stop_all()
+        if local_broker.running_pid(broker) is None:  # the scenarios after this one need it
+            restart_broker(broker, say)
     ready200 = sum(x["readyz_200"] for x in outages)
     errs = sum(x["error_lines"] for x in outages)
     down = sum(x["down_s"] for x in outages)
