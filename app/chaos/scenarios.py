@@ -79,7 +79,7 @@ class Options:
     takeover_timeout: float = 120.0
     drain_timeout: float = 1800.0  # a backlog of kills x restart wait x rate drains first
     drain_stall: float = 90.0  # ... unless no decision arrives for this long
-    settle_timeout: float = 60.0  # committed offsets reaching the end once drained
+    settle_timeout: float = 60.0  # a commit behind the end that does not move this long: stuck
 
 
 SHORT = Options(rate=100.0, kills=1, kill_gap=(3.0, 5.0), failovers=1, fuzz=300,
@@ -163,16 +163,23 @@ class Verified:
     outcome_messages: int = 0
 
 
-def settle_commits(s: Settings, timeout: float) -> list[CommitRow]:
+def settle_commits(s: Settings, timeout: float, stall: float = 60.0) -> list[CommitRow]:
     """Wait until the group's committed offsets reach the ends of requests, outcomes and the
-    owner updates (everything processed and committed), or timeout; the last rows read."""
+    owner updates (everything processed and committed), while they keep advancing: returns
+    once none lags, or none advanced for `stall` s (a stuck commit, or a worker that stopped),
+    or after `timeout`; the last rows read."""
     topics = [s.topic_requests, s.topic_outcomes, f"{s.app_id}-owner-updates"]
     deadline = time.monotonic() + timeout
+    last: list[tuple[str, int, int | None]] = []
+    moved = time.monotonic()
     while True:
         ends = {t: kafka_io.end_offsets(s, t) for t in topics}
         got = {t: kafka_io.committed(s, s.app_id, t) for t in topics}
         rows = check_commits(got, ends)
-        if not stuck(rows) or time.monotonic() > deadline:
+        now = [(r.topic, r.partition, r.committed) for r in rows]
+        if now != last:
+            last, moved = now, time.monotonic()
+        if not stuck(rows) or time.monotonic() > deadline or time.monotonic() - moved > stall:
             return rows
         time.sleep(1.0)
 
@@ -183,7 +190,7 @@ def verify(s: Settings, injected: list[Sent], say: Say, scenario: str,
     """Settle, read every topic back, compare state (while the worker still runs), count."""
     codec = Codec(s)
     say(scenario, "waiting for committed offsets to reach the ends")
-    commits = settle_commits(s, settle)
+    commits = settle_commits(s, max(settle, 60.0) * 30, stall=settle)
     time.sleep(2.5)  # the last owner batch and checkpoint (1 s interval) land
     say(scenario, "reading every topic back")
     topics = {t: kafka_io.read_all(s, t) for t in (s.topic_requests, s.topic_outcomes,
