@@ -14,6 +14,7 @@ from app.cli import (
     backfill,
     bench,
     broker,
+    chaos,
     evaluate,
     features,
     models,
@@ -26,7 +27,7 @@ from app.cli import (
 
 # Order of `authpilot --help`: run the system, then the ML lifecycle, then analysis.
 GROUPS = (broker, worker, backfill, traffic, features, simulate, models, bench, report, retry,
-          evaluate)  # fmt: skip
+          evaluate, chaos)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
