@@ -39,7 +39,8 @@ def ensure_topics(s: Settings, timeout: float = 30.0) -> list[str]:
     admin = AdminClient({**confluent_config(s)})  # a copy typed as its stub wants
     md = admin.list_topics(timeout=timeout)
     specs = topic_specs(s)
-    partitioned = {s.topic_requests, s.topic_outcomes, s.topic_decisions}
+    # Decisions and retry decisions go to their input's partition number (app.state.decided).
+    partitioned = {s.topic_requests, s.topic_outcomes, s.topic_decisions, s.topic_retry_decisions}
     for name in partitioned & set(md.topics):
         have = len(md.topics[name].partitions)
         if have != s.partitions:

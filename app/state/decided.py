@@ -131,3 +131,28 @@ def read_back(conf: dict[str, Any], topic: str, partition: int, since_ms: int, c
         return out
     finally:
         c.close()
+
+
+class ReadBack:
+    """A Decided map fed from its output topic: the first time a partition is needed in an
+    assignment, its decisions are read back (see the module)."""
+
+    def __init__(self, decided: Decided, conf: dict[str, Any], topic: str,
+                 request_id_of: Any) -> None:  # fmt: skip
+        self.decided = decided
+        self.conf = conf
+        self.topic = topic
+        self.request_id_of = request_id_of
+
+    async def ensure(self, partition: int, timestamp_s: float | None) -> None:
+        """Load `partition` unless already known; `timestamp_s` is the Kafka timestamp of the
+        first input record the agent is about to handle there."""
+        if self.decided.loaded(partition):
+            return
+        import asyncio
+
+        since = int(timestamp_s * 1000) - READ_BACK_SLACK_MS if timestamp_s else 0
+        entries = await asyncio.get_running_loop().run_in_executor(
+            None, read_back, self.conf, self.topic, partition, since, self.decided.cap,
+            self.request_id_of)  # fmt: skip
+        self.decided.load(partition, entries)

@@ -175,6 +175,7 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
                                 snapshot_bytes)),
         deltas=DeltaBatcher(n),
         decided=Decided(s.decided_per_partition),
+        retried=Decided(s.decided_per_partition),
         snapshots=snapshots,
         sr_snapshots=sr_snapshots,
     )  # fmt: skip

@@ -60,6 +60,7 @@ class State:
     success_rates: Checkpointed  # owned success-rate rings -> route-sr snapshots
     deltas: DeltaBatcher  # outcomes on their way to the owners
     decided: Decided  # decisions sent, per request partition (replays and resent requests)
+    retried: Decided  # RetryDecisions sent, per outcome partition
     snapshots: PublishedReader  # feature-snapshots, read by the score agent
     sr_snapshots: PublishedReader  # route-sr, read by the score agent
 

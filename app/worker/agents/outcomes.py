@@ -49,6 +49,11 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
     dedupe_cap = s.outcome_dedupe_per_card
     decode_outcome = validated(ctx.codec.outcome, validate_outcome)
 
+    @app.on_partitions_revoked.connect
+    async def forget(*args: Any, **kwargs: Any) -> None:  # (app, revoked)
+        revoked = args[1] if len(args) > 1 else kwargs.get("revoked", set())
+        st.retried.forget({tp.partition for tp in revoked if tp.topic == s.topic_outcomes})
+
     def decode(value: bytes) -> tuple[dict[str, Any], bytes]:
         """The record and its Avro bytes, which are forwarded to the owners as they came."""
         return decode_outcome(value), value
@@ -76,7 +81,7 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
             if alerts:
                 await sink.send(alerts)
         if not rec["approved"]:
-            await retries.after_decline(rec)
+            await retries.after_decline(rec, p, off, msg.timestamp)
 
     return guarded_agent(app, ctx.topics.outcomes, "outcomes", decode, outcome, ctx.dlq,
                          EVENTS_IN.labels(s.topic_outcomes), ctx.offsets.admit)  # fmt: skip

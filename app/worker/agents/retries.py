@@ -2,7 +2,9 @@
 
 Called by the outcome agent on the card's partition, where the card's windows live. The policy
 comes from the retry registry (AUTHPILOT_RETRY_POLICY); the network rules are hard constraints
-inside every policy. Guarantee: the outcome agent's (at-least-once).
+inside every policy. Guarantee: at most one RetryDecision per declined request_id, read back
+like the score agent's decisions (app.state.decided): to the outcome's partition number, with its
+offset in a header.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from app.contracts.codec import Codec
 from app.features.online import FeatureState
-from app.monitoring.metrics import EVENTS_OUT
+from app.kafka.connection import worker_client_config
+from app.monitoring.metrics import EVENTS_OUT, REPLAYED
 from app.retry import registry as retry_registry
 from app.retry.counters import card_counters
 from app.retry.engine import RetryParams, load_recovery
 from app.retry.rules import NetworkRules
+from app.state.decided import OFFSET_HEADER, ReadBack
 from app.worker.context import WorkerContext
 
 
@@ -31,9 +36,27 @@ class RetryDecider:
         self.topic = ctx.topics.retry_decisions
         self.serde = ctx.codec.retry
         self.out = EVENTS_OUT.labels(s.topic_retry_decisions)
+        self.replayed = REPLAYED.labels(s.topic_retry_decisions)
+        self.decided = ctx.state.retried
+        reader = Codec(s).retry  # its own serde: read_back decodes on an executor thread
+        self.sent = ReadBack(self.decided, worker_client_config(s), s.topic_retry_decisions,
+                             lambda value: str(reader.decode(value)["request_id"]))  # fmt: skip
 
-    async def after_decline(self, rec: dict[str, Any]) -> None:
+    async def after_decline(self, rec: dict[str, Any], partition: int, offset: int,
+                            timestamp_s: float | None) -> None:  # fmt: skip
+        """Decide and send, unless a RetryDecision for this decline was already sent (an
+        outcome replayed after a crash before its state was checkpointed: its state is applied
+        again, its answer is not sent twice)."""
+        await self.sent.ensure(partition, timestamp_s)
+        rid = rec["request_id"]
+        if self.decided.get(partition, rid) is not None:
+            self.replayed.inc()
+            return
         counters = card_counters(self.card_features, rec, rec["event_time"])
         d = self.policy.after_decline(rec, counters, int(time.time() * 1000))
-        await self.topic.send(key=rec["card_fingerprint"].encode(), value=self.serde.encode(d))
+        value = self.serde.encode(d)
+        await self.topic.send(key=rec["card_fingerprint"].encode(), value=value,
+                              partition=partition,
+                              headers=[(OFFSET_HEADER, b"%d" % offset)])  # fmt: skip
+        self.decided.put(partition, rid, offset, value)
         self.out.inc()

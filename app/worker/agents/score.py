@@ -12,7 +12,6 @@ decision (counted): nobody waits for them any more.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -34,7 +33,7 @@ from app.monitoring.metrics import (
     STALE_REQUESTS,
 )
 from app.routing.dispatch import Dispatcher
-from app.state.decided import OFFSET_HEADER, READ_BACK_SLACK_MS, read_back
+from app.state.decided import OFFSET_HEADER, ReadBack
 from app.state.windows.count import Snapshot, unpack_snapshot
 from app.worker.agents.alerts import AlertSink
 from app.worker.agents.intake import guarded_agent, validated
@@ -66,11 +65,9 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
     decided = ctx.state.decided
     replayed = REPLAYED.labels(s.topic_requests)
     max_age_s = s.request_max_age_ms / 1000.0
-    conf = worker_client_config(s)
     reader = Codec(s).decision  # its own serde: read_back decodes on an executor thread
-
-    def request_id_of(value: bytes) -> str:
-        return str(reader.decode(value)["request_id"])
+    sent = ReadBack(decided, worker_client_config(s), s.topic_decisions,
+                    lambda value: str(reader.decode(value)["request_id"]))  # fmt: skip
 
     @app.on_partitions_revoked.connect
     async def forget(*args: Any, **kwargs: Any) -> None:  # (app, revoked)
@@ -79,17 +76,9 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
         revoked = args[1] if len(args) > 1 else kwargs.get("revoked", set())
         decided.forget({tp.partition for tp in revoked if tp.topic == s.topic_requests})
 
-    async def load(p: int, msg: Message) -> None:
-        since = int(msg.timestamp * 1000) - READ_BACK_SLACK_MS if msg.timestamp else 0
-        entries = await asyncio.get_running_loop().run_in_executor(
-            None, read_back, conf, s.topic_decisions, p, since, decided.cap, request_id_of
-        )
-        decided.load(p, entries)  # fmt: skip
-
     async def score(msg: Message, req: dict[str, Any], started: float) -> None:
         p = msg.partition
-        if not decided.loaded(p):
-            await load(p, msg)
+        await sent.ensure(p, msg.timestamp)
         rid = req["request_id"]
         prior = decided.get(p, rid)
         if prior is not None:

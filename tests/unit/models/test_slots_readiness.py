@@ -1,0 +1,43 @@
+"""/readyz's model rule: a promoted champion must be the one served (or refused with a fallback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from app.models.artifact import ModelRejected
+from app.models.serving.registry import ModelSlots
+
+
+def _rec(version: str) -> dict[str, Any]:
+    return {"name": "router", "version": version, "role": "champion", "promoted_at": 1}
+
+
+def test_no_promotion_no_wait() -> None:
+    assert not ModelSlots(Path("."), "h").champion_missing({})
+
+
+def test_promoted_and_not_loaded_is_missing_until_served() -> None:
+    slots = ModelSlots(Path("."), "h")
+    reg = {"champion": _rec("v1")}
+    assert slots.champion_missing(reg)
+    model: Any = SimpleNamespace(name="router", version="v1", label="router/v1")
+    slots.install("champion", _rec("v1"), model, None)
+    assert not slots.champion_missing(reg)
+
+
+def test_a_refused_champion_with_nothing_to_fall_back_on_stays_missing() -> None:
+    slots = ModelSlots(Path("."), "h")
+    slots.install("champion", _rec("v1"), None, ModelRejected("checksum", "bad"))
+    assert slots.champion_missing({"champion": _rec("v1")})
+
+
+def test_a_refused_upgrade_keeps_the_old_champion_ready() -> None:
+    slots = ModelSlots(Path("."), "h")
+    old: Any = SimpleNamespace(name="router", version="v1", label="router/v1")
+    slots.install("champion", _rec("v1"), old, None)
+    reg = {"champion": _rec("v2")}
+    assert slots.champion_missing(reg)  # v2 promoted, not attempted yet
+    slots.install("champion", _rec("v2"), None, ModelRejected("checksum", "bad"))
+    assert not slots.champion_missing(reg)  # refused: v1 keeps serving
