@@ -200,6 +200,14 @@ def test_rendered_manifests_validate_offline(tools, values):
         assert data["AUTHPILOT_TABLE_STANDBY_REPLICAS"] == str(vals["standbyReplicas"])
     for k, v in vals.get("config", {}).items():
         assert data[k] == str(v)
+    merged = {**yaml.safe_load((CHART / "values.yaml").read_text())["consumer"],
+              **vals.get("consumer", {})}  # fmt: skip
+    assert data["AUTHPILOT_CONSUMER_SESSION_TIMEOUT_MS"] == str(merged["sessionTimeoutMs"])
+    env = {e["name"]: e for e in c["env"]}
+    # static membership: each pod's stable StatefulSet name is its group.instance.id
+    assert ("AUTHPILOT_GROUP_INSTANCE_ID" in env) == merged["staticMembership"]
+    if merged["staticMembership"]:
+        assert env["AUTHPILOT_GROUP_INSTANCE_ID"]["value"] == "$(POD_NAME)"
     assert not {k for k in data if "PASSWORD" in k or "USER_INFO" in k}, "secrets in a ConfigMap"
 
 

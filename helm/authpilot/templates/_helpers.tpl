@@ -48,6 +48,8 @@ AUTHPILOT_WEB_PORT: {{ .Values.webPort | quote }}
 AUTHPILOT_DATA_DIR: {{ include "authpilot.dataDir" . | quote }}
 AUTHPILOT_MODEL_DIR: {{ include "authpilot.modelDir" . | quote }}
 AUTHPILOT_TABLE_STANDBY_REPLICAS: {{ .Values.standbyReplicas | quote }}
+AUTHPILOT_CONSUMER_SESSION_TIMEOUT_MS: {{ .Values.consumer.sessionTimeoutMs | quote }}
+AUTHPILOT_CONSUMER_HEARTBEAT_MS: {{ .Values.consumer.heartbeatMs | quote }}
 AUTHPILOT_KAFKA_SECURITY_PROTOCOL: {{ .Values.kafka.securityProtocol | quote }}
 {{- with .Values.kafka.sasl.mechanism }}
 AUTHPILOT_KAFKA_SASL_MECHANISM: {{ . | quote }}
