@@ -1,32 +1,32 @@
-"""Offsets that cannot skip: no commit past a message that was never processed.
+"""Offsets that cannot skip: nothing is committed past a record an agent did not finish.
 
-Faust 0.15.3 takes any jump in the offsets it reads for a *gap*, offsets with no record
-(compaction, transaction markers), and commits over it as if those offsets were processed
-(Consumer._add_gap / _new_offset). After a rebalance a record fetched before the seek to the
-committed offset can reach the stream first (upstream #216/#221 describe the same race): the jump
-from the committed offset to that record was then committed over, and the survivor of a two-worker
-group never decided 31 requests in one measured run; in two others a hole at the head of the
-acknowledged offsets stopped its commits for good and a restart re-decided ~3,200 requests.
+Faust 0.15.3 commits the offsets its streams *acknowledged*, and it acknowledges more than it
+handled: a record a stream drops because flow control is suspended or its generation is old
+(during and right after a rebalance) is acked "so that the lag does not grow", and a jump in the
+offsets read is taken for a compaction gap and committed over (Consumer._add_gap). After a
+rebalance a record fetched before the seek to the committed offset can reach the stream first
+(upstream #216/#221 describe the race; measured here: the survivor of a two-worker group got a
+record 15-330 offsets past its committed one on 3 of 4 partitions). Together that is how the
+issue's survivor never decided 31 requests, and how a hole at the head of the acked offsets
+stopped its commits for good (a restart then re-decided ~3,200).
 
-authpilot's input topics (requests, outcomes, owner batches) are never compacted, and each
-record's offset is the previous one's plus one unless a gateway produces transactionally (then
-one offset per transaction marker has no record: AUTHPILOT_INPUT_TRANSACTIONAL). Measured with
-two workers and a SIGKILL: after the rebalance the survivor received, on 3 of 4 partitions, a
-record ~80 offsets past its committed one (the rest of a batch fetched before the seek). So:
-- Faust's gap hook trusts no jump (with transactional input, none over one offset), and its
-  choice of the offset to commit refuses a hole at the committed offset itself (Faust lets a
-  one-offset one through): nothing is committed past a record that was not processed.
-- `OffsetGuard.admit`, called by every agent before it handles a message, lets through only
-  the next offset of each partition (or one it already passed: a replay). A record past a hole
-  is not handled, so state is never updated out of order (the outcome agent's marks assume
-  order), `authpilot_offset_gaps_total` counts it, and the partition is re-read from the
-  committed offset: paused until the records already handed to the stream are drained, sought,
-  resumed (`authpilot_offset_rewinds_total`). What is read twice is a replay, which the agents
-  make harmless (app.state.checkpoint for state, app.state.decided for decisions).
-- A watchdog re-reads a partition whose hole is still there at two consecutive looks (a seek
-  that lost the race with a batch in flight), and a hole that `CONFIRM` re-reads find again is
-  real (records deleted by retention under a consumer that fell that far behind): accepted and
-  logged.
+So, on authpilot's input topics (requests, outcomes, owner batches):
+- `OffsetGuard.admit`, called by every agent before it handles a record, lets through only the
+  partition's next offset (or one at or before it: a replay). With transactional input
+  (AUTHPILOT_INPUT_TRANSACTIONAL) one offset may be skipped: a transaction marker. A record past
+  a hole is not handled, so state is never updated out of order (the outcome agent's marks
+  assume order); `authpilot_offset_gaps_total` counts it and the partition is re-read from the
+  hole: paused until the records already handed to the stream are drained, sought on aiokafka's
+  thread, resumed (`authpilot_offset_rewinds_total`). What is read twice is a replay, which the
+  agents make harmless (app.state.checkpoint for state, app.state.decided for answers).
+- `OffsetGuard.done`, called after the agent finished a record (decision sent, or dead-lettered),
+  is the only source of the offset Faust commits for that partition: the next one after the
+  last record finished in order. Faust's acks and gap trees are not consulted.
+- A watchdog re-reads a partition whose fetch position passed the next offset to admit while
+  nothing was admitted for STUCK_LOOKS looks (records dropped on the way: the skipped-and-acked
+  ones above), and one whose re-read fetched nothing within RETRY_S. A hole that CONFIRM
+  re-reads cannot fill (records deleted by retention under a consumer that fell that far behind)
+  is skipped, logged.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,54 +44,50 @@ from app.monitoring.metrics import OFFSET_GAPS, OFFSET_REWINDS
 
 log = logging.getLogger(__name__)
 
-# Re-reads of the same hole before it is accepted as real (records deleted by retention).
+# Re-reads of the same hole before it is taken as real (records deleted by retention).
 CONFIRM = 3
 # A re-read whose records were not fetched after this long is done again.
 RETRY_S = 2.0
-# Watchdog looks (0.5 s apart) a hole must stay unchanged, with nothing admitted on its partition,
-# before the partition is re-read.
-STUCK_LOOKS = 6
+# Watchdog looks (0.5 s apart) with records fetched at or past the next offset to admit and
+# nothing admitted, before the partition is re-read. 5 s: a takeover's backlog can hold a
+# partition's records in the stream's queue for a few seconds, which is progress to wait for.
+STUCK_LOOKS = 10
 # Longest a re-read waits for the records already handed to the stream (see _reread).
 DRAIN_MAX_S = 10.0
 
 
 @dataclass
-class Hole:
-    committed: int
-    first_acked: int
-    expected: int  # OffsetGuard.expected when seen: unchanged = nothing admitted since
-    seen: int = 1  # consecutive watchdog looks that found it unchanged
-    rewinds: int = 0
-
-
-@dataclass
 class OffsetGuard:
-    """The gap policy, the in-order admission and the watchdog for one Faust app's consumer."""
+    """In-order admission, the committed offsets and the re-reads for one Faust app."""
 
     topics: frozenset[str]
     markers: bool  # input produced transactionally: one offset per marker has no record
     app: Any = None
     expected: dict[TP, int] = field(default_factory=dict)  # next offset to admit
-    holes: dict[TP, Hole] = field(default_factory=dict)
-    rereading: set[TP] = field(default_factory=set)  # a re-read is under way
+    handled: dict[TP, int] = field(default_factory=dict)  # next offset after the last finished
     pending: set[TP] = field(default_factory=set)  # re-read asked for, its records not back yet
+    rereading: set[TP] = field(default_factory=set)  # a re-read is under way
     reread_at: dict[TP, float] = field(default_factory=dict)  # monotonic end of the last re-read
     sought: dict[TP, int] = field(default_factory=dict)  # the offset the last re-read sought to
-    accepted: set[TP] = field(default_factory=set)  # partitions with a confirmed gap
+    past: dict[TP, int] = field(default_factory=dict)  # lowest offset seen past the hole
+    stuck: dict[TP, tuple[int, int, int]] = field(default_factory=dict)  # (exp, looks, rereads)
     gaps: int = 0
     rewinds: int = 0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
+    def _next(self, tp: TP) -> int | None:
+        exp = self.expected.get(tp)
+        if exp is None and self.app is not None:
+            exp = self.app.consumer._committed_offset.get(tp)
+        return exp
+
     def admit(self, tp: TP, offset: int) -> bool:
-        """Whether the agent may handle this record now: the partition's next offset, or one
-        at or before it (a replay). A record past a hole is left unhandled and the partition is
-        re-read (see the module)."""
+        """Whether the agent may handle this record now (see the module)."""
         if tp.topic not in self.topics:
             return True
-        exp = self.expected.get(tp)
-        if exp is None:
-            exp = self.app.consumer._committed_offset.get(tp) if self.app is not None else None
+        exp = self._next(tp)
         if exp is not None and offset > exp + (1 if self.markers else 0):
+            self.past[tp] = min(offset, self.past.get(tp, offset))
             if tp not in self.pending:  # later records past the same hole wait for that re-read
                 self.pending.add(tp)
                 self.gaps += 1
@@ -102,7 +98,19 @@ class OffsetGuard:
             return False
         self.expected[tp] = offset + 1
         self.pending.discard(tp)
+        self.past.pop(tp, None)
         return True
+
+    def done(self, tp: TP, offset: int) -> None:
+        """The agent finished this record: its offset may be committed."""
+        if tp.topic in self.topics:
+            self.handled[tp] = offset + 1
+
+    def reset(self) -> None:
+        """A new assignment: the next offsets are the committed ones again."""
+        for d in (self.expected, self.handled, self.sought, self.past, self.stuck):
+            d.clear()
+        self.pending.clear()
 
     def start_reread(self, tp: TP, offset: int) -> None:
         if tp in self.rereading or self.app is None:
@@ -113,123 +121,97 @@ class OffsetGuard:
         task.add_done_callback(self._tasks.discard)
 
 
-def hole_at_head(committed: int | None, acked: Collection[int],
-                 markers: bool = False) -> tuple[int, int] | None:  # fmt: skip
-    """(committed, first acknowledged offset) when offsets from the committed one on were never
-    acknowledged, else None. With transactional input one missing offset is a marker."""
-    if committed is None or not acked:
+def commit_offset(committed: int | None, handled: int | None) -> int | None:
+    """The offset to commit for a guarded partition: the next one after the last record
+    finished in order, when that moves the committed offset forward."""
+    if handled is None or (committed is not None and handled <= committed):
         return None
-    first = min(acked)
-    return (committed, first) if first - committed > (1 if markers else 0) else None
-
-
-def trusted_gap(offset_from: int, offset_to: int, markers: bool) -> bool:
-    """Whether Faust may treat a jump as offsets without records. Faust calls its gap hook with
-    the last offset read + 1 and the offset just read: offset_from..offset_to - 1 are missing.
-    Only with transactional input (`markers`) is one missing offset normal."""
-    return markers and offset_to - offset_from <= 1
+    return handled
 
 
 def guard_offsets(app: AppT, topics: Collection[str], markers: bool = False,
                   every_s: float = 0.5) -> OffsetGuard:  # fmt: skip
-    """Install the gap policy on `app`'s consumer and the watchdog timer (see the module)."""
+    """Install the commit rule on `app`'s consumer and the watchdog timer (see the module)."""
     guard = OffsetGuard(frozenset(topics), markers)
     guard.app = app
 
     @app.on_partitions_assigned.connect
     async def hook(*args: Any, **kwargs: Any) -> None:
         _patch(app.consumer, guard)
-        guard.holes.clear()
-        guard.pending.clear()
-        guard.sought.clear()
-        guard.expected.clear()  # the next offsets are the committed ones again
+        guard.reset()
 
     @app.timer(every_s)
     async def watchdog() -> None:
-        await check_holes(app, guard)
+        await check_stuck(app, guard)
 
     return guard
 
 
 def _patch(consumer: Any, guard: OffsetGuard) -> None:
-    """Wrap this consumer instance's gap hook and commit-offset choice (other apps in the
+    """Wrap this consumer instance's commit-offset choice and gap hook (other apps in the
     process keep theirs)."""
-    if getattr(consumer, "_authpilot_gaps", False):
+    if getattr(consumer, "_authpilot_offsets", False):
         return
-    add_inner: Callable[[TP, int, int], Awaitable[None]] = consumer._add_gap
-    new_inner: Callable[[TP], int | None] = consumer._new_offset
-
-    async def add_gap(tp: TP, offset_from: int, offset_to: int) -> None:
-        if tp.topic not in guard.topics or trusted_gap(offset_from, offset_to, guard.markers):
-            await add_inner(tp, offset_from, offset_to)
-        elif tp in guard.accepted:
-            log.warning("%s: offsets %d-%d accepted as a gap", tp, offset_from, offset_to - 1)
-            await add_inner(tp, offset_from, offset_to)
+    new_inner = consumer._new_offset
+    gap_inner = consumer._add_gap
 
     def new_offset(tp: TP) -> int | None:
-        if tp.topic in guard.topics and not guard.markers:
-            committed = consumer._committed_offset.get(tp)
-            acked = consumer._acked.get(tp)
-            if committed is not None and acked and not consumer._gap.get(tp) \
-                    and min(acked) > committed:  # fmt: skip
-                return None  # the committed offset itself was never processed
-        return new_inner(tp)
+        if tp.topic not in guard.topics:
+            return new_inner(tp)
+        handled = guard.handled.get(tp)
+        acked = consumer._acked.get(tp)
+        if acked and handled is not None:  # Faust's bookkeeping below it is settled
+            keep = [o for o in acked if o >= handled]
+            consumer._acked_index[tp].difference_update(o for o in acked if o < handled)
+            acked[:] = keep
+        return commit_offset(consumer._committed_offset.get(tp), handled)
 
-    consumer._add_gap = add_gap
+    async def add_gap(tp: TP, offset_from: int, offset_to: int) -> None:
+        if tp.topic not in guard.topics:  # guarded partitions never commit from gap trees
+            await gap_inner(tp, offset_from, offset_to)
+
     consumer._new_offset = new_offset
-    consumer._authpilot_gaps = True
+    consumer._add_gap = add_gap
+    consumer._authpilot_offsets = True
 
 
-async def check_holes(app: AppT, guard: OffsetGuard) -> None:
-    """One watchdog look: re-read a partition whose hole has not moved for `STUCK_LOOKS` looks
-    while nothing was admitted on it (records of a re-read can queue behind a takeover's
-    backlog for seconds; that is progress to wait for, not a failed seek)."""
+async def check_stuck(app: AppT, guard: OffsetGuard) -> None:
+    """One watchdog look (see the module)."""
     consumer: Any = app.consumer
     if app.rebalancing or not app.tables.recovery.completed.is_set():  # type: ignore[attr-defined]
         return
     now = time.monotonic()
     for tp in list(guard.pending - guard.rereading):
-        # A re-read whose records were not even fetched within RETRY_S did not take: do it
-        # again. Fetched but not yet admitted is fine: after a takeover they queue behind the
-        # backlog of every partition for seconds (re-reading then only adds duplicates).
         sought, read = guard.sought.get(tp), consumer._read_offset.get(tp)
         if sought is not None and (read is None or read <= sought) \
                 and now - guard.reread_at.get(tp, now) > RETRY_S:  # fmt: skip
-            guard.start_reread(tp, sought)
-    assigned = consumer.assignment()
-    seen: dict[TP, Hole] = {}
-    for tp, acked in list(consumer._acked.items()):
-        if tp.topic not in guard.topics or tp not in assigned:
+            guard.start_reread(tp, sought)  # the re-read fetched nothing: again
+    for tp in consumer.assignment():
+        if tp.topic not in guard.topics or tp in guard.rereading:
             continue
-        found = hole_at_head(consumer._committed_offset.get(tp), acked, guard.markers)
-        if found is None:
+        exp, read = guard._next(tp), consumer._read_offset.get(tp)
+        if exp is None or read is None or read < exp:
+            guard.stuck.pop(tp, None)  # nothing fetched past what was handled: idle, fine
             continue
-        at = guard.expected.get(tp, -1)
-        old = guard.holes.get(tp)
-        if old is not None and (old.committed, old.first_acked, old.expected) == (*found, at):
-            old.seen += 1
-            seen[tp] = old
-        else:
-            seen[tp] = Hole(*found, expected=at, rewinds=old.rewinds if old else 0)
-    guard.holes = seen
-    for tp, hole in seen.items():
-        if hole.seen < STUCK_LOOKS or tp in guard.rereading:
-            continue
-        hole.seen = 0
-        hole.rewinds += 1
-        if hole.rewinds > CONFIRM:
-            log.warning("%s: offsets %d-%d missing after %d re-reads: accepted as a gap", tp,
-                        hole.committed, hole.first_acked - 1, CONFIRM)  # fmt: skip
-            guard.accepted.add(tp)
-            guard.expected[tp] = hole.first_acked
-            await consumer._add_gap(tp, hole.committed, hole.first_acked)
-            continue
-        guard.start_reread(tp, hole.committed)
+        last, looks, rereads = guard.stuck.get(tp, (exp, 0, 0))
+        if last != exp:
+            looks, rereads = 0, 0
+        looks += 1
+        if looks >= STUCK_LOOKS:
+            looks = 0
+            rereads += 1
+            if rereads > CONFIRM and tp in guard.past:
+                log.warning("%s: offsets %d-%d not readable after %d re-reads: skipped", tp,
+                            exp, guard.past[tp] - 1, CONFIRM)  # fmt: skip
+                guard.expected[tp] = guard.past.pop(tp)
+                guard.pending.discard(tp)
+            else:
+                guard.start_reread(tp, exp)
+        guard.stuck[tp] = (exp, looks, rereads)
 
 
 async def _reread(consumer: Any, guard: OffsetGuard, tp: TP, offset: int) -> None:
-    log.warning("%s: offsets from %d on were not all processed; re-reading from %d", tp, offset,
-                offset)  # fmt: skip
+    log.warning("%s: re-reading from offset %d", tp, offset)
     guard.rewinds += 1
     OFFSET_REWINDS.labels(tp.topic).inc()
     tps = {TP(tp.topic, tp.partition)}  # Faust asserts its own TP type in the active set
@@ -246,12 +228,10 @@ async def _reread(consumer: Any, guard: OffsetGuard, tp: TP, offset: int) -> Non
             now = read.get(tp)
             still, last = (still + 1, last) if now == last else (0, now)
         # seek_wait runs the seek on aiokafka's own thread (Consumer.seek calls it from this
-        # one, racing the fetcher: measured, such re-reads often did not take).
+        # one, racing the fetcher).
         await consumer.seek_wait({tp: offset})
         consumer._read_offset[tp] = offset
         guard.sought[tp] = offset
-        # guard.expected stays: records past the hole were never admitted, so it still names
-        # the offset the re-read starts at (or one before it, for the watchdog's re-reads).
     finally:
         consumer.resume_partitions(tps)
         guard.rereading.discard(tp)

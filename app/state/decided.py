@@ -41,6 +41,9 @@ class Decided:
         self.cap = cap
         self._by_partition: dict[int, OrderedDict[str, tuple[int, bytes]]] = {}
 
+    def partitions(self) -> list[int]:
+        return list(self._by_partition)
+
     def loaded(self, partition: int) -> bool:
         return partition in self._by_partition
 
@@ -117,7 +120,8 @@ def read_back(conf: dict[str, Any], topic: str, partition: int, since_ms: int, c
         while pos < hi:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading back {topic}/{partition}: at {pos} of {hi}")
-            for m in c.consume(1000, timeout=1.0):
+            # Never ask for more than is left: consume() waits out its timeout for the rest.
+            for m in c.consume(min(1000, hi - pos), timeout=1.0):
                 err = m.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
@@ -150,9 +154,36 @@ class ReadBack:
         if self.decided.loaded(partition):
             return
         import asyncio
+        import logging
+        import time
 
+        t0 = time.perf_counter()
         since = int(timestamp_s * 1000) - READ_BACK_SLACK_MS if timestamp_s else 0
         entries = await asyncio.get_running_loop().run_in_executor(
             None, read_back, self.conf, self.topic, partition, since, self.decided.cap,
             self.request_id_of)  # fmt: skip
-        self.decided.load(partition, entries)
+        n = self.decided.load(partition, entries)
+        logging.getLogger(__name__).info(
+            "%s/%d: %d answers read back in %.0f ms",
+            self.topic,
+            partition,
+            n,
+            (time.perf_counter() - t0) * 1000,
+        )
+
+
+def forget_moved(app: Any, decided: Decided, topic: str) -> None:
+    """Forget a partition's answers when it comes back after another worker may have owned it.
+
+    Faust rebalances eagerly (every partition revoked, then assigned): a partition assigned
+    again in the very next assignment was consumed by nobody else in between, so its map stays
+    (reading it back costs ~0.1-1 s per partition, on the takeover's critical path)."""
+    held: set[int] = set()
+
+    @app.on_partitions_assigned.connect
+    async def moved(*args: Any, **kwargs: Any) -> None:  # (app, assigned)
+        assigned = args[1] if len(args) > 1 else kwargs.get("assigned", set())
+        now = {tp.partition for tp in assigned if tp.topic == topic}
+        decided.forget({p for p in decided.partitions() if p not in now or p not in held})
+        held.clear()
+        held.update(now)

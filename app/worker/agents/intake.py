@@ -13,12 +13,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from faust.types import TP, AppT, EventT, Message, StreamT, TopicT
+from faust.types import AppT, EventT, Message, StreamT, TopicT
 from prometheus_client import Counter
 
 from app.contracts.codec import DecodeError, Serde
 from app.contracts.validate import ValidationError
 from app.kafka.deadletter import DeadLetterSink
+from app.kafka.offsets import OffsetGuard
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +72,18 @@ def guarded_agent(
     handle: Callable[[Message, T, float], Awaitable[None]],
     dlq: DeadLetterSink,
     events_in: Counter,
-    admit: Callable[[TP, int], bool],
+    offsets: OffsetGuard,
 ) -> Any:
     """Register an agent that runs `handle(message, record, started)` for every message of
     `topic` that decodes (started: perf_counter when the event arrived, decode included),
-    dead-letters the rest and every message whose handling raised, and goes on. `admit`
-    (app.kafka.offsets.OffsetGuard.admit) holds back a record read past a hole in the offsets.
+    dead-letters the rest and every message whose handling raised, and goes on. `offsets`
+    (app.kafka.offsets) holds back a record read past a hole in the offsets and learns which
+    records are finished: only those offsets are committed.
 
     Per event, not take_events(): measured on this machine, Faust's batching timers added
     latency (p50 produce->decided 11.6 ms vs 6.4 ms at 200 req/s) and lowered throughput."""
+
+    admit, done = offsets.admit, offsets.done
 
     async def agent(stream: StreamT[bytes]) -> None:
         event: EventT[bytes]
@@ -90,11 +94,11 @@ def guarded_agent(
                 continue
             events_in.inc()
             rec = await decode_or_dead_letter(msg, decode, dlq)
-            if rec is None:
-                continue
-            try:
-                await handle(msg, rec, started)
-            except Exception as exc:  # never let one event stop the agent
-                await processing_failed(msg, exc, dlq)
+            if rec is not None:
+                try:
+                    await handle(msg, rec, started)
+                except Exception as exc:  # never let one event stop the agent
+                    await processing_failed(msg, exc, dlq)
+            done(msg.tp, msg.offset)
 
     return app.agent(topic, name=name)(agent)

@@ -25,6 +25,7 @@ from app.contracts.validate import validate_outcome
 from app.features.online import FeatureState
 from app.monitoring.metrics import DUPLICATE_OUTCOMES, EVENTS_IN, REPLAYED
 from app.state.checkpoint import Current
+from app.state.decided import forget_moved
 from app.state.dedupe import add, contains, id_hash, seen_key
 from app.worker.agents.alerts import AlertSink
 from app.worker.agents.intake import guarded_agent, validated
@@ -49,10 +50,7 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
     dedupe_cap = s.outcome_dedupe_per_card
     decode_outcome = validated(ctx.codec.outcome, validate_outcome)
 
-    @app.on_partitions_revoked.connect
-    async def forget(*args: Any, **kwargs: Any) -> None:  # (app, revoked)
-        revoked = args[1] if len(args) > 1 else kwargs.get("revoked", set())
-        st.retried.forget({tp.partition for tp in revoked if tp.topic == s.topic_outcomes})
+    forget_moved(app, st.retried, s.topic_outcomes)
 
     def decode(value: bytes) -> tuple[dict[str, Any], bytes]:
         """The record and its Avro bytes, which are forwarded to the owners as they came."""
@@ -84,4 +82,4 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
             await retries.after_decline(rec, p, off, msg.timestamp)
 
     return guarded_agent(app, ctx.topics.outcomes, "outcomes", decode, outcome, ctx.dlq,
-                         EVENTS_IN.labels(s.topic_outcomes), ctx.offsets.admit)  # fmt: skip
+                         EVENTS_IN.labels(s.topic_outcomes), ctx.offsets)  # fmt: skip

@@ -77,4 +77,4 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
             current.view = sr_current.view = None
 
     return guarded_agent(app, topic, "state-owner", decode, own, ctx.dlq,
-                         EVENTS_IN.labels(topic.get_topic_name()), ctx.offsets.admit)  # fmt: skip
+                         EVENTS_IN.labels(topic.get_topic_name()), ctx.offsets)  # fmt: skip

@@ -33,7 +33,7 @@ from app.monitoring.metrics import (
     STALE_REQUESTS,
 )
 from app.routing.dispatch import Dispatcher
-from app.state.decided import OFFSET_HEADER, ReadBack
+from app.state.decided import OFFSET_HEADER, ReadBack, forget_moved
 from app.state.windows.count import Snapshot, unpack_snapshot
 from app.worker.agents.alerts import AlertSink
 from app.worker.agents.intake import guarded_agent, validated
@@ -69,12 +69,7 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
     sent = ReadBack(decided, worker_client_config(s), s.topic_decisions,
                     lambda value: str(reader.decode(value)["request_id"]))  # fmt: skip
 
-    @app.on_partitions_revoked.connect
-    async def forget(*args: Any, **kwargs: Any) -> None:  # (app, revoked)
-        # Another worker may decide these partitions next; what it sent is read back when
-        # (if) they come back.
-        revoked = args[1] if len(args) > 1 else kwargs.get("revoked", set())
-        decided.forget({tp.partition for tp in revoked if tp.topic == s.topic_requests})
+    forget_moved(app, decided, s.topic_requests)
 
     async def score(msg: Message, req: dict[str, Any], started: float) -> None:
         p = msg.partition
@@ -133,4 +128,4 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
 
     return guarded_agent(app, ctx.topics.requests, "score",
                          validated(ctx.codec.request, validate_request), score, ctx.dlq,
-                         EVENTS_IN.labels(s.topic_requests), ctx.offsets.admit)  # fmt: skip
+                         EVENTS_IN.labels(s.topic_requests), ctx.offsets)  # fmt: skip

@@ -7,28 +7,29 @@ from types import SimpleNamespace
 import pytest
 from faust.types import TP
 
-from app.kafka.offsets import OffsetGuard, hole_at_head, trusted_gap
+from app.kafka.offsets import OffsetGuard, commit_offset
 
 REQ = TP("req", 0)
 
 
-def test_no_jump_is_trusted_without_transactional_input() -> None:
-    assert not trusted_gap(11, 12, markers=False)  # offset 11 missing
-    assert trusted_gap(11, 12, markers=True)  # one marker
-    assert not trusted_gap(11, 14, markers=True)  # three offsets: records were skipped
+def test_only_finished_records_are_committed() -> None:
+    assert commit_offset(committed=10, handled=15) == 15
+    assert commit_offset(committed=10, handled=10) is None  # nothing new finished
+    assert commit_offset(committed=10, handled=6) is None  # replays below the commit
+    assert commit_offset(committed=None, handled=3) == 3
+    assert commit_offset(committed=10, handled=None) is None  # nothing finished yet
 
 
-def test_a_hole_at_the_committed_offset_is_found() -> None:
-    assert hole_at_head(100, [100, 101]) is None
-    assert hole_at_head(100, [101, 102]) == (100, 101)  # Faust commits past this one
-    assert hole_at_head(100, [101], markers=True) is None  # a marker at 100
-    assert hole_at_head(100, [180, 181], markers=True) == (100, 180)
-    assert hole_at_head(None, [5]) is None and hole_at_head(3, []) is None
+def test_transaction_markers_may_be_skipped_only_when_declared() -> None:
+    g = _Guard(committed=10)
+    assert not g.admit(REQ, 11)  # offset 10 missing: held
+    m = _Guard(committed=10, markers=True)
+    assert m.admit(REQ, 11) and not m.admit(REQ, 14)
 
 
 class _Guard(OffsetGuard):
-    def __init__(self, committed: int | None) -> None:
-        super().__init__(frozenset({"req"}), markers=False)
+    def __init__(self, committed: int | None, markers: bool = False) -> None:
+        super().__init__(frozenset({"req"}), markers=markers)
         self.app = SimpleNamespace(consumer=SimpleNamespace(_committed_offset={REQ: committed}))
         self.asked: list[tuple[TP, int]] = []
 
@@ -51,6 +52,15 @@ def test_a_record_past_a_hole_is_held_and_the_partition_re_read_once() -> None:
     assert g.asked == [(REQ, 11)] and g.gaps == 1  # one re-read for the whole hole
     assert g.admit(REQ, 11)  # the re-read's first record
     assert REQ not in g.pending
+
+
+def test_done_marks_the_commit_point_and_a_new_assignment_forgets_it() -> None:
+    g = _Guard(committed=10)
+    assert g.admit(REQ, 10)
+    g.done(REQ, 10)
+    assert g.handled[REQ] == 11
+    g.reset()
+    assert REQ not in g.handled and REQ not in g.expected
 
 
 def test_other_topics_are_not_guarded() -> None:
