@@ -72,6 +72,8 @@ def worker_env(kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
             "AUTHPILOT_DATA_DIR": str(tmp_path / "data"),
             "AUTHPILOT_PARTITIONS": "2",
             "AUTHPILOT_LOG_LEVEL": "info",
+            # the tests' event times are fixed dates (2023, 2026) or simulated: the stream clock
+            "AUTHPILOT_EVENT_TIME_CLOCK": "stream",
         }
     )
     for name in ("requests", "outcomes", "decisions", "retry_decisions", "shadow", "alerts",

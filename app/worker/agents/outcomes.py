@@ -27,7 +27,7 @@ from app.monitoring.metrics import DUPLICATE_OUTCOMES, EVENTS_IN, REPLAYED
 from app.state.checkpoint import Current
 from app.state.dedupe import add, contains, id_hash, seen_key
 from app.worker.agents.alerts import AlertSink
-from app.worker.agents.intake import guarded_agent, validated
+from app.worker.agents.intake import Admission, guarded_agent, validated
 from app.worker.agents.retries import RetryDecider
 from app.worker.context import WorkerContext
 
@@ -79,4 +79,5 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
             await retries.after_decline(rec)
 
     return guarded_agent(app, ctx.topics.outcomes, "outcomes", decode, outcome, ctx.dlq,
-                         EVENTS_IN.labels(s.topic_outcomes))  # fmt: skip
+                         EVENTS_IN.labels(s.topic_outcomes),
+                         Admission(s, record=lambda d: d[0]))  # fmt: skip
