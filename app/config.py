@@ -153,10 +153,10 @@ class Settings(BaseSettings):
         le=262144,
         description="a request or outcome whose key + value + headers exceed this is "
         "dead-lettered as oversized, before decoding. The largest valid request (64 "
-        "candidates, every string at its bound) encodes to about 25 KB; the dead-letter sink "
-        "keeps up to 256 KB of a value, so this must stay under that (le=262144) for every "
-        "accepted message to be kept whole in its dead letter and every output to fit the "
-        "producer's 1 MB limit",
+        "candidates, every string at its bound in 4-byte characters) encodes to 19.5 KB; "
+        "the dead-letter sink keeps up to 256 KB of a value, so this stays under that "
+        "(le=262144): every accepted message is kept whole in its dead letter, and every "
+        "output fits the producer's 1 MB limit",
     )
 
     # --- success-rate routing (the baseline and the no-model fallback) -----------------------

@@ -37,8 +37,8 @@ field `key`) rather than answered from the wrong state.
 
 **Size.** A message's key + value + headers over AUTHPILOT_MAX_INPUT_BYTES is refused before
 decoding (reason `oversized`): the field bounds (app.contracts.validate) keep a valid request
-under ~25 KB, so every decision and dead letter the worker builds stays far under the
-producer's 1 MB limit.
+under 20 KB (19.5 KB measured with every string at its bound), so every decision and dead
+letter the worker builds stays far under the producer's 1 MB limit.
 """
 
 from __future__ import annotations
@@ -133,7 +133,8 @@ class EventClock:
                 )
             check_event_time(t, low, high, self.clock, ref)
         except ValidationError:
-            if self.clock == "stream" and EPOCH_MS_MIN <= t < EPOCH_MS_MAX and self._resynced(t, now):
+            plausible = EPOCH_MS_MIN <= t < EPOCH_MS_MAX
+            if self.clock == "stream" and plausible and self._resynced(t, now):
                 return
             raise
         self._run = 0

@@ -35,12 +35,12 @@ def _produce(s: Settings, topic: str, items: list[tuple], **conf) -> None:
 
 @pytest.fixture
 def wall_worker(worker_env: dict[str, str], settings_for: Settings, tmp_path: Path):
-    """A worker with the production clock: event times held to the wall clock."""
+    """A worker with the production clock and bounds: the defaults, wall clock."""
     from app.kafka.topics import ensure_topics
 
     ensure_topics(settings_for)
-    w = WorkerProcess(dict(worker_env, AUTHPILOT_EVENT_TIME_CLOCK="wall"),
-                      tmp_path / "worker.log").start()  # fmt: skip
+    env = {k: v for k, v in worker_env.items() if not k.startswith("AUTHPILOT_EVENT_TIME_")}
+    w = WorkerProcess(env, tmp_path / "worker.log").start()
     yield w
     if w.running:
         w.stop()
@@ -67,7 +67,7 @@ def test_malformed_input_is_dead_lettered_with_the_right_reason(wall_worker, set
         return enc_o({**declined, "request_id": f"bad-{name}", **changes})
 
     # (topic, pill name, key, value, extra headers, reason, field named in the detail)
-    R, O = s.topic_requests, s.topic_outcomes
+    R, O = s.topic_requests, s.topic_outcomes  # noqa: E741
     pills = [
         (R, "mb-field", card, req("mb", payment_id="p" * MB), [], "oversized", "AUTHPILOT_MAX"),
         (R, "long-id", card, req("long", request_id="r" * 129), [], "invalid_field", "request_id"),
@@ -103,10 +103,10 @@ def test_malformed_input_is_dead_lettered_with_the_right_reason(wall_worker, set
         for i, (_, name, key, value, extra, _, _) in enumerate(mine):
             items.append((key, value, [("pill", name.encode()), *extra]))
             if topic == R:  # a valid request after every pill
-                items.append((good[i]["card_fingerprint"], enc_r(good[i]), [("dup", b"a"),
-                                                                            ("dup", None)]))
+                dups = [("dup", b"a"), ("dup", None)]
+                items.append((good[i]["card_fingerprint"], enc_r(good[i]), dups))
         if topic == R:
-            items += [(r["card_fingerprint"], enc_r(r), None) for r in good[len(mine):]]
+            items += [(r["card_fingerprint"], enc_r(r), None) for r in good[len(mine) :]]
         else:
             items.append((card, enc_o(declined), None))
         _produce(s, topic, items, **{"message.max.bytes": 1_048_576})  # the 1 MB fields

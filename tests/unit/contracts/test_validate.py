@@ -121,7 +121,7 @@ def largest_valid_request() -> dict:
 
 
 def test_the_largest_valid_request_and_its_outputs_fit_the_byte_bound():
-    """Measured: the largest valid request encodes to ~25 KB, under AUTHPILOT_MAX_INPUT_BYTES
+    """Measured: the largest valid request encodes to 19.5 KB, under AUTHPILOT_MAX_INPUT_BYTES
     (64 KiB), and its decision with every route scored and eliminated under 1 MB."""
     from app.config import Settings
     from app.contracts.codec import Codec

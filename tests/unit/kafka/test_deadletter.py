@@ -113,8 +113,9 @@ class _Topic:
 
 
 def _message():
+    forged = [("authpilot.reason", b"forged")]
     return SimpleNamespace(topic="t.requests", partition=0, offset=7, key=b"card-1",
-                           value=b"\x00" * 100, headers=[("authpilot.reason", b"forged")])  # fmt: skip
+                           value=b"\x00" * 100, headers=forged)  # fmt: skip
 
 
 @pytest.mark.parametrize("fail", [0, 1, 2])
