@@ -114,7 +114,7 @@ class Settings(BaseSettings):
         "wall",
         description="what a request's or outcome's event_time is held to: `wall`, this "
         "worker's clock (production: gateways run NTP), or `stream`, the newest event time "
-        "the worker accepted on the topic advanced by the wall time since x "
+        "the worker accepted on the partition advanced by the wall time since x "
         "event_time_stream_speed (the simulator harnesses, whose event times are far from "
         "the wall clock; they pass AUTHPILOT_EVENT_TIME_CLOCK=stream to their workers)",
     )

@@ -12,8 +12,8 @@ The clock is either
 
 - `wall`: the worker's wall clock (production: gateways stamp requests and outcomes with an
   NTP-synchronised clock, so a few minutes ahead is already a broken clock), or
-- `stream`: the newest event time this worker accepted on the topic, moved on by the wall time
-  since then x AUTHPILOT_EVENT_TIME_STREAM_SPEED (the simulator's speedup): for the simulator
+- `stream`: the newest event time this worker accepted on the partition, moved on by the wall
+  time since then x AUTHPILOT_EVENT_TIME_STREAM_SPEED (the simulator's speedup): for the simulator
   harnesses, whose event times are far from the wall clock and run 60x faster. The first
   record of a stream is only held to the plausible epoch range (2000-2100); after that a single
   outlier cannot move the clock further than the bound. If AUTHPILOT_EVENT_TIME_STREAM_RESYNC
@@ -94,9 +94,9 @@ def wall_ms() -> int:
 
 
 class EventClock:
-    """The reference an event_time is held to (see the module docstring); one per input topic
-    of a worker. `admit(t)` raises ValidationError for a refused time and advances the clock
-    on an accepted one. `now` is injectable for tests."""
+    """The reference an event_time is held to (see the module docstring); one per input
+    partition of a worker. `admit(t)` raises ValidationError for a refused time and advances
+    the clock on an accepted one. `now` is injectable for tests."""
 
     def __init__(self, clock: ClockName, ahead_ms: int, behind_ms: int, *,
                  speed: float = 60.0, resync: int = 32, now: Any = wall_ms) -> None:  # fmt: skip

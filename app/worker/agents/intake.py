@@ -49,18 +49,29 @@ def validated(
 
 class Admission:
     """The bounds of one input topic: message size before decoding, then the record's key and
-    event_time (one clock per topic and worker). `record` picks the record out of what the
-    decoder returned (the outcome agent's decoder returns (record, raw bytes))."""
+    event_time, against one clock per partition (a stream clock follows its partition: after
+    a restart or a rebalance one partition may be days of event time behind another while it
+    catches up). `record` picks the record out of what the decoder returned (the outcome
+    agent's decoder returns (record, raw bytes))."""
 
     def __init__(self, s: Settings, record: Callable[[Any], dict[str, Any]] | None = None,
                  now: Callable[[], int] | None = None) -> None:  # fmt: skip
         self.max_bytes = s.max_input_bytes
-        kw = {} if now is None else {"now": now}
-        self.clock = EventClock(s.event_time_clock, int(s.event_time_max_ahead_s * 1000),
-                                int(s.event_time_max_behind_s * 1000),
-                                speed=s.event_time_stream_speed,
-                                resync=s.event_time_stream_resync, **kw)  # fmt: skip
+        self._s = s
+        self._now = now
+        self.clocks: dict[int, EventClock] = {}
         self._record = record
+
+    def clock(self, partition: int) -> EventClock:
+        c = self.clocks.get(partition)
+        if c is None:
+            s = self._s
+            kw = {} if self._now is None else {"now": self._now}
+            c = self.clocks[partition] = EventClock(
+                s.event_time_clock, int(s.event_time_max_ahead_s * 1000),
+                int(s.event_time_max_behind_s * 1000), speed=s.event_time_stream_speed,
+                resync=s.event_time_stream_resync, **kw)  # fmt: skip
+        return c
 
     def oversized(self, msg: Message) -> str | None:
         """The dead letter's detail if the message is over the byte bound, else None."""
@@ -75,7 +86,7 @@ class Admission:
         """Raise ValidationError (key, event_time) for a record the worker must not apply."""
         rec = decoded if self._record is None else self._record(decoded)
         check_key(msg.key, rec["card_fingerprint"])
-        self.clock.admit(rec["event_time"])
+        self.clock(msg.partition).admit(rec["event_time"])
 
 
 async def decode_or_dead_letter(
