@@ -137,8 +137,9 @@ class Settings(BaseSettings):
     event_time_stream_speed: float = Field(
         60.0,
         ge=0,
-        description="stream clock only: simulated ms per wall ms, so a quiet stream's clock "
-        "moves on (60: the simulator's default speedup, app.harness.simulated)",
+        description="stream clock only: simulated ms per wall ms, so the clock moves on "
+        "from when its newest record was produced (60: the simulator's default speedup, "
+        "app.harness.simulated)",
     )
     event_time_stream_resync: int = Field(
         32,

@@ -13,8 +13,11 @@ The clock is either
 - `wall`: the worker's wall clock (production: gateways stamp requests and outcomes with an
   NTP-synchronised clock, so a few minutes ahead is already a broken clock), or
 - `stream`: the newest event time this worker accepted on the partition, moved on by the wall
-  time since then x AUTHPILOT_EVENT_TIME_STREAM_SPEED (the simulator's speedup): for the simulator
-  harnesses, whose event times are far from the wall clock and run 60x faster. The first
+  time since that record was produced (its Kafka timestamp) x AUTHPILOT_EVENT_TIME_STREAM_SPEED
+  (the simulator's speedup): for the simulator harnesses, whose event times are far from the
+  wall clock and run 60x faster. Measured from when the record was produced, not processed,
+  so a worker lagging its producer (a stall, a catch-up) does not refuse what the producer's
+  clock legitimately reached meanwhile (measured: 6 min ahead at 60x after a 6 s stall). The first
   record of a stream is only held to the plausible epoch range (2000-2100); after that a single
   outlier cannot move the clock further than the bound. If AUTHPILOT_EVENT_TIME_STREAM_RESYNC
   records in a row are refused and agree with one another, the clock re-anchors on them (the
@@ -109,7 +112,7 @@ class EventClock:
         self.resync = resync
         self._now = now
         self.newest: int | None = None  # stream: newest accepted event time
-        self._at = 0  # stream: wall ms when `newest` was set
+        self._at = 0  # stream: wall ms when the `newest` record was produced
         self._run = 0  # stream: refused records in a row that agree with one another
         self._run_newest = 0
         self._run_at = 0
@@ -123,7 +126,8 @@ class EventClock:
         moved = int(max(0, now - self._at) * self.speed)
         return self.newest - self.behind, self.newest + moved + self.ahead, self.newest + moved
 
-    def admit(self, t: int) -> None:
+    def admit(self, t: int, produced_ms: int | None = None) -> None:
+        """produced_ms: the record's Kafka timestamp (None: unknown, taken as now)."""
         now = self._now()
         low, high, ref = self.bounds(now)
         try:
@@ -139,7 +143,8 @@ class EventClock:
             raise
         self._run = 0
         if self.clock == "stream" and (self.newest is None or t > self.newest):
-            self.newest, self._at = t, now
+            at = now if produced_ms is None or produced_ms <= 0 else min(produced_ms, now)
+            self.newest, self._at = t, at
 
     def _resynced(self, t: int, now: int) -> bool:
         """Count a refused time towards a re-anchor; True when this one completes it."""

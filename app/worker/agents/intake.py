@@ -86,7 +86,8 @@ class Admission:
         """Raise ValidationError (key, event_time) for a record the worker must not apply."""
         rec = decoded if self._record is None else self._record(decoded)
         check_key(msg.key, rec["card_fingerprint"])
-        self.clock(msg.partition).admit(rec["event_time"])
+        ts = msg.timestamp  # seconds (Faust), the producer's create time
+        self.clock(msg.partition).admit(rec["event_time"], int(ts * 1000) if ts else None)
 
 
 async def decode_or_dead_letter(

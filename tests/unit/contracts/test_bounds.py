@@ -174,3 +174,18 @@ def test_message_bytes_count_key_value_and_headers():
     assert message_bytes(None, None, None) == 0
     assert message_bytes(b"k", b"vv", [("h", b"123"), ("h", None)]) == 1 + 2 + 4 + 1
     assert header_bytes({"é": b"ab"}) == 4  # keys count as UTF-8
+
+
+def test_stream_clock_moves_from_when_the_newest_record_was_produced():
+    """A worker lagging its producer: records produced during a 6 s stall at 60x are 6
+    simulated minutes ahead when they arrive, and are admitted."""
+    wall = Wall()
+    c = EventClock("stream", AHEAD, BEHIND, speed=60, now=wall)
+    sim = 1_700_000_000_000
+    c.admit(sim, produced_ms=wall.t)
+    wall.t += 6_000  # the worker stalls 6 s; the producer went on at 60x
+    c.admit(sim + 6 * MINUTE_MS, produced_ms=wall.t - 10)  # produced just before
+    assert c.newest == sim + 6 * MINUTE_MS
+    # a timestamp from the future does not widen the allowance past the wall clock
+    c.admit(sim + 6 * MINUTE_MS + 1, produced_ms=wall.t + 10 * DAY_MS)
+    _refused(c, sim + 6 * MINUTE_MS + AHEAD + 10_000)

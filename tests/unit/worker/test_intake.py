@@ -17,7 +17,7 @@ DAY = 86_400_000
 
 def _msg(partition=0, key=b"card-1", value=b"v", headers=None):
     return SimpleNamespace(topic="t", partition=partition, offset=0, key=key, value=value,
-                           headers=headers)  # fmt: skip
+                           headers=headers, timestamp=None)  # fmt: skip
 
 
 def _rec(t, card="card-1"):
