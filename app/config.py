@@ -79,7 +79,12 @@ class Settings(BaseSettings):
     app_id: str = Field("authpilot", description="Faust app id = consumer group id")
     data_dir: Path = Field(Path("var/worker"), description="RocksDB tables live here")
     web_port: int = Field(6066, description="worker HTTP port: /metrics, /healthz, /readyz")
-    web_host: str = "0.0.0.0"
+    web_host: str = Field(
+        "127.0.0.1",
+        description="address the worker's HTTP port binds: loopback by default, because it "
+        "serves card-level features at /debug/features; the Helm chart sets the pod's address "
+        "(0.0.0.0 in the pod, reached through the chart's NetworkPolicy)",
+    )
     store: str = Field("rocksdb://", description="Faust table store; memory:// for unit tests")
     table_standby_replicas: int = Field(
         0, description="standby copies of each table partition on other workers (fast failover)"
@@ -127,6 +132,57 @@ class Settings(BaseSettings):
         5000, description="table changelog messages queued before streams pause (Faust: 100)"
     )
     log_level: str = "info"
+
+    # --- input bounds (app.contracts.bounds, app.contracts.validate) ---------------------------
+    event_time_clock: Literal["wall", "stream"] = Field(
+        "wall",
+        description="what a request's or outcome's event_time is held to: `wall`, this "
+        "worker's clock (production: gateways run NTP), or `stream`, the newest event time "
+        "the worker accepted on the partition advanced by the wall time since x "
+        "event_time_stream_speed (the simulator harnesses, whose event times are far from "
+        "the wall clock; they pass AUTHPILOT_EVENT_TIME_CLOCK=stream to their workers)",
+    )
+    event_time_max_ahead_s: float = Field(
+        300.0,
+        ge=0,
+        description="a record further ahead of the clock than this is dead-lettered "
+        "(invalid_field, event_time). 5 minutes: NTP keeps gateway clocks within "
+        "milliseconds, so minutes ahead is a broken clock; and no more than the narrowest "
+        "ring bucket (5 min), so an admitted record can never block or erase a window's "
+        "history (app.contracts.bounds)",
+    )
+    event_time_max_behind_s: float = Field(
+        7 * 86400.0,
+        ge=0,
+        description="a record further behind the clock than this is dead-lettered. 7 days: "
+        "the input topics' retention, so every outcome the broker can still deliver (a "
+        "worker catching up after an outage) is learned, and nothing older is",
+    )
+    event_time_stream_speed: float = Field(
+        60.0,
+        ge=0,
+        description="stream clock only: simulated ms per wall ms, so the clock moves on "
+        "from when its newest record was produced (60: the simulator's default speedup, "
+        "app.harness.simulated)",
+    )
+    event_time_stream_resync: int = Field(
+        32,
+        ge=1,
+        description="stream clock only: this many refused records in a row that agree with "
+        "one another re-anchor the clock (the stream's first record was the outlier, or a "
+        "simulation restarted from its start against a running worker)",
+    )
+    max_input_bytes: int = Field(
+        65536,
+        ge=1024,
+        le=262144,
+        description="a request or outcome whose key + value + headers exceed this is "
+        "dead-lettered as oversized, before decoding. The largest valid request (64 "
+        "candidates, every string at its bound in 4-byte characters) encodes to 19.5 KB; "
+        "the dead-letter sink keeps up to 256 KB of a value, so this stays under that "
+        "(le=262144): every accepted message is kept whole in its dead letter, and every "
+        "output fits the producer's 1 MB limit",
+    )
 
     # --- success-rate routing (the baseline and the no-model fallback) -----------------------
     sr_window: int = Field(

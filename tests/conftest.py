@@ -72,6 +72,12 @@ def worker_env(kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
             "AUTHPILOT_DATA_DIR": str(tmp_path / "data"),
             "AUTHPILOT_PARTITIONS": "2",
             "AUTHPILOT_LOG_LEVEL": "info",
+            # the tests' event times are fixed dates (2023, 2026) or simulated: the stream clock,
+            # and since many tests produce a whole timeline at once (a 9-day sample log with
+            # 2-hour gaps, requests 10 minutes apart), records up to a day ahead of the newest
+            # (tests/integration/test_bounds_kafka.py runs the production defaults)
+            "AUTHPILOT_EVENT_TIME_CLOCK": "stream",
+            "AUTHPILOT_EVENT_TIME_MAX_AHEAD_S": "86400",
         }
     )
     for name in ("requests", "outcomes", "decisions", "retry_decisions", "shadow", "alerts",

@@ -294,6 +294,7 @@ def process_env(
             "AUTHPILOT_LOG_LEVEL": "warning",
             "AUTHPILOT_PRODUCER_LINGER_MS": str(s.producer_linger_ms),
             "AUTHPILOT_STATE_CHECKPOINT_MS": str(s.state_checkpoint_ms),
+            "AUTHPILOT_EVENT_TIME_CLOCK": "stream",  # simulated event times (app.contracts.bounds)
             **{f"AUTHPILOT_TOPIC_{t.upper()}": getattr(s, f"topic_{t}") for t in TOPICS},
         }
     )

@@ -45,6 +45,8 @@ import pyarrow.parquet as pq
 from app.contracts.validate import MAX_CANDIDATES, currencies
 from app.contracts.vocab import (
     CHANNELS,
+    EPOCH_MS_MAX,
+    EPOCH_MS_MIN,
     FAILURE_SIDES,
     FUNDING,
     INITIATORS,
@@ -61,10 +63,6 @@ Severity = Literal["error", "warning"]
 TABLE_NAMES = ("requests", "outcomes", "attempts")
 REQUIRED_TABLES = ("requests", "outcomes")
 
-# Plausible event times: 2000-01-01 <= t < 2100-01-01 in epoch ms. Epoch seconds (1.7e9 in
-# 2024) fall below it and microseconds (1.7e15) above it: the two usual unit mistakes.
-EPOCH_MS_MIN = 946_684_800_000
-EPOCH_MS_MAX = 4_102_444_800_000
 INT32_MAX = 2**31 - 1
 EXAMPLES = 5  # bad values shown per problem
 

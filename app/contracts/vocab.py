@@ -35,3 +35,10 @@ CNP_CHANNELS = frozenset(c for c in CHANNELS if c != "POS")
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
+
+# Plausible event times: 2000-01-01 <= t < 2100-01-01 in epoch ms. Epoch seconds (1.7e9 in
+# 2024) fall below it and microseconds (1.7e15) above it: the two usual unit mistakes. The
+# ingest check holds logs to it, and the worker's stream clock its first event
+# (app.contracts.bounds).
+EPOCH_MS_MIN = 946_684_800_000
+EPOCH_MS_MAX = 4_102_444_800_000

@@ -127,8 +127,11 @@ class WorkerProcess:
 @contextlib.contextmanager
 def running_worker(s: Settings, name: str) -> Iterator[WorkerProcess]:
     """A worker for `s`'s cluster and port (log var/<name>.log, tables var/<name>/), ready on
-    entry, stopped on exit; the rest of its configuration is this process's environment."""
+    entry, stopped on exit; the rest of its configuration is this process's environment. Its
+    callers (the demo, the end-to-end bench) send simulated event times, so its event-time
+    clock is the stream's unless the environment chooses (app.contracts.bounds)."""
     env = {**os.environ, "AUTHPILOT_DATA_DIR": str(Path(f"var/{name}").resolve())}
+    env.setdefault("AUTHPILOT_EVENT_TIME_CLOCK", "stream")
     env["AUTHPILOT_KAFKA_BOOTSTRAP"] = bootstrap_servers(s)
     env["AUTHPILOT_WEB_PORT"] = str(s.web_port)
     worker = WorkerProcess(env, Path(f"var/{name}.log")).spawn()

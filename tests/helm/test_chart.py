@@ -198,6 +198,7 @@ def test_rendered_manifests_validate_offline(tools, values):
     assert all(isinstance(v, str) for v in data.values())
     assert data["AUTHPILOT_DATA_DIR"] == "/var/lib/authpilot"
     assert data["AUTHPILOT_WEB_PORT"] == "6066"
+    assert data["AUTHPILOT_WEB_HOST"] == "0.0.0.0"  # the worker's default is 127.0.0.1
     assert data["AUTHPILOT_MODEL_DIR"] == "/compiled_models"
     vals = yaml.safe_load((values or CHART / "values.yaml").read_text())
     if "standbyReplicas" in vals:

@@ -28,7 +28,7 @@ from app.state.checkpoint import Current
 from app.state.decided import forget_moved
 from app.state.dedupe import add, contains, id_hash, seen_key
 from app.worker.agents.alerts import AlertSink
-from app.worker.agents.intake import guarded_agent, validated
+from app.worker.agents.intake import Admission, guarded_agent, validated
 from app.worker.agents.retries import RetryDecider
 from app.worker.context import WorkerContext
 
@@ -82,4 +82,5 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
             await retries.after_decline(rec, p, off, msg.timestamp)
 
     return guarded_agent(app, ctx.topics.outcomes, "outcomes", decode, outcome, ctx.dlq,
-                         EVENTS_IN.labels(s.topic_outcomes), ctx.offsets)  # fmt: skip
+                         EVENTS_IN.labels(s.topic_outcomes), ctx.offsets,
+                         Admission(s, record=lambda d: d[0]))  # fmt: skip

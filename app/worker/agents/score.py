@@ -36,7 +36,7 @@ from app.routing.dispatch import Dispatcher
 from app.state.decided import OFFSET_HEADER, ReadBack, forget_moved
 from app.state.windows.count import Snapshot, unpack_snapshot
 from app.worker.agents.alerts import AlertSink
-from app.worker.agents.intake import guarded_agent, validated
+from app.worker.agents.intake import Admission, guarded_agent, validated
 from app.worker.context import WorkerContext
 
 
@@ -128,4 +128,5 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
 
     return guarded_agent(app, ctx.topics.requests, "score",
                          validated(ctx.codec.request, validate_request), score, ctx.dlq,
-                         EVENTS_IN.labels(s.topic_requests), ctx.offsets)  # fmt: skip
+                         EVENTS_IN.labels(s.topic_requests), ctx.offsets,
+                         Admission(s))  # fmt: skip

@@ -45,6 +45,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* Settings the chart derives from its own values; config.* may not repeat them. */}}
 {{- define "authpilot.managedConfig" -}}
 AUTHPILOT_WEB_PORT: {{ .Values.webPort | quote }}
+{{- /* the worker binds 127.0.0.1 by default; in the pod the kubelet probes and Prometheus reach it on the pod address, and the NetworkPolicy says who else may */}}
+AUTHPILOT_WEB_HOST: "0.0.0.0"
 AUTHPILOT_DATA_DIR: {{ include "authpilot.dataDir" . | quote }}
 AUTHPILOT_MODEL_DIR: {{ include "authpilot.modelDir" . | quote }}
 AUTHPILOT_TABLE_STANDBY_REPLICAS: {{ .Values.standbyReplicas | quote }}
