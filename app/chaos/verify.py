@@ -260,7 +260,8 @@ def check_dead_letters(
             cr.wrong[rec["reason"]] = cr.wrong.get(rec["reason"], 0) + 1
         if s.headers:
             out.headers_checked += 1
-            out.headers_kept += Counter(header_pairs(rec.get("headers"))) == Counter(s.headers)
+            kept = rec.get("header_list") or rec.get("headers")  # DeadLetter v2, else v1's map
+            out.headers_kept += Counter(header_pairs(kept)) == Counter(s.headers)
         out.own_headers_checked += 1
         own_reason = [v for k, v in m.headers if k == "authpilot.reason"]
         own_source = [v for k, v in m.headers if k == "authpilot.source"]
