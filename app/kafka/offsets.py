@@ -22,11 +22,11 @@ So, on authpilot's input topics (requests, outcomes, owner batches):
 - `OffsetGuard.done`, called after the agent finished a record (decision sent, or dead-lettered),
   is the only source of the offset Faust commits for that partition: the next one after the
   last record finished in order. Faust's acks and gap trees are not consulted.
-- A watchdog re-reads a partition whose fetch position passed the next offset to admit while
-  nothing was admitted for STUCK_LOOKS looks (records dropped on the way: the skipped-and-acked
-  ones above), and one whose re-read fetched nothing within RETRY_S. A hole that CONFIRM
-  re-reads cannot fill (records deleted by retention under a consumer that fell that far behind)
-  is skipped, logged.
+- A watchdog re-reads a partition where Faust acked records at or past the next offset to
+  admit while nothing was admitted for STUCK_LOOKS looks (records dropped on the way: the
+  skipped-and-acked ones above), and one whose re-read fetched nothing within RETRY_S. A record
+  is never skipped unless retention deleted it (it is below the partition's first offset):
+  measured, skipping a hole after 3 re-reads lost 2,272 requests that were there all along.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 CONFIRM = 3
 # A re-read whose records were not fetched after this long is done again.
 RETRY_S = 2.0
-# Watchdog looks (0.5 s apart) with records fetched at or past the next offset to admit and
+# Watchdog looks (0.5 s apart) with records acked at or past the next offset to admit and
 # nothing admitted, before the partition is re-read. 5 s: a takeover's backlog can hold a
 # partition's records in the stream's queue for a few seconds, which is progress to wait for.
 STUCK_LOOKS = 10
@@ -69,7 +69,6 @@ class OffsetGuard:
     rereading: set[TP] = field(default_factory=set)  # a re-read is under way
     reread_at: dict[TP, float] = field(default_factory=dict)  # monotonic end of the last re-read
     sought: dict[TP, int] = field(default_factory=dict)  # the offset the last re-read sought to
-    past: dict[TP, int] = field(default_factory=dict)  # lowest offset seen past the hole
     stuck: dict[TP, tuple[int, int, int]] = field(default_factory=dict)  # (exp, looks, rereads)
     gaps: int = 0
     rewinds: int = 0
@@ -87,7 +86,6 @@ class OffsetGuard:
             return True
         exp = self._next(tp)
         if exp is not None and offset > exp + (1 if self.markers else 0):
-            self.past[tp] = min(offset, self.past.get(tp, offset))
             if tp not in self.pending:  # later records past the same hole wait for that re-read
                 self.pending.add(tp)
                 self.gaps += 1
@@ -98,7 +96,6 @@ class OffsetGuard:
             return False
         self.expected[tp] = offset + 1
         self.pending.discard(tp)
-        self.past.pop(tp, None)
         return True
 
     def done(self, tp: TP, offset: int) -> None:
@@ -108,7 +105,7 @@ class OffsetGuard:
 
     def reset(self) -> None:
         """A new assignment: the next offsets are the committed ones again."""
-        for d in (self.expected, self.handled, self.sought, self.past, self.stuck):
+        for d in (self.expected, self.handled, self.sought, self.stuck):
             d.clear()
         self.pending.clear()
 
@@ -189,9 +186,13 @@ async def check_stuck(app: AppT, guard: OffsetGuard) -> None:
     for tp in consumer.assignment():
         if tp.topic not in guard.topics or tp in guard.rereading:
             continue
-        exp, read = guard._next(tp), consumer._read_offset.get(tp)
-        if exp is None or read is None or read < exp:
-            guard.stuck.pop(tp, None)  # nothing fetched past what was handled: idle, fine
+        exp = guard._next(tp)
+        acked = consumer._acked.get(tp) or ()
+        # Faust acked a record at or past the next offset to admit that the agent never handled
+        # (dropped by the stream during a rebalance, or held by admit): the record at `exp`
+        # went missing on the way. Records merely queued behind a backlog are not acked yet.
+        if exp is None or not any(o >= exp for o in acked):
+            guard.stuck.pop(tp, None)
             continue
         last, looks, rereads = guard.stuck.get(tp, (exp, 0, 0))
         if last != exp:
@@ -200,14 +201,22 @@ async def check_stuck(app: AppT, guard: OffsetGuard) -> None:
         if looks >= STUCK_LOOKS:
             looks = 0
             rereads += 1
-            if rereads > CONFIRM and tp in guard.past:
-                log.warning("%s: offsets %d-%d not readable after %d re-reads: skipped", tp,
-                            exp, guard.past[tp] - 1, CONFIRM)  # fmt: skip
-                guard.expected[tp] = guard.past.pop(tp)
-                guard.pending.discard(tp)
-            else:
-                guard.start_reread(tp, exp)
+            if rereads > CONFIRM:
+                await _skip_if_deleted(consumer, guard, tp, exp)
+            guard.start_reread(tp, guard._next(tp) or exp)
         guard.stuck[tp] = (exp, looks, rereads)
+
+
+async def _skip_if_deleted(consumer: Any, guard: OffsetGuard, tp: TP, exp: int) -> None:
+    """After CONFIRM re-reads: move past `exp` only when retention deleted it (it is below the
+    partition's first offset). A record that exists is never skipped; it is re-read again."""
+    first = (await consumer.earliest_offsets(tp)).get(tp)
+    if first is not None and first > exp:
+        log.warning("%s: offsets %d-%d were deleted by retention before they were read: skipped",
+                    tp, exp, first - 1)  # fmt: skip
+        guard.expected[tp] = first
+        guard.handled[tp] = first
+        guard.pending.discard(tp)
 
 
 async def _reread(consumer: Any, guard: OffsetGuard, tp: TP, offset: int) -> None:
