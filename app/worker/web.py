@@ -13,7 +13,7 @@ import faust
 
 from app.features.definitions import FEATURE_NAMES
 from app.features.online import FeatureState, new_buffer
-from app.kafka.probe import BrokerProbe
+from app.kafka.probe import PROBE_EVERY_S, BrokerProbe
 from app.monitoring.metrics import CONSUMER_LAG, exposition
 from app.state.windows.count import stat_keys, unpack_snapshot
 from app.worker.context import WorkerContext
@@ -77,14 +77,14 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
 
     probe = BrokerProbe(s)
 
-    @app.timer(5.0)
+    @app.timer(PROBE_EVERY_S)
     async def probe_broker() -> None:
         await asyncio.get_running_loop().run_in_executor(None, probe.check)
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
         """Ready: tables recovered, not rebalancing, the broker answered the last probe (every
-        5 s), and the promoted champion (if any) is the one served. Each false condition is
+        second), and the promoted champion (if any) is the one served. Each false condition is
         named in the body."""
         # faust's TableManagerT omits .recovery, which its only implementation, TableManager, has
         recovery = app.tables.recovery  # type: ignore[attr-defined]
