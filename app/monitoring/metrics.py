@@ -55,8 +55,8 @@ OFFSET_GAPS = Counter(
     "over; re-read by the offset watchdog), by topic", ["topic"], registry=REGISTRY,
 )  # fmt: skip
 OFFSET_REWINDS = Counter(
-    "authpilot_offset_rewinds", "Partitions re-read from the committed offset because offsets "
-    "after it were never processed, by topic", ["topic"], registry=REGISTRY,
+    "authpilot_offset_rewinds", "Partitions re-read from the next offset to handle because a "
+    "record went missing on the way to the agent, by topic", ["topic"], registry=REGISTRY,
 )  # fmt: skip
 MODEL_LOAD_FAILURES = Counter(
     "authpilot_model_load_failures", "Model artifacts refused at load, by reason", ["reason"],

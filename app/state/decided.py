@@ -22,9 +22,14 @@ if more than `cap` requests of one partition are uncommitted at a crash.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 OFFSET_HEADER = "authpilot.offset"
 # Decisions are stamped by the worker after it read the request, so a decision of a request
@@ -97,7 +102,6 @@ def read_back(conf: dict[str, Any], topic: str, partition: int, since_ms: int, c
     """(request_id, request offset, decision bytes) of the decisions in `topic`/`partition`
     stamped from `since_ms` on (at most the newest `cap`), oldest first. `request_id` extracts
     the id from a decision's bytes. Blocking: run it off the event loop."""
-    import time
     import uuid
 
     from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -153,23 +157,14 @@ class ReadBack:
         first input record the agent is about to handle there."""
         if self.decided.loaded(partition):
             return
-        import asyncio
-        import logging
-        import time
-
         t0 = time.perf_counter()
         since = int(timestamp_s * 1000) - READ_BACK_SLACK_MS if timestamp_s else 0
         entries = await asyncio.get_running_loop().run_in_executor(
             None, read_back, self.conf, self.topic, partition, since, self.decided.cap,
             self.request_id_of)  # fmt: skip
         n = self.decided.load(partition, entries)
-        logging.getLogger(__name__).info(
-            "%s/%d: %d answers read back in %.0f ms",
-            self.topic,
-            partition,
-            n,
-            (time.perf_counter() - t0) * 1000,
-        )
+        log.info("%s/%d: %d answers read back in %.0f ms", self.topic, partition, n,
+                 (time.perf_counter() - t0) * 1000)  # fmt: skip
 
 
 def forget_moved(app: Any, decided: Decided, topic: str) -> None:

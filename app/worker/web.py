@@ -88,12 +88,12 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
         named in the body."""
         # faust's TableManagerT omits .recovery, which its only implementation, TableManager, has
         recovery = app.tables.recovery  # type: ignore[attr-defined]
-        registry = ctx.control.snapshot() if ctx.control is not None else {}
+        registry = ctx.control.snapshot()
         checks = {
             "recovered": recovery.completed.is_set(),
             "not_rebalancing": not app.rebalancing,
             "broker_reachable": probe.reachable,
-            "control_read": ctx.control is not None and ctx.control.caught_up.is_set(),
+            "control_read": ctx.control.caught_up.is_set(),
             "champion_served": not ctx.models.champion_missing(registry),
         }
         ready = all(checks.values())

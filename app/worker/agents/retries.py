@@ -47,7 +47,8 @@ class RetryDecider:
         """Decide and send, unless a RetryDecision for this decline was already sent (an
         outcome replayed after a crash before its state was checkpointed: its state is applied
         again, its answer is not sent twice)."""
-        await self.sent.ensure(partition, timestamp_s)
+        if not self.decided.loaded(partition):
+            await self.sent.ensure(partition, timestamp_s)
         rid = rec["request_id"]
         if self.decided.get(partition, rid) is not None:
             self.replayed.inc()

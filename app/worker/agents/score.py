@@ -73,7 +73,8 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
 
     async def score(msg: Message, req: dict[str, Any], started: float) -> None:
         p = msg.partition
-        await sent.ensure(p, msg.timestamp)
+        if not decided.loaded(p):
+            await sent.ensure(p, msg.timestamp)
         rid = req["request_id"]
         prior = decided.get(p, rid)
         if prior is not None:
