@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from app.features.definitions import OWNERS
 from app.features.online import FeatureState
+from app.monitoring.health import HealthMonitor
 from app.routing.dispatch import Dispatcher
 from app.routing.latency import RouteLatency
 from app.routing.oracle import OracleP
@@ -86,22 +87,40 @@ class StaticModels:
 
 class DispatchRouter:
     """One routing policy as the worker runs it: a Dispatcher with a single arm (no
-    experiment arms, no holdout) over `state`."""
+    experiment arms, no holdout) over `state`, with the worker's health monitor unless
+    `monitor=False` (then every route and the model are trusted)."""
 
     def __init__(self, policy: str, s: Settings, state: LearnedState,
                  models: StaticModels | None = None,
-                 oracle_p: OracleP | None = None) -> None:  # fmt: skip
+                 oracle_p: OracleP | None = None, monitor: bool = True) -> None:  # fmt: skip
         self.name = policy
         self.state = state
         self.features = state.features
+        self.now = 0  # the simulated clock: event time of the last request or outcome
+        self.health = HealthMonitor(clock=lambda: self.now) if monitor else None
+        self.alerts: list[dict[str, Any]] = []  # Alert.avsc dicts, in event-time order
+        self._estimates: dict[str, float] = {}  # request_id -> the model's p, until its outcome
         one_arm = s.model_copy(update={"routing_policy": policy, "holdout_policy": policy,
                                        "experiment_arms": [],
                                        "experiment_holdout_pct": 0})  # fmt: skip
         self.dispatcher = Dispatcher(one_arm, models or StaticModels(), state.features,
-                                     state.sr.lookup, None, oracle_p, state.latency)  # fmt: skip
+                                     state.sr.lookup, self.health, oracle_p,
+                                     state.latency)  # fmt: skip
 
     def decide(self, req: dict[str, Any]) -> dict[str, Any]:
-        return self.dispatcher.decide(req).record
+        self.now = req["event_time"]
+        made = self.dispatcher.decide(req)
+        if self.health is not None:
+            if made.model_p is not None:
+                self._estimates[req["request_id"]] = made.model_p
+            self.alerts += self.health.observe_decision(
+                req["event_time"], made.model_p, req["amount_minor"],
+                req["merchant_country"] != req["issuer_country"], req["sca_required"])  # fmt: skip
+        return made.record
 
     def observe(self, outcome: dict[str, Any]) -> None:
+        self.now = outcome["event_time"]
         self.state.observe(outcome)
+        if self.health is not None:
+            p = self._estimates.pop(outcome["request_id"], None)
+            self.alerts += self.health.observe_outcome_record(outcome, p)
