@@ -208,6 +208,49 @@ class Settings(BaseSettings):
         default_factory=dict, description='per-merchant margins, JSON: {"m1": 180}'
     )
     ev_explore: float = Field(0.03, description="share of EV-routed traffic that explores")
+    ev_explore_plausible: float = Field(
+        0.0,
+        ge=0.0,
+        le=0.5,
+        description="share of EV-routed traffic that explores among the routes the online "
+        "correction's uncertainty says could beat the best (none: no extra exploration)",
+    )
+    ev_explore_z: float = Field(
+        1.0,
+        ge=0.0,
+        description="a route is plausible when its corrected p raised by this many standard "
+        "deviations of its offset would make it the best",
+    )
+    # --- online correction of the model (app.routing.correction) ------------------------------
+    correction_enabled: bool = Field(
+        True, description="correct the model's p per route x segment from recent outcomes"
+    )
+    correction_half_life_outcomes: float = Field(
+        300.0,
+        gt=0,
+        description="residual evidence of a route x segment key halves every this many of its "
+        "outcomes",
+    )
+    correction_half_life_ms: float = Field(
+        6 * 3_600_000.0,
+        gt=0,
+        description="and halves every this much event time, so a key nobody routes to fades "
+        "back to its parent level",
+    )
+    correction_prior_route: float = Field(
+        50.0,
+        gt=0,
+        description="pseudo-outcomes at the model's own rate behind a route's offset",
+    )
+    correction_prior_segment: float = Field(
+        20.0,
+        gt=0,
+        description="pseudo-outcomes at the parent level's corrected rate behind a network x "
+        "issuer country or BIN offset",
+    )
+    correction_max_offset: float = Field(
+        4.0, gt=0, description="the offset is clamped to +- this many logits"
+    )
     ev_eliminate_below: float = Field(
         0.05, description="routes with p_approve under this are skipped unless all are"
     )

@@ -139,7 +139,7 @@ def bench_update(n: int = 200_000) -> float:
     """Microseconds per Signal.update on a Bernoulli stream (the per-detector cost)."""
     from app.monitoring.drift import DriftConfig, Signal
 
-    sig = Signal("route_failure", "r", DriftConfig().route_failure)
+    sig = Signal("calibration", "r", DriftConfig().calibration)
     xs = (np.random.default_rng(0).random(n) < 0.01).astype(float).tolist()
     t0 = time.perf_counter()
     for x in xs:

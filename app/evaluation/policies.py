@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from app.features.definitions import OWNERS
 from app.features.online import FeatureState
 from app.monitoring.health import HealthMonitor
+from app.routing.correction import CorrectionParams
 from app.routing.dispatch import Dispatcher
 from app.routing.latency import RouteLatency
 from app.routing.oracle import OracleP
 from app.routing.protocols import Scorer
 from app.state.windows.count import CountRing, Snapshot, update_success_rate
+from app.state.windows.residual import Decay, update_residuals
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -37,21 +39,27 @@ class Router(Protocol):
 
 
 class SuccessRateRings:
-    """The fallback router's success-rate rings in one dict (the route owner's table in the
-    worker), learning through the same update_success_rate as the worker's route owner; the
-    dispatcher reads them through `lookup`."""
+    """The route owner's table in one dict: the fallback router's success-rate rings and the
+    online correction's residual sums, learning through the same update_success_rate and
+    update_residuals as the worker's route owner; the dispatcher reads them through `lookup`
+    and `rings.get`."""
 
-    def __init__(self, window: int, rings: dict[bytes, bytes] | None = None) -> None:
+    def __init__(self, window: int, rings: dict[bytes, bytes] | None = None,
+                 decay: Decay | None = None) -> None:  # fmt: skip
         self.window = window
         self.ring = CountRing(window)
         self.rings: dict[bytes, bytes] = dict(rings or {})
+        self.decay = decay or Decay()
 
     def lookup(self, key: str) -> Snapshot | None:
         v = self.rings.get(key.encode())
         return None if v is None else self.ring.read_one(v)
 
-    def observe(self, outcome: dict[str, Any]) -> None:
+    def observe(self, outcome: dict[str, Any], p: float | None = None) -> None:
+        """One outcome; `p` the model's own p for it when it may teach the correction."""
         update_success_rate(self.rings, outcome, self.ring)
+        if p is not None:
+            update_residuals(self.rings, outcome, p, self.decay)
 
 
 class LearnedState:
@@ -60,21 +68,23 @@ class LearnedState:
 
     def __init__(self, sr_window: int, stores: Mapping[str, dict[bytes, bytes]] | None = None,
                  rings: dict[bytes, bytes] | None = None,
-                 latency: Mapping[str, float] | None = None) -> None:  # fmt: skip
+                 latency: Mapping[str, float] | None = None,
+                 decay: Decay | None = None) -> None:  # fmt: skip
         self.stores = {o: dict((stores or {}).get(o, {})) for o in OWNERS}
         self.features = FeatureState(self.stores)
-        self.sr = SuccessRateRings(sr_window, rings)
+        self.sr = SuccessRateRings(sr_window, rings, decay)
         self.latency = RouteLatency()
         self.latency.mean = dict(latency or {})
 
-    def observe(self, outcome: dict[str, Any]) -> None:
+    def observe(self, outcome: dict[str, Any], p: float | None = None) -> None:
         for owner in OWNERS:
             self.features.update_outcome(outcome, owner)
-        self.sr.observe(outcome)
-        self.latency.observe(outcome["route_id"], outcome["latency_ms"])
+        self.sr.observe(outcome, p)
+        self.latency.observe(outcome["route_id"], outcome["latency_ms"], outcome["event_time"])
 
-    def copy(self) -> LearnedState:
-        return LearnedState(self.sr.window, self.stores, self.sr.rings, self.latency.mean)
+    def copy(self, decay: Decay | None = None) -> LearnedState:
+        return LearnedState(self.sr.window, self.stores, self.sr.rings, self.latency.mean,
+                            decay or self.sr.decay)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -99,28 +109,31 @@ class DispatchRouter:
         self.now = 0  # the simulated clock: event time of the last request or outcome
         self.health = HealthMonitor(clock=lambda: self.now) if monitor else None
         self.alerts: list[dict[str, Any]] = []  # Alert.avsc dicts, in event-time order
-        self._estimates: dict[str, float] = {}  # request_id -> the model's p, until its outcome
+        # request_id -> (the model's p, the decision's p, may teach the correction)
+        self._estimates: dict[str, tuple[float, float | None, bool]] = {}
         one_arm = s.model_copy(update={"routing_policy": policy, "holdout_policy": policy,
                                        "experiment_arms": [],
                                        "experiment_holdout_pct": 0})  # fmt: skip
+        state.sr.decay = CorrectionParams.from_settings(s).decay
         self.dispatcher = Dispatcher(one_arm, models or StaticModels(), state.features,
                                      state.sr.lookup, self.health, oracle_p,
-                                     state.latency)  # fmt: skip
+                                     state.latency, state.sr.rings.get)  # fmt: skip
 
     def decide(self, req: dict[str, Any]) -> dict[str, Any]:
         self.now = req["event_time"]
         made = self.dispatcher.decide(req)
+        if made.model_p is not None:
+            self._estimates[req["request_id"]] = (made.model_p, made.p, made.learn)
         if self.health is not None:
-            if made.model_p is not None:
-                self._estimates[req["request_id"]] = made.model_p
             self.alerts += self.health.observe_decision(
-                req["event_time"], made.model_p, req["amount_minor"],
+                req["event_time"], made.p, req["amount_minor"],
                 req["merchant_country"] != req["issuer_country"], req["sca_required"])  # fmt: skip
         return made.record
 
     def observe(self, outcome: dict[str, Any]) -> None:
         self.now = outcome["event_time"]
-        self.state.observe(outcome)
+        est = self._estimates.pop(outcome["request_id"], None)
+        self.state.observe(outcome, est[0] if est is not None and est[2] else None)
         if self.health is not None:
-            p = self._estimates.pop(outcome["request_id"], None)
-            self.alerts += self.health.observe_outcome_record(outcome, p)
+            model_p, p = (est[0], est[1]) if est is not None else (None, None)
+            self.alerts += self.health.observe_outcome_record(outcome, model_p, p)

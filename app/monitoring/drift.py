@@ -9,7 +9,8 @@ shift d > delta is about threshold / (d - delta) samples. Why not the others:
   any statistically significant change. Real traffic has real cycles, and over 1M steady
   attempts of the simulator it alarmed 4-6 times per route on approval (night hours are
   -0.3 logit, the payday cycle moves insufficient funds 4x) and 22 times on the mean score.
-  A router must not demote a route for the night; Page-Hinkley's delta is that tolerance.
+  Page-Hinkley's delta is that tolerance. (Routes are not judged here: a drift test needs
+  ~100 samples of baseline and tens more to move; route health counts attempts instead.)
 * River's default PageHinkley alpha=0.9999 fades the cumulative sums but not their running
   min/max, so the statistic wanders by ~20x the noise and alarmed 4-35 times per 1M steady
   samples on every signal; alpha=1 alarmed zero times.
@@ -18,8 +19,8 @@ shift d > delta is about threshold / (d - delta) samples. Why not the others:
 
 Defaults were tuned on simulated traffic (python -m app.bench.drift_replay): across 3 seeds x
 1M steady attempts the largest statistic reached was about a third to a half of each
-threshold (route failure 3.4 of 10, approval 6.3 of 20, score 10.7 of 30, calibration 23.6 of
-50, ln amount 42 of 100, cross-border 23 of 60, SCA 29 of 60).
+threshold (score 10.7 of 30, calibration 23.6 of 50, ln amount 42 of 100, cross-border 23 of
+60, SCA 29 of 60).
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ class PHSpec:
 class Alarm:
     """One detection: which signal moved, which way, from what baseline to what recent level."""
 
-    signal: str  # route_failure, route_approval, score, calibration, amount, cross_border, ...
-    subject: str  # route id, model, or feature name
+    signal: str  # score, calibration, amount, cross_border, sca_required
+    subject: str  # model or feature name
     detector: str  # "<signal>:<PHSpec.label>"
     direction: Direction
     value: float  # recent level (EWMA over about PHSpec.recent samples)
@@ -117,14 +118,9 @@ class Signal:
 
 @dataclass(frozen=True)
 class DriftConfig:
-    """Detector settings per signal. Units: route signals and shares are 0/1 indicators,
+    """Detector settings per signal. Units: shares are 0/1 indicators,
     score and calibration are probabilities, amount is ln(amount_minor)."""
 
-    # An outage (60% route failures) adds ~0.55 per attempt: alarm after ~20 attempts.
-    route_failure: PHSpec = PHSpec(0.05, 10.0, "up", min_instances=100, recent=10)
-    # Approval must fall by > 20 points to count: night hours, payday cycles and a holiday
-    # surge (-0.35 logit, statistic 9.8 of 20) move it by less.
-    route_approval: PHSpec = PHSpec(0.2, 20.0, "down", min_instances=100, recent=10)
     # Mean p_approve of the chosen route; a surge legitimately moves it (statistic 53).
     score: PHSpec = PHSpec(0.05, 30.0, "both", min_instances=1000, recent=500)
     # Residual y - p (0 when calibrated): a 0.1 bias is caught in ~700 outcomes.
@@ -135,41 +131,16 @@ class DriftConfig:
 
 
 @dataclass
-class RouteSignals:
-    """Route-side failure rate (up) and approval rate (down) of one route."""
-
-    failure: Signal
-    approval: Signal
-
-    @classmethod
-    def build(cls, route_id: str, cfg: DriftConfig) -> RouteSignals:
-        return cls(
-            Signal("route_failure", route_id, cfg.route_failure),
-            Signal("route_approval", route_id, cfg.route_approval),
-        )
-
-    def update(self, approved: bool, route_failure: bool) -> Alarm | None:
-        """The first alarm of this outcome (failure first: it is the sharper signal)."""
-        a = self.failure.update(1.0 if route_failure else 0.0)
-        b = self.approval.update(1.0 if approved else 0.0)
-        return a or b
-
-    def reset(self) -> None:
-        self.failure.reset()
-        self.approval.reset()
-
-
-@dataclass
 class DriftMonitor:
-    """All detectors of one worker: per route, model score and calibration, request features.
+    """All detectors of one worker: model score and calibration, request features (routes
+    are judged in attempts by app.monitoring.route_health, not by a drift test).
 
     Pure and single-threaded; the caller decides which samples each detector sees (the health
-    layer stops feeding a demoted route and a model in fallback, and resets them on recovery).
+    layer stops feeding a model in fallback and resets it on recovery).
     """
 
     config: DriftConfig = field(default_factory=DriftConfig)
     model: str = "model"
-    routes: dict[str, RouteSignals] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         c = self.config
@@ -178,15 +149,6 @@ class DriftMonitor:
         self.amount = Signal("amount", "amount_minor", c.amount)
         self.cross_border = Signal("cross_border", "cross_border", c.cross_border)
         self.sca_required = Signal("sca_required", "sca_required", c.sca_required)
-
-    def route(self, route_id: str) -> RouteSignals:
-        r = self.routes.get(route_id)
-        if r is None:
-            r = self.routes[route_id] = RouteSignals.build(route_id, self.config)
-        return r
-
-    def update_route(self, route_id: str, approved: bool, route_failure: bool) -> Alarm | None:
-        return self.route(route_id).update(approved, route_failure)
 
     def update_score(self, p: float) -> Alarm | None:
         return self.score.update(p)

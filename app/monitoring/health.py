@@ -72,6 +72,16 @@ class HealthMonitor:
     def demoted(self) -> frozenset[str]:
         return self._demoted
 
+    def probe_due(self, route_id: str, event_time: int) -> bool:
+        """A demoted route gets a probe at least every probe_interval_ms of event time."""
+        r = self.routes.get(route_id)
+        return r is not None and r.probe_due(event_time)
+
+    def probe_sent(self, route_id: str, event_time: int) -> None:
+        r = self.routes.get(route_id)
+        if r is not None:
+            r.last_probe = event_time
+
     # ------------------------------------------------------------ updates
     def observe_outcome(
         self,
@@ -80,37 +90,51 @@ class HealthMonitor:
         failure_side: str,
         event_time: int,
         p_approve: float | None = None,
+        p_decision: float | None = None,
     ) -> list[dict[str, Any]]:
-        """One AuthorizationOutcome; p_approve = the model's estimate for the route taken."""
+        """One AuthorizationOutcome. p_approve = the model's own estimate for the route taken
+        (route health compares the route with it); p_decision = the estimate the decision used
+        (the model's, corrected online: the model's calibration is checked on it, since that
+        is what decides; default p_approve)."""
         alerts: list[dict[str, Any]] = []
         route_failure = failure_side == "ROUTE"
         rh = self.routes.get(route_id)
         if rh is None:
             rh = self.routes[route_id] = RouteHealth(self.config.route)
+        cfg = rh.cfg
         if rh.state is RouteState.DEMOTED:
             if rh.observe_probe(approved, route_failure, p_approve):
                 self._demoted = self._demoted - {route_id}
-                self.drift.route(route_id).reset()
-                fail, appr, mean_p = rh.last_window or (0.0, 0.0, None)
-                extra = "" if mean_p is None else f", approval {appr:.3f} vs model {mean_p:.3f}"
+                fail, appr, expected = rh.last_window or (0.0, 0.0, 0.0)
                 alerts.append(self._alert(
-                    "ROUTE_RESTORED", route_id, f"probe_window(n={rh.cfg.probe_window})",
+                    "ROUTE_RESTORED", route_id, f"probe_window(n={cfg.probe_window})",
                     fail, rh.baseline_failure_rate, event_time,
-                    f"{route_id} restored: probe route-failure rate {fail:.3f}{extra}",
+                    f"{route_id} restored: last {cfg.probe_window} probes route-failure rate "
+                    f"{fail:.3f}, approval {appr:.3f} vs expected {expected:.3f}",
                 ))  # fmt: skip
             return alerts
-        rh.observe_healthy(route_failure)
-        alarm = self.drift.update_route(route_id, approved, route_failure)
-        if alarm is not None:
+        if rh.observe_healthy(approved, route_failure, p_approve):
             rh.demote(event_time)
             self._demoted = self._demoted | {route_id}
-            alerts.append(self._from_alarm("ROUTE_DEMOTED", alarm, event_time))
-        if p_approve is not None:
+            fail, appr, expected = rh.last_window or (0.0, 0.0, 0.0)
+            signal = "route_failure" if fail > rh.baseline_failure_rate * 3 else "route_approval"
+            self._raised[(signal, route_id)] = event_time
+            alerts.append(self._alert(
+                "ROUTE_DEMOTED", route_id, f"{signal}:window(n={cfg.window})",
+                fail if signal == "route_failure" else appr,
+                rh.baseline_failure_rate if signal == "route_failure" else expected, event_time,
+                f"{route_id} demoted: last {len(rh.recent)} outcomes route-failure rate "
+                f"{fail:.3f} (baseline {rh.baseline_failure_rate:.3f}), approval {appr:.3f} vs "
+                f"expected {expected:.3f}",
+            ))  # fmt: skip
+            return alerts
+        pc = p_decision if p_decision is not None else p_approve
+        if pc is not None:
             if self.model.state is ModelState.OK:
-                a = self.drift.update_calibration(p_approve, approved)
+                a = self.drift.update_calibration(pc, approved)
                 if a is not None:
                     alerts += self._model_alarm(a, event_time)
-            elif self.model.observe((1.0 if approved else 0.0) - p_approve, event_time):
+            elif self.model.observe((1.0 if approved else 0.0) - pc, event_time):
                 self.drift.reset_model()
                 res = self.model.last_residual or 0.0
                 alerts.append(self._alert(
@@ -121,12 +145,12 @@ class HealthMonitor:
         return alerts
 
     def observe_outcome_record(
-        self, rec: Mapping[str, Any], p_approve: float | None = None
-    ) -> list[dict[str, Any]]:
+        self, rec: Mapping[str, Any], p_approve: float | None = None,
+        p_decision: float | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
         """observe_outcome on an AuthorizationOutcome dict."""
-        return self.observe_outcome(
-            rec["route_id"], rec["approved"], rec["failure_side"], rec["event_time"], p_approve
-        )
+        return self.observe_outcome(rec["route_id"], rec["approved"], rec["failure_side"],
+                                    rec["event_time"], p_approve, p_decision)  # fmt: skip
 
     def observe_decision(
         self,

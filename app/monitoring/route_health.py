@@ -1,26 +1,41 @@
-"""Route and model health: pure state machines driven by the drift detectors, emitting alerts.
+"""Route health: a per-route state machine that acts in attempts on the route, not in time.
 
-Route, per route id:
+    HEALTHY --(the last `window` outcomes on the route show a collapse)--> DEMOTED  ROUTE_DEMOTED
+    DEMOTED --(the last `probe_window` probe outcomes look healthy)-----> HEALTHY  ROUTE_RESTORED
 
-    HEALTHY --(route_failure up or route_approval down alarm)--> DEMOTED     ROUTE_DEMOTED
-    DEMOTED --(a window of `probe_window` probe outcomes recovers)--> HEALTHY ROUTE_RESTORED
+A collapse is either of (tested after every outcome once `min_outcomes` are in the window):
+- route-side failures (failure_side ROUTE: acquirer/processor errors, timeouts) far above the
+  route's own baseline: P(X >= failures | n, baseline) < `failure_alpha` (binomial tail; the
+  baseline is the route's healthy failure rate shrunk towards `prior_failure_rate`);
+- approvals collapsed against what the model expected of these very attempts (sum of its p,
+  which corrects for the traffic mix): approvals <= `collapse_ratio` x expected and at least
+  `collapse_z` standard deviations under it. Without the model's p the route's healthy approval
+  rate stands in. Issuer declines move this only when they halve the route's approvals over
+  its whole traffic, which is a route problem whatever the codes say.
+An outage at 60% route failures trips the first test after ~6-9 attempts; approvals cut from
+0.85 to 0.4 without failures trip the second at ~15-20. Over 1M steady simulated attempts
+(python -m app.bench.drift_replay) neither fired.
 
-A demoted route stays eligible for exploration only: the score agent drops it from exploitation
-but keeps it among the routes its epsilon-exploration draws from, so it still sees a small
-probe share (epsilon / K of its merchants' traffic; 2.5% with epsilon 0.1 and 4 routes) and
-recovery can be observed. If every candidate of a request is demoted, the agent ignores
-demotions for that request. Every outcome on a demoted route is a probe outcome (including
-in-flight ones sent before the demotion). A window recovers when its route-failure rate is at
-most baseline + `failure_margin` (baseline = the route's failure rate while it was healthy,
-shrunk towards a prior) and, when the caller passes the model's p_approve, its approval rate is
-at most `approval_margin` under the mean p (the model's p corrects for the probe traffic mix,
-which is not the route's usual mix). On restore the route's detectors start a fresh baseline.
+A demoted route is dropped from exploitation and exploration but probed: the dispatcher sends
+it one request when `probe_due`, so recovery is seen within minutes at any traffic rate. The
+probe interval starts at `probe_interval_ms`, doubles after every failed probe up to
+`probe_max_interval_ms` and drops back to the start after an approved one: a dead route costs
+~4 probes an hour, a healing one is probed every minute as soon as one probe gets through. Every
+outcome on a demoted route counts as a probe (in-flight ones included). Restored when the last
+`probe_window` probes have route failures not above baseline (P(X >= failures) >=
+`restore_alpha`) and approvals at least `restore_ratio` x expected: at most ~15 minutes to the
+first probe after healing, then ~3 more minutes. Four probes of a route at 60% route failures
+and -2 logits pass with probability ~0.1%; a false restore is demoted again in ~8 attempts.
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
+
+from app.contracts.vocab import MINUTE_MS
 
 
 class RouteState(StrEnum):
@@ -30,74 +45,129 @@ class RouteState(StrEnum):
 
 @dataclass(frozen=True)
 class RouteHealthConfig:
-    """Recovery rule of a demoted route.
+    """Demotion and recovery rules (see the module docstring for the figures)."""
 
-    100 probes: a healthy route (failure rate <= 1%) passes a 0.05 margin unless >= 6 of 100
-    fail (P ~ 1e-4 at 0.8%); an outage at 60% never does. Approval has a wider margin
-    (binomial noise on 100 is ~4 points).
-    """
-
-    probe_window: int = 100
-    failure_margin: float = 0.05
-    approval_margin: float = 0.15
+    window: int = 20
+    min_outcomes: int = 8
+    # A test per outcome: 1e-7 keeps 1M steady outcomes per route free of false demotions.
+    failure_alpha: float = 1e-7
     prior_failure_rate: float = 0.01
     prior_samples: int = 100
+    min_failure_rate: float = 0.005  # a route that never failed still fails sometimes
+    collapse_ratio: float = 0.6
+    collapse_z: float = 4.0
+    probe_interval_ms: int = MINUTE_MS
+    # 15 min: at the evaluator's ~6 payments a minute a failed probe loses ~0.25 approvals (its
+    # route failures cascade to another route), ~1 per hour of outage; restore stays < 30 min.
+    probe_max_interval_ms: int = 15 * MINUTE_MS
+    probe_window: int = 4
+    restore_alpha: float = 0.01
+    restore_ratio: float = 0.75
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p) (n is a window: tens)."""
+    if k <= 0:
+        return 1.0
+    return sum(math.comb(n, i) * p**i * (1.0 - p) ** (n - i) for i in range(k, n + 1))
+
+
+Observation = tuple[bool, bool, float | None]  # approved, route failure, model p
 
 
 class RouteHealth:
-    """The state machine of one route (no detectors inside: they decide when to demote)."""
+    """The state machine of one route."""
 
-    __slots__ = ("_p", "_y", "base_fail", "base_n", "cfg", "demoted_at", "last_window",
-                 "probe_fail", "probe_n", "probe_np", "state")  # fmt: skip
+    __slots__ = ("base_fail", "base_n", "base_ok", "cfg", "demoted_at", "interval_ms",
+                 "last_probe", "last_window", "probes", "recent", "state")  # fmt: skip
 
     def __init__(self, cfg: RouteHealthConfig) -> None:
         self.cfg = cfg
         self.state = RouteState.HEALTHY
-        self.base_n = 0
-        self.base_fail = 0
+        self.base_n = self.base_fail = self.base_ok = 0
         self.demoted_at: int | None = None
-        self.last_window: tuple[float, float, float | None] | None = None
-        self._reset_window()
-
-    def _reset_window(self) -> None:
-        self.probe_n = self.probe_fail = self.probe_np = 0
-        self._y = self._p = 0.0
+        self.last_probe: int | None = None  # event time of the last probe sent
+        self.interval_ms = cfg.probe_interval_ms
+        # (route-failure rate, approval rate, expected approval rate) of the last judged window
+        self.last_window: tuple[float, float, float] | None = None
+        self.recent: deque[Observation] = deque(maxlen=cfg.window)
+        self.probes: deque[Observation] = deque(maxlen=cfg.probe_window)
 
     @property
     def baseline_failure_rate(self) -> float:
         c = self.cfg
-        return (self.base_fail + c.prior_failure_rate * c.prior_samples) / (
+        rate = (self.base_fail + c.prior_failure_rate * c.prior_samples) / (
             self.base_n + c.prior_samples
         )
+        return max(rate, c.min_failure_rate)
 
-    def observe_healthy(self, route_failure: bool) -> None:
+    @property
+    def baseline_approval(self) -> float:
+        """The route's healthy approval rate (0.8 pseudo-rate behind 20 pseudo-outcomes)."""
+        return (self.base_ok + 16.0) / (self.base_n + 20.0)
+
+    def _judge(self, obs: deque[Observation]) -> tuple[float, float, float, float, float]:
+        """(failure tail probability, approvals, expected approvals, their variance, n)."""
+        n = len(obs)
+        fails = sum(1 for o in obs if o[1])
+        ok = sum(1 for o in obs if o[0])
+        a0 = self.baseline_approval
+        exp = var = 0.0
+        for o in obs:
+            p = a0 if o[2] is None else o[2]
+            exp += p
+            var += p * (1.0 - p)
+        tail = binomial_tail(fails, n, self.baseline_failure_rate) if fails >= 2 else 1.0
+        self.last_window = (fails / n, ok / n, exp / n)
+        return tail, ok, exp, var, n
+
+    def observe_healthy(self, approved: bool, route_failure: bool, p: float | None) -> bool:
+        """One outcome on a healthy route; True when it completes a collapse (demote now)."""
+        c = self.cfg
+        self.recent.append((approved, route_failure, p))
+        if len(self.recent) < c.min_outcomes:
+            self._learn(approved, route_failure)
+            return False
+        tail, ok, exp, var, _ = self._judge(self.recent)
+        collapsed = tail < c.failure_alpha or (
+            ok <= c.collapse_ratio * exp and exp - ok >= c.collapse_z * math.sqrt(max(var, 1e-9))
+        )
+        if not collapsed:
+            self._learn(approved, route_failure)
+        return collapsed
+
+    def _learn(self, approved: bool, route_failure: bool) -> None:
         self.base_n += 1
         self.base_fail += route_failure
+        self.base_ok += approved
 
     def demote(self, event_time: int) -> None:
         self.state = RouteState.DEMOTED
         self.demoted_at = event_time
-        self._reset_window()
+        self.probes.clear()
+        self.interval_ms = self.cfg.probe_interval_ms
+        self.last_probe = event_time
+
+    def probe_due(self, event_time: int) -> bool:
+        return self.state is RouteState.DEMOTED and (
+            self.last_probe is None or event_time - self.last_probe >= self.interval_ms
+        )
 
     def observe_probe(self, approved: bool, route_failure: bool, p: float | None) -> bool:
-        """Count one probe outcome; True when it completes a window that recovers."""
-        self.probe_n += 1
-        self.probe_fail += route_failure
-        self._y += approved
-        if p is not None:
-            self.probe_np += 1
-            self._p += p
-        if self.probe_n < self.cfg.probe_window:
+        """One outcome on the demoted route; True when the probes say it recovered."""
+        c = self.cfg
+        self.probes.append((approved, route_failure, p))
+        if approved:
+            self.interval_ms = c.probe_interval_ms
+        else:
+            self.interval_ms = min(2 * self.interval_ms, c.probe_max_interval_ms)
+        if len(self.probes) < c.probe_window:
             return False
-        fail_rate = self.probe_fail / self.probe_n
-        approval = self._y / self.probe_n
-        mean_p = self._p / self.probe_np if self.probe_np else None
-        self.last_window = (fail_rate, approval, mean_p)
-        self._reset_window()
-        ok = fail_rate <= self.baseline_failure_rate + self.cfg.failure_margin
-        if mean_p is not None:
-            ok = ok and approval >= mean_p - self.cfg.approval_margin
-        if ok:
+        tail, ok, exp, _, _ = self._judge(self.probes)
+        if tail >= c.restore_alpha and ok >= c.restore_ratio * exp:
             self.state = RouteState.HEALTHY
             self.demoted_at = None
-        return ok
+            self.recent.clear()
+            self.probes.clear()
+            return True
+        return False

@@ -9,7 +9,7 @@ true probability of the logged action.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Container, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -26,30 +26,32 @@ def choose(
     eligible: Sequence[int],
     explore: float,
     explore_pool: Sequence[int] | None = None,
+    plausible: Sequence[int] = (),
+    explore_plausible: float = 0.0,
 ) -> tuple[int, float, bool]:
     """(chosen index, propensity, explored). Best = highest score among the eligible, ties to
-    the cheaper route, then to candidate order; with probability `explore` a uniform pick among
-    `explore_pool` (default: the eligible), which lets a demoted route keep a trickle of probe
-    traffic so its recovery can be seen."""
+    the cheaper route, then to candidate order. Two exploration tiers, one uniform draw:
+    - with probability `explore` a uniform pick among `explore_pool` (default: the eligible);
+    - with probability `explore_plausible` a uniform pick among `plausible` (routes other than
+      the best that could still be better: the caller's uncertainty says so), when there are;
+    otherwise the best. The propensity is the exact sum of the three ways to the choice."""
     best = max(eligible, key=lambda i: (scores[i], -fees[i], -i))
     pool = eligible if explore_pool is None else explore_pool
-    m = len(pool)
-    if m == 1 and pool[0] == best:
+    plaus = [i for i in plausible if i != best]
+    m, k = len(pool), len(plaus)
+    e_plaus = explore_plausible if k else 0.0
+    if m == 1 and pool[0] == best and not k:
         return best, 1.0, False
     u_explore, u_pick = uniform_draws(request_id)
     if u_explore < explore:
         chosen, explored = pool[min(int(u_pick * m), m - 1)], True
+    elif u_explore < explore + e_plaus:
+        chosen, explored = plaus[min(int(u_pick * k), k - 1)], True
     else:
         chosen, explored = best, False
-    propensity = (1.0 - explore) * (chosen == best) + explore / m * (chosen in pool)
+    propensity = ((1.0 - explore - e_plaus) * (chosen == best) + explore / m * (chosen in pool)
+                  + (e_plaus / k if chosen in plaus else 0.0))  # fmt: skip
     return chosen, propensity, explored
-
-
-def probe_pool(cands: Sequence[dict[str, Any]], eligible: Sequence[int],
-               demoted: Container[str]) -> list[int]:  # fmt: skip
-    """What exploration may pick: the eligible routes plus demoted ones (probe traffic that lets
-    a demoted route show it recovered); routes eliminated for a low estimate stay out."""
-    return [i for i, c in enumerate(cands) if i in eligible or c["route_id"] in demoted]
 
 
 def decision(

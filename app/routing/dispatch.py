@@ -12,8 +12,15 @@ shadows.
    the arm's named challenger), success_rate, best_single_route (AUTHPILOT_BEST_ROUTES) or
    oracle (simulator truth, demos only); expected_value falls back to success_rate when no
    model is loaded (NO_MODEL) or the drift monitor has raised a model alarm (MODEL_FALLBACK);
-3. routes the drift monitor demoted are eliminated but keep exploration traffic;
-4. every loaded challenger scores the same feature rows and yields a shadow decision.
+3. routes the drift monitor demoted are eliminated but keep exploration traffic, and a demoted
+   candidate the monitor says is due a probe gets this request (reason PROBE, propensity 1: the
+   probe is a deterministic function of the monitor's state);
+4. every loaded challenger scores the same feature rows and yields a shadow decision (the
+   model's own p, no online correction: the residuals are the champion's).
+
+The champion's p is corrected online (app.routing.correction) over `residuals`, the published
+residual sums; `Decision.learn` says whether the outcome should teach the correction (not a
+probe or exploration of a demoted route: the route's outage explains it, not the model).
 
 Buffers are preallocated once; the feature rows are built at most once per request.
 """
@@ -30,6 +37,7 @@ import numpy as np
 from app.experiments.assignment import arm_for
 from app.features.online import FeatureState
 from app.routing import expected_value, registry, success_rate
+from app.routing.correction import Correction, CorrectionParams
 from app.routing.expected_value import FeatureRows
 from app.routing.latency import RouteLatency
 from app.routing.oracle import OracleP
@@ -81,20 +89,25 @@ class Decision:
     shadows: list[dict[str, Any]] = field(default_factory=list)  # one per loaded challenger
     model_p: float | None = None  # the model's p for the chosen route, when a model scored
     shadow_seconds: float = 0.0  # cost of scoring the shadows
+    p: float | None = None  # the corrected model p the decision used for the chosen route
+    learn: bool = True  # the outcome may teach the online correction
 
 
 class Dispatcher:
     def __init__(self, s: Settings, models: ModelSource, features: FeatureState,
                  sr_lookup: Callable[[str], Snapshot | None], health: Health | None = None,
                  oracle_p: OracleP | None = None,
-                 latency: RouteLatency | None = None) -> None:  # fmt: skip
+                 latency: RouteLatency | None = None,
+                 residuals: Callable[[bytes], bytes | None] | None = None) -> None:  # fmt: skip
         self.models = models
         self.health: Health = health or AllHealthy()
         self.rows = FeatureRows(features)
+        cp = CorrectionParams.from_settings(s)
+        correction = Correction(residuals, cp) if residuals is not None and cp.enabled else None
         self.sv = registry.RoutingServices(
             expected_value.EVParams.from_settings(s), success_rate.SRParams.from_settings(s),
             models, self.rows, sr_lookup, dict(s.best_routes), self.health,
-            latency.get if latency is not None else None, oracle_p)  # fmt: skip
+            latency.get if latency is not None else None, oracle_p, correction)  # fmt: skip
         self.arms = parse_arms(list(s.experiment_arms), s.experiment_holdout_pct)
         self.arm_split = [(a.name, a.pct) for a in self.arms]
         self.by_name = {a.name: a for a in self.arms}
@@ -125,19 +138,37 @@ class Dispatcher:
             if proposal.fallback:
                 d["reason_codes"].append(proposal.fallback)
         d["arm"] = arm.name
-        model_p = None
+        if demoted:
+            self._probe(req, d, demoted)
+        model_p = p = None
         if proposal.model_p is not None:
             ids = [c["route_id"] for c in req["candidates"]]
-            model_p = float(proposal.model_p[ids.index(d["chosen_route"])])
+            i = ids.index(d["chosen_route"])
+            model_p = float(proposal.model_p[i])
+            p = proposal.p[i] if proposal.p is not None else model_p
+        learn = d["chosen_route"] not in demoted
         if not self.models.challengers:
-            return Decision(d, [], model_p, 0.0)
+            return Decision(d, [], model_p, 0.0, p, learn)
         t0 = time.perf_counter()
         k = len(req["candidates"])
         x = self.rows.get(req)
         shadows: list[dict[str, Any]] = []
         for ch in list(self.models.challengers.values()):
-            p = ch.score_many(x, self.ps, k)
-            s = expected_value.decide(req, p, ch.label, self.sv.ev, demoted, self.sv.latency)
+            ps = ch.score_many(x, self.ps, k)
+            s = expected_value.decide(req, ps, ch.label, self.sv.ev, demoted, self.sv.latency)
             s["arm"] = SHADOW_ARM
             shadows.append(s)
-        return Decision(d, shadows, model_p, time.perf_counter() - t0)
+        return Decision(d, shadows, model_p, time.perf_counter() - t0, p, learn)
+
+    def _probe(self, req: dict[str, Any], d: dict[str, Any], demoted: frozenset[str]) -> None:
+        """Send this request to a demoted candidate the monitor says is due a probe."""
+        t = req["event_time"]
+        for c in req["candidates"]:
+            r = c["route_id"]
+            if r in demoted and self.health.probe_due(r, t):
+                self.health.probe_sent(r, t)
+                if d["chosen_route"] != r:
+                    d["chosen_route"] = r
+                    d["propensity"] = 1.0
+                    d["reason_codes"].insert(0, f"PROBE:{r}")
+                return

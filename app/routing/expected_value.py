@@ -1,10 +1,18 @@
 """Expected-value routing: p_approve x margin(amount) - route fee, with exploration.
 
 p_approve comes from the calibrated champion model (one row per candidate route, scored in one
-call). The value of an approval is the merchant's margin on the amount (AUTHPILOT_EV_MARGIN_BPS,
-per-merchant overrides in AUTHPILOT_EV_MERCHANT_MARGIN_BPS); the cost of an attempt is the
-route's fee from the request. A route whose approval estimate is under the elimination
+call), corrected online per route x segment when the caller passes the offsets
+(app.routing.correction): the decision's p_approve is the corrected one. The value of an
+approval is the merchant's margin on the amount (AUTHPILOT_EV_MARGIN_BPS, per-merchant
+overrides in AUTHPILOT_EV_MERCHANT_MARGIN_BPS); the cost of an attempt is the route's fee from
+the request. A route whose approval estimate is under the elimination
 threshold is skipped unless every route is. Reason codes say which route won and why.
+
+Exploration (exact propensity, app.routing.choice): `explore` uniformly over the eligible
+routes, plus `explore_plausible` uniformly over the routes whose optimistic EV (the
+corrected p raised by `explore_z` standard deviations of its offset) beats the best's EV:
+uncertainty directs the exploration, so a route whose segment evidence has faded, or a segment
+never seen (a new BIN range), is tried where it could matter and a clearly worse route is not.
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from app.features.online import FeatureState, new_buffer
-from app.routing.choice import choose, decision, probe_pool
+from app.routing.choice import choose, decision
+from app.routing.correction import Offset, apply, logit, sigmoid
 from app.routing.latency import latency_penalty
 
 POLICY_NAME = "expected_value"
@@ -30,12 +39,14 @@ class EVParams:
     eliminate_below: float = 0.05
     latency_budget_ms: float = 1000.0
     latency_penalty: float = 0.5  # share of the approval value lost at twice the budget
+    explore_plausible: float = 0.0
+    explore_z: float = 1.0
 
     @classmethod
     def from_settings(cls, s: Any) -> EVParams:
         return cls(s.ev_margin_bps, dict(s.ev_merchant_margin_bps), s.ev_explore,
                    s.ev_eliminate_below, s.ev_latency_budget_ms,
-                   s.ev_latency_penalty)  # fmt: skip
+                   s.ev_latency_penalty, s.ev_explore_plausible, s.ev_explore_z)  # fmt: skip
 
 
 class FeatureRows:
@@ -62,32 +73,37 @@ class FeatureRows:
 
 def decide(req: dict[str, Any], p_approve: np.ndarray, model_version: str,
            params: EVParams, demoted: Container[str] = frozenset(),
-           latency: Callable[[str], float | None] | None = None) -> dict[str, Any]:  # fmt: skip
+           latency: Callable[[str], float | None] | None = None,
+           offsets: list[Offset] | None = None) -> dict[str, Any]:  # fmt: skip
     """A RoutingDecision body (without timing and arm) from per-route approval probabilities.
 
     `latency(route)` gives a route's recent latency: the part over the budget is charged as a
     share of the approval value (LATENCY reason code). Routes in `demoted` (drift monitoring
-    saw them collapse) are eliminated but stay in the
-    exploration pool, so a recovered route is noticed."""
+    saw them collapse) are eliminated (the dispatcher probes them, app.routing.dispatch).
+    `offsets` (one per candidate) correct the model's p online."""
     cands = req["candidates"]
     bps = params.merchant_margin_bps.get(req["merchant_id"], params.margin_bps)
     value = req["amount_minor"] * bps / 10000.0
     probs = p_approve.tolist()
-    scores, eligible, evs, fees = [], [], [], []
+    scores, eligible, evs, fees, pens = [], [], [], [], []
     reasons: list[str] = []
     for i, (c, p) in enumerate(zip(cands, probs, strict=True)):
-        ev = p * value - c["fee_minor"]
+        if offsets is not None:
+            p = apply(p, offsets[i])
+        pen = 0.0
         if latency is not None:
             lat = latency(c["route_id"])
             pen = latency_penalty(lat, params.latency_budget_ms, params.latency_penalty)
             if pen > 0:
-                ev -= pen * value
                 reasons.append(f"LATENCY:{c['route_id']}={lat:.0f}ms")
+        ev = p * value - c["fee_minor"] - pen * value
         out = p < params.eliminate_below or c["route_id"] in demoted
+        n = round(offsets[i].weight) if offsets is not None else 0
         scores.append({"route_id": c["route_id"], "p_approve": p, "score": ev,
-                       "fee_minor": c["fee_minor"], "samples": 0, "eliminated": out})  # fmt: skip
+                       "fee_minor": c["fee_minor"], "samples": n, "eliminated": out})  # fmt: skip
         evs.append(ev)
         fees.append(c["fee_minor"])
+        pens.append(pen)
         if not out:
             eligible.append(i)
     if not eligible:
@@ -95,14 +111,28 @@ def decide(req: dict[str, Any], p_approve: np.ndarray, model_version: str,
         eligible = list(range(len(cands)))
         for s in scores:
             s["eliminated"] = False
-    pool = probe_pool(cands, eligible, demoted)
+    plausible: list[int] = []
+    if offsets is not None and params.explore_plausible > 0:
+        top = max(evs[i] for i in eligible)
+        z = params.explore_z
+        for i in eligible:
+            p = scores[i]["p_approve"]
+            hi = sigmoid(logit(p) + z * offsets[i].sd(p)) * value - fees[i] - pens[i] * value
+            if evs[i] < top <= hi:
+                plausible.append(i)
     chosen, propensity, explored = choose(req["request_id"], evs, fees, eligible,
-                                          params.explore, pool)  # fmt: skip
+                                          params.explore, None, plausible,
+                                          params.explore_plausible)  # fmt: skip
     c = scores[chosen]
     reasons.insert(0, "EXPLORE" if explored else "EV_BEST")
     reasons.append(
         f"EV:{c['route_id']}={c['score']:.1f}(p={c['p_approve']:.3f},fee={c['fee_minor']})"
     )
+    if offsets is not None:
+        o = offsets[chosen]
+        reasons.append(f"CORRECTION:{c['route_id']}={o.b:+.2f}(n={o.weight:.0f})")
+    if plausible:
+        reasons.append("PLAUSIBLE:" + ",".join(cands[i]["route_id"] for i in plausible))
     ranked = sorted(range(len(scores)), key=lambda i: -evs[i])
     if ranked[0] != chosen and not explored:
         reasons.append("TIE_CHEAPER_ROUTE")

@@ -29,10 +29,15 @@ class ModelSource(Protocol):
 
 
 class Health(Protocol):
-    """What the drift monitor tells the router (app.monitoring)."""
+    """What the drift monitor tells the router (app.monitoring): demoted routes, whether a
+    demoted route is due a probe now (and that one was sent), whether the model is trusted."""
 
     @property
     def demoted(self) -> frozenset[str]: ...
+
+    def probe_due(self, route_id: str, event_time: int) -> bool: ...
+
+    def probe_sent(self, route_id: str, event_time: int) -> None: ...
 
     def model_ok(self) -> bool: ...
 
@@ -42,6 +47,12 @@ class AllHealthy:
 
     demoted: frozenset[str] = frozenset()
 
+    def probe_due(self, route_id: str, event_time: int) -> bool:
+        return False
+
+    def probe_sent(self, route_id: str, event_time: int) -> None:
+        pass
+
     def model_ok(self) -> bool:
         return True
 
@@ -50,12 +61,14 @@ class AllHealthy:
 class Proposal:
     """A policy's answer for one request: its RoutingDecision body, or None with the reason it
     defers to the success-rate fallback (NO_MODEL, MODEL_FALLBACK); `model_p` holds the
-    model's p per candidate whenever a model scored them (the monitor checks calibration on
-    them even in fallback)."""
+    model's own p per candidate whenever a model scored them (the residuals of the online
+    correction are taken against it, route health compares probes with it) and `p` the p the
+    decision used (corrected: the monitor checks calibration on it, even in fallback)."""
 
     decision: dict[str, Any] | None
     fallback: str | None = None
     model_p: np.ndarray | None = None
+    p: list[float] | None = None
 
 
 class RoutingPolicy(Protocol):

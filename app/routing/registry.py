@@ -16,6 +16,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from app.routing import best_single, expected_value, oracle, success_rate
+from app.routing.correction import Correction, apply
 from app.routing.expected_value import EVParams, FeatureRows
 from app.routing.oracle import OracleP
 from app.routing.protocols import AllHealthy, Health, ModelSource, Proposal, RoutingPolicy
@@ -40,11 +41,13 @@ class RoutingServices:
     health: Health = field(default_factory=AllHealthy)
     latency: Callable[[str], float | None] | None = None
     oracle_p: OracleP | None = None
+    correction: Correction | None = None  # the champion's online correction
 
 
 class ExpectedValuePolicy:
-    """The champion (or the named challenger) scores the candidates; no model or a model alarm
-    defers to the fallback, the model's estimates kept for the monitor."""
+    """The champion (or the named challenger) scores the candidates, the champion's p
+    corrected online (a challenger's p is its own: the residuals are the champion's); no model
+    or a model alarm defers to the fallback, the model's estimates kept for the monitor."""
 
     def __init__(self, sv: RoutingServices, model: str | None) -> None:
         self.sv, self.model = sv, model
@@ -56,9 +59,15 @@ class ExpectedValuePolicy:
         if m is None:
             return Proposal(None, "NO_MODEL")
         p = m.score_many(sv.rows.get(req), self.p, len(req["candidates"]))
+        offsets = None
+        if sv.correction is not None and self.model is None:
+            offsets = sv.correction.offsets(req, [c["route_id"] for c in req["candidates"]])
         if not sv.health.model_ok():
-            return Proposal(None, "MODEL_FALLBACK", p)
-        return Proposal(expected_value.decide(req, p, m.label, sv.ev, demoted, sv.latency), None, p)
+            corrected = p.tolist() if offsets is None else [
+                apply(x, o) for x, o in zip(p.tolist(), offsets, strict=True)]  # fmt: skip
+            return Proposal(None, "MODEL_FALLBACK", p, corrected)
+        d = expected_value.decide(req, p, m.label, sv.ev, demoted, sv.latency, offsets)
+        return Proposal(d, None, p, [s["p_approve"] for s in d["scores"]])
 
 
 class SuccessRatePolicy:

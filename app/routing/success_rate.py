@@ -3,8 +3,8 @@
 Per candidate route, the success rate over the last B outcomes at the most specific key level
 that has at least `min_samples` outcomes (route x BIN, then route x network x issuer country,
 then the route overall, then a prior). Routes under an elimination threshold are skipped unless
-every route is; a small share of traffic explores uniformly so a demoted route can recover and so
-every decision has a known propensity for off-policy evaluation. Ties go to the cheaper route.
+every route is; a small share of traffic explores uniformly over the eligible routes so every
+decision has a known propensity for off-policy evaluation. Ties go to the cheaper route.
 
 The exploration draw is a hash of the request id, not a process RNG: the same request gets the
 same decision on any worker, after a restart or in a replay.
@@ -16,7 +16,7 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import Any
 
-from app.routing.choice import choose, decision, probe_pool
+from app.routing.choice import choose, decision
 from app.state.windows.count import LEVELS, Snapshot, stat_keys
 
 POLICY_NAME = "success_rate"
@@ -55,7 +55,7 @@ def decide(
     demoted: Container[str] = frozenset(),
 ) -> dict[str, Any]:
     """A RoutingDecision body (without timing and arm) for one request; routes in `demoted`
-    are eliminated but still explored (see expected_value.decide)."""
+    are eliminated (the dispatcher probes them, app.routing.dispatch)."""
     cands = req["candidates"]
     k = len(cands)
     scores: list[dict[str, Any]] = []
@@ -92,7 +92,6 @@ def decide(
         [sc["fee_minor"] for sc in scores],
         eligible,
         p.explore,
-        probe_pool(cands, eligible, demoted),
     )
     reasons.insert(0, "EXPLORE" if explored else "SR_BEST")
     return decision(req, chosen, scores, propensity, POLICY_NAME, None, reasons)

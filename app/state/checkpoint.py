@@ -105,7 +105,7 @@ def unpack_group(payload: bytes) -> dict[bytes, bytes]:
     return out
 
 
-def _same(value: bytes) -> bytes:
+def _same(key: bytes, value: bytes) -> bytes:
     return value
 
 
@@ -128,7 +128,8 @@ class Publication:
     """Where a checkpoint publishes a key for every worker: a GlobalTable writer and what it
     holds of a payload (the value itself, or a compact snapshot)."""
 
-    def __init__(self, write: Writer, published_as: Callable[[bytes], bytes] | None = None):
+    def __init__(self, write: Writer,
+                 published_as: Callable[[bytes, bytes], bytes] | None = None):  # fmt: skip
         self.write = write
         self.published_as = published_as
 
@@ -248,9 +249,9 @@ class Checkpointed:
             if pub is not None:
                 if e.entries is not None:
                     for k, v in e.entries.items():
-                        pub.write(e.partition, k, as_pub(v))
+                        pub.write(e.partition, k, as_pub(k, v))
                 else:
-                    pub.write(e.partition, g, as_pub(payload))
+                    pub.write(e.partition, g, as_pub(g, payload))
         return len(staged)
 
     def drop(self, partitions: Iterable[int] | None = None) -> None:

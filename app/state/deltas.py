@@ -6,12 +6,16 @@ the owner of each of its three keys. Forwarding one message per outcome and owne
 owners the slowest stage (three internal Faust events per outcome: 453 payments/s closed loop,
 a week of history replayed at 230-340 outcomes/s). Now the outcome agent batches them: at each
 checkpoint, one message per (owner partition, source partition) carrying every outcome that
-partition's owners need, each as its Avro bytes (as received), its owner kind and its source
-offset, so the owner applies each outcome at most once per key (app.state.checkpoint marks).
+partition's owners need, each as its Avro bytes (as received), its owner kind, its source
+offset, so the owner applies each outcome at most once per key (app.state.checkpoint marks),
+and the model's p for the route taken (NaN when none may teach the online correction: no model
+scored it, or it probed a demoted route; the route owner keeps the residuals,
+app.state.windows.residual).
 """
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from collections.abc import Iterator
@@ -23,8 +27,8 @@ _BY_TAG = {tag[0]: owner for owner, (tag, _) in OWNER_TAGS.items()}
 _FIELDS = tuple((tag[0], field) for tag, field in OWNER_TAGS.values())
 
 _BATCH = struct.Struct(">BH")  # format version, source partition
-_VERSION = 1
-_ITEM = struct.Struct(">qBI")  # source offset, owner tag, Avro length
+_VERSION = 2  # 2: the model's p in every item
+_ITEM = struct.Struct(">qBdI")  # source offset, owner tag, model p (NaN: none), Avro length
 # A batch is cut at 256 KiB, far below the producer's 1 MB message limit (an outcome is
 # ~150-300 bytes of Avro: ~1,000 outcomes per message).
 MAX_BATCH_BYTES = 256 * 1024
@@ -49,11 +53,13 @@ class DeltaBatcher:
         self._size: dict[tuple[int, int], int] = {}
         self._full: list[tuple[int, bytes]] = []
 
-    def add(self, rec: dict[str, Any], raw: bytes, source: int, offset: int) -> None:
+    def add(self, rec: dict[str, Any], raw: bytes, source: int, offset: int,
+            model_p: float | None = None) -> None:  # fmt: skip
         n = self.partitions
+        p = math.nan if model_p is None else model_p
         for tag, field in _FIELDS:
             slot = (zlib.crc32(rec[field].encode()) % n, source)
-            item = _ITEM.pack(offset, tag, len(raw)) + raw
+            item = _ITEM.pack(offset, tag, p, len(raw)) + raw
             items = self._pending.get(slot)
             if items is None:
                 items = self._pending[slot] = []
@@ -80,9 +86,12 @@ def _batch(source: int, items: list[bytes]) -> bytes:
     return _BATCH.pack(_VERSION, source) + b"".join(items)
 
 
-def read_batch(value: bytes) -> tuple[int, Iterator[tuple[int, str, bytes]]]:
-    """(source partition, items as (source offset, owner kind, Avro bytes)); a malformed
-    header raises BatchError here, a malformed item when the iterator reaches it."""
+Item = tuple[int, str, float, bytes]  # source offset, owner kind, model p (NaN: none), Avro
+
+
+def read_batch(value: bytes) -> tuple[int, Iterator[Item]]:
+    """(source partition, items as (source offset, owner kind, model p, Avro bytes)); a
+    malformed header raises BatchError here, a malformed item when the iterator reaches it."""
     if len(value) < _BATCH.size:
         raise BatchError(f"{len(value)} bytes: shorter than a batch header")
     version, source = _BATCH.unpack_from(value)
@@ -91,17 +100,17 @@ def read_batch(value: bytes) -> tuple[int, Iterator[tuple[int, str, bytes]]]:
     return source, _items(value)
 
 
-def _items(value: bytes) -> Iterator[tuple[int, str, bytes]]:
+def _items(value: bytes) -> Iterator[Item]:
     i, n = _BATCH.size, len(value)
     while i < n:
         if i + _ITEM.size > n:
             raise BatchError(f"truncated item header at byte {i}")
-        offset, tag, length = _ITEM.unpack_from(value, i)
+        offset, tag, p, length = _ITEM.unpack_from(value, i)
         i += _ITEM.size
         owner = _BY_TAG.get(tag)
         if owner is None:
             raise BatchError(f"unknown owner tag {bytes([tag])!r} at byte {i - _ITEM.size}")
         if i + length > n:
             raise BatchError(f"truncated item at byte {i}: {length} bytes announced")
-        yield offset, owner, value[i : i + length]
+        yield offset, owner, p, value[i : i + length]
         i += length

@@ -29,7 +29,7 @@ from app.state.checkpoint import Checkpointed, Publication, card_group, faust_wr
 from app.state.decided import Decided
 from app.state.deltas import DeltaBatcher
 from app.state.published import PublishedReader
-from app.state.windows.count import snapshot_bytes
+from app.state.windows.residual import published as route_stat_published
 from app.worker import web
 from app.worker.agents import alerts as alert_agents
 from app.worker.agents import checkpoint as checkpoint_agent
@@ -172,7 +172,7 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
         success_rates=Checkpointed(
             tables.route_stats, faust_writer(tables.route_stats), n,
             publish=Publication(sr_snapshots.writer(faust_writer(tables.route_sr)),
-                                snapshot_bytes)),
+                                route_stat_published)),
         deltas=DeltaBatcher(n),
         decided=Decided(s.decided_per_partition),
         retried=Decided(s.decided_per_partition),
@@ -205,7 +205,8 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
         latency=RouteLatency(),
         models=ModelSlots(s.model_dir, feature_hash()),
         control=ControlWatcher(s),
-        monitoring=Monitoring(HealthMonitor(), Recent()) if s.drift_monitor else None,
+        monitoring=Monitoring(HealthMonitor()) if s.drift_monitor else None,
+        estimates=Recent(),
         oracle_p=oracle_p,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from faust.types import TopicT
 from faust.types.tables import GlobalTableT, TableT
@@ -69,22 +70,31 @@ class State:
                 "route-stats": self.success_rates}  # fmt: skip
 
 
+class Estimate(NamedTuple):
+    """What a decision's outcome is checked and learned against."""
+
+    model_p: float  # the model's own p for the chosen route (residuals, route health)
+    p: float | None  # the p the decision used, corrected online (model calibration)
+    learn: bool  # the outcome may teach the online correction (not a demoted route's probe)
+
+
 class Recent:
     """A bounded map of the newest entries: the score agent leaves each decision's estimate
     here and the outcome agent (same partition: requests and outcomes are keyed by card) takes
-    it back for calibration monitoring. Oldest entries go first; a lost one only skips one
-    calibration sample."""
+    it back for calibration monitoring and the online correction's residuals. Oldest entries go
+    first; a lost one (evicted, or decided by the worker that had the partition before a
+    rebalance or a crash) only skips one calibration sample and one residual."""
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
-        self._d: OrderedDict[str, float] = OrderedDict()
+        self._d: OrderedDict[str, Estimate] = OrderedDict()
 
-    def put(self, key: str, value: float) -> None:
+    def put(self, key: str, value: Estimate) -> None:
         self._d[key] = value
         if len(self._d) > self.capacity:
             self._d.popitem(last=False)
 
-    def pop(self, key: str) -> float | None:
+    def pop(self, key: str) -> Estimate | None:
         return self._d.pop(key, None)
 
     def __len__(self) -> int:
@@ -93,10 +103,9 @@ class Recent:
 
 @dataclass(frozen=True)
 class Monitoring:
-    """The drift monitor and the decisions' estimates it checks outcomes against."""
+    """The drift monitor."""
 
     health: HealthMonitor
-    estimates: Recent
 
 
 @dataclass(frozen=True)
@@ -113,4 +122,5 @@ class WorkerContext:
     models: ModelSlots
     control: ControlWatcher  # the control topic's promotions, read by a daemon thread
     monitoring: Monitoring | None  # None: AUTHPILOT_DRIFT_MONITOR=false
+    estimates: Recent  # each decision's estimates, until its outcome
     oracle_p: OracleP | None  # the simulator's truth, only with AUTHPILOT_ORACLE_SCENARIO

@@ -32,7 +32,7 @@ from app.kafka.partitioning import partition_of
 from app.state.backfill.vectorized import BackfillState
 from app.state.checkpoint import NO_MARK, card_group, encode, pack_group
 from app.state.deltas import OWNER_TAGS, owner_partition
-from app.state.windows.count import snapshot_bytes
+from app.state.windows.residual import published
 
 OutcomesFrom = Literal["end", "start"]
 # worker table -> the GlobalTable its owner publishes to (None: not published)
@@ -115,7 +115,7 @@ def records(
     for k, v in state.route_stats.items():
         p = owner_partition(k.decode().split("|", 1)[0], n)
         yield "route-stats", p, k, encode(marks, v)
-        yield "route-sr", p, k, snapshot_bytes(v)
+        yield "route-sr", p, k, published(k, v)
 
 
 def load(

@@ -43,6 +43,7 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
     retries = RetryDecider(ctx, readers)
     latency = ctx.latency
     mon = ctx.monitoring
+    estimates = ctx.estimates
     sink = AlertSink(ctx) if mon is not None else None
     replayed = REPLAYED.labels(s.topic_outcomes)
     duplicates = DUPLICATE_OUTCOMES
@@ -72,10 +73,12 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
         card_features.update_outcome(rec, "card")
         view[seen] = add(card.get(seen), h, rec["event_time"], dedupe_ms, dedupe_cap)
         current.view = None
-        st.deltas.add(rec, raw, p, off)
-        latency.observe(rec["route_id"], rec["latency_ms"])
+        est = estimates.pop(rec["request_id"])
+        st.deltas.add(rec, raw, p, off, est.model_p if est is not None and est.learn else None)
+        latency.observe(rec["route_id"], rec["latency_ms"], rec["event_time"])
         if mon is not None and sink is not None:
-            alerts = mon.health.observe_outcome_record(rec, mon.estimates.pop(rec["request_id"]))
+            alerts = (mon.health.observe_outcome_record(rec, est.model_p, est.p) if est is not None
+                      else mon.health.observe_outcome_record(rec))  # fmt: skip
             if alerts:
                 await sink.send(alerts)
         if not rec["approved"]:

@@ -3,7 +3,8 @@
 The outcome agent batches each outcome, tagged by owner kind, for the owner-updates partition
 its key maps to (app.state.deltas), so every key is updated by exactly one partition's owner and
 no two workers ever increment the same key. The owner keeps feature rings (feature-state) and,
-for routes, the success-rate windows of the fallback router (route-stats), staged and written
+for routes, the success-rate windows of the fallback router and the online correction's residual
+sums (route-stats, app.state.windows.residual), staged and written
 once per key per checkpoint, which also publishes them to the GlobalTables every worker's score
 agent reads (app.state.checkpoint).
 
@@ -23,9 +24,11 @@ from faust.types import AppT, Message
 from app.contracts.codec import DecodeError
 from app.features.online import FeatureState
 from app.monitoring.metrics import EVENTS_IN, REPLAYED
+from app.routing.correction import CorrectionParams
 from app.state.checkpoint import Current
-from app.state.deltas import OWNER_TAGS, BatchError, read_batch
+from app.state.deltas import OWNER_TAGS, BatchError, Item, read_batch
 from app.state.windows.count import CountRing, update_success_rate
+from app.state.windows.residual import update_residuals
 from app.worker.agents.intake import guarded_agent
 from app.worker.context import WorkerContext
 
@@ -39,23 +42,22 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
     owned_features = FeatureState(dict.fromkeys(OWNER_TAGS, current))
     sr_current = Current()
     sr_ring = CountRing(s.sr_window, s.sr_min_samples)
+    decay = CorrectionParams.from_settings(s).decay
     dlq = ctx.dlq
     topic = ctx.topics.owner_updates
     replayed = REPLAYED.labels(topic.get_topic_name())
 
-    def decode(value: bytes) -> tuple[int, Iterator[tuple[int, str, bytes]]]:
+    def decode(value: bytes) -> tuple[int, Iterator[Item]]:
         try:
             return read_batch(value)
         except BatchError as exc:
             raise DecodeError("undecodable", str(exc)) from exc
 
-    async def own(
-        msg: Message, batch: tuple[int, Iterator[tuple[int, str, bytes]]], started: float
-    ) -> None:
+    async def own(msg: Message, batch: tuple[int, Iterator[Item]], started: float) -> None:
         source, items = batch
         q = msg.partition
         try:
-            for offset, owner, raw in items:
+            for offset, owner, model_p, raw in items:
                 try:
                     rec = serde.decode(raw)
                 except DecodeError as exc:
@@ -67,6 +69,8 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
                 if owner == "route":
                     sr_view = sr_current.view = success_rates.applying(q, source, offset)
                     update_success_rate(sr_current, rec, sr_ring)
+                    if model_p == model_p:  # not NaN: it may teach the correction
+                        update_residuals(sr_current, rec, model_p, decay)
                     if not (view.applied() or sr_view.applied()):
                         replayed.inc()
                 elif not view.applied():

@@ -37,7 +37,7 @@ from app.state.decided import OFFSET_HEADER, ReadBack, forget_moved
 from app.state.windows.count import Snapshot, unpack_snapshot
 from app.worker.agents.alerts import AlertSink
 from app.worker.agents.intake import Admission, guarded_agent, validated
-from app.worker.context import WorkerContext
+from app.worker.context import Estimate, WorkerContext
 
 
 def register(app: AppT, ctx: WorkerContext) -> Any:
@@ -59,7 +59,8 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
         return unpack_snapshot(sr_get(key.encode()))
 
     dispatch = Dispatcher(s, ctx.models, ctx.features, lookup, health, ctx.oracle_p,
-                          ctx.latency)  # fmt: skip
+                          ctx.latency, ctx.state.sr_snapshots.get)  # fmt: skip
+    estimates = ctx.estimates
     slots = ctx.models
     served: list[CompiledModel | None] = [None]  # the champion the model detectors track
     decided = ctx.state.decided
@@ -97,16 +98,16 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
         await decisions_topic.send(key=msg.key, value=value, partition=p,
                                    headers=[(OFFSET_HEADER, b"%d" % msg.offset)])  # fmt: skip
         decided.put(p, rid, msg.offset, value)
+        model_p = made.model_p
+        if model_p is not None:  # only model estimates feed calibration and the residuals
+            estimates.put(rid, Estimate(model_p, made.p, made.learn))
         if mon is not None and sink is not None:
             champion = slots.champion
             if champion is not served[0]:
                 served[0] = champion
                 mon.health.set_model(champion.label if champion else "none")
-            model_p = made.model_p
-            if model_p is not None:  # only model estimates feed calibration
-                mon.estimates.put(rid, model_p)
             alerts = mon.health.observe_decision(
-                req["event_time"], model_p,
+                req["event_time"], made.p,
                 req["amount_minor"], req["merchant_country"] != req["issuer_country"],
                 req["sca_required"])  # fmt: skip
             if alerts:
