@@ -6,6 +6,12 @@ Steps (each prints progress): simulate a logged history over the first part of t
 train and compile the model on it (cached), warm the learning routers with the history, then
 run each policy on the same later payments for every seed and write report.md, summary.json
 and policies.png to --out. The composition is app.evaluation.run.
+
+A scenario with events (acquirer_outage, issuer_shift, new_bin_range, holiday_surge) is
+evaluated around them: the history ends half a day before the first event, the evaluated
+window runs until a day after the last, and the report gains an "Adaptation" section (per
+phase against the oracle and the static router, time to adapt, route demotion and restoration,
+calibration) and adaptation.png.
 """
 
 from __future__ import annotations
@@ -75,8 +81,12 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     t0 = time.monotonic()
     result = evaluate(cfg, get_settings(), say=_say, progress=_progress)
     cmd = command_line(a)
-    path = report.write(result.comparison, a.out, result.title, cmd)
+    path = report.write(result.comparison, a.out, result.title, cmd, result.adaptation)
     print(report.markdown(result.comparison, result.title, cmd))
+    if result.adaptation is not None:
+        from app.evaluation import adaptation
+
+        print(adaptation.markdown(result.adaptation))
     _say(f"report: {path} ({time.monotonic() - t0:.0f}s)")
     return 0 if all(c["pass"] is not False for c in result.comparison.checks) else 1
 
@@ -90,14 +100,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--payments", type=int, default=20_000, help="payments per seed")
     p.add_argument("--history-attempts", type=int, default=200_000)
     p.add_argument("--history-days", type=float, default=None,
-                   help="days of logged history before the evaluated window "
-                        "(default: the first 75%% of the scenario)")  # fmt: skip
-    p.add_argument(
-        "--eval-days",
-        type=float,
-        default=None,
-        help="length of the evaluated window (default: the rest of the scenario)",
-    )
+                   help="days of logged history before the evaluated window (default: the "
+                        "first 75%% of the scenario; with events and no --eval-days either, "
+                        "until half a day before the first event)")  # fmt: skip
+    p.add_argument("--eval-days", type=float, default=None,
+                   help="length of the evaluated window (default: the rest of the scenario; "
+                        "with events, until a day after the last one is over)")  # fmt: skip
     p.add_argument("--history-seed", type=int, default=101)
     p.add_argument("--history-retry-explore", type=float, default=0.0,
                    help="share of the history's retries made at a random delay (0.5 h .. 7 d), "

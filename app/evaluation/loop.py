@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,9 +57,39 @@ def eval_payments(world: World, start_day: float, end_day: float, n: int,
     return sample_requests(world, t, rng, prefix=f"eval{seed}")
 
 
+@dataclass(frozen=True)
+class AttemptLog:
+    """Every attempt of a run in the order it was sent (event time): what adaptation is measured
+    from (app.evaluation.adaptation). `p` is the decision's p_approve of the chosen route (NaN
+    when the policy gives none); `route` indexes `routes` (the world's route ids)."""
+
+    t_ms: np.ndarray  # int64, when the attempt was sent
+    payment: np.ndarray  # int32, index into the run's payments
+    attempt: np.ndarray  # int16, 1 = first attempt
+    route: np.ndarray  # int16
+    p: np.ndarray  # float
+    approved: np.ndarray  # bool
+    routes: tuple[str, ...]
+
+    def first(self) -> np.ndarray:
+        """Rows of first attempts, in payment order (every payment has exactly one)."""
+        rows = np.flatnonzero(self.attempt == 1)
+        return rows[np.argsort(self.payment[rows], kind="stable")]
+
+
+def _chosen_p(d: dict[str, Any]) -> float:
+    """The decision's p_approve of its chosen route; NaN when absent or not a number."""
+    for s in d.get("scores") or ():
+        if s["route_id"] == d["chosen_route"]:
+            p = s.get("p_approve")
+            return float(p) if isinstance(p, int | float) else math.nan
+    return math.nan
+
+
 @dataclass
 class PolicyRun:
-    """Per-payment results of one policy on one seed (arrays aligned with the payments)."""
+    """Per-payment results of one policy on one seed (arrays aligned with the payments), with
+    every attempt (`log`) and the router's alerts."""
 
     policy: str
     seed: int
@@ -71,6 +102,8 @@ class PolicyRun:
     mit: np.ndarray
     # payment index -> its declined first attempt (for the hindsight retry ceiling)
     first_declines: dict[int, dict[str, Any]] = field(default_factory=dict)
+    log: AttemptLog | None = None
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # the router's, event-time order
 
 
 def run_policy(world: World, payments: list[dict[str, Any]], router: Router,
@@ -93,6 +126,14 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router,
     histories: dict[str, CardHistory] = {}
     first_declines: dict[int, dict[str, Any]] = {}
     seq = itertools.count()
+    # the attempt log in plain lists (the outcome is drawn when the attempt is sent)
+    route_idx = {r: k for k, r in enumerate(world.route_ids)}
+    lt: list[int] = []
+    lpay: list[int] = []
+    latt: list[int] = []
+    lroute: list[int] = []
+    lp: list[float] = []
+    lok: list[bool] = []
     # (time, tiebreak, kind, payment index, request, previous outcome / decision)
     heap: list[tuple[int, int, int, int, dict[str, Any], Any]] = [
         (p["event_time"], next(seq), 0, i, p, None) for i, p in enumerate(payments)
@@ -112,6 +153,12 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router,
             attempts[i] += 1
             fees[i] += fee
             heapq.heappush(heap, (out["event_time"], next(seq), 1, i, req, out))
+            lt.append(t)
+            lpay.append(i)
+            latt.append(req["attempt"])
+            lroute.append(route_idx[route])
+            lp.append(_chosen_p(d))
+            lok.append(out["approved"])
             continue
         out = extra  # an outcome arrives
         router.observe(out)
@@ -135,8 +182,12 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router,
             progress(done, n)
     if progress is not None:
         progress(n, n)
+    log = AttemptLog(np.array(lt, np.int64), np.array(lpay, np.int32), np.array(latt, np.int16),
+                     np.array(lroute, np.int16), np.array(lp, float), np.array(lok, bool),
+                     tuple(world.route_ids))  # fmt: skip
     return PolicyRun(label or f"{router.name}+{retrier.name}", seed, amount, first, approved,
-                     attempts, fees, violations, mit, first_declines)  # fmt: skip
+                     attempts, fees, violations, mit, first_declines, log,
+                     list(getattr(router, "alerts", [])))  # fmt: skip
 
 
 def _violations(rules: NetworkRules, prev: dict[str, Any], req: dict[str, Any],

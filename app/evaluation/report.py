@@ -12,13 +12,16 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from app.evaluation.loop import PolicyRun
 from app.experiments.stats import Interval, mean_ci
 from app.retry.engine import decline_class
+
+if TYPE_CHECKING:
+    from app.evaluation.adaptation import Adaptation
 
 
 def fmt(e: Interval, scale: float = 1.0, digits: int = 2) -> str:
@@ -236,14 +239,24 @@ def plot(c: Comparison, path: Path) -> None:
     plt.close(fig)
 
 
-def write(c: Comparison, out: Path, title: str, command: str) -> Path:
+def write(c: Comparison, out: Path, title: str, command: str,
+          adaptation: Adaptation | None = None) -> Path:  # fmt: skip
+    """report.md, summary.json, policies.png; with `adaptation`, its section and
+    adaptation.png too."""
     out.mkdir(parents=True, exist_ok=True)
     plot(c, out / "policies.png")
     md = markdown(c, title, command) + "\n![policies](policies.png)\n"
+    summary: dict[str, Any] = {
+        "payments": c.payments, "seeds": c.seeds, "checks": c.checks,
+        "policies": {n: {k: e.__dict__ for k, e in m.items()} for n, m in c.policies.items()},
+        "totals": c.totals, "mit_by_decline_class": c.classes,
+    }  # fmt: skip
+    if adaptation is not None:
+        from app.evaluation import adaptation as adapt
+
+        adapt.plot(adaptation, out / "adaptation.png")
+        md += "\n" + adapt.markdown(adaptation) + "\n![adaptation](adaptation.png)\n"
+        summary["adaptation"] = adapt.to_json(adaptation)
     (out / "report.md").write_text(md)
-    summary = {"payments": c.payments, "seeds": c.seeds, "checks": c.checks,
-               "policies": {n: {k: e.__dict__ for k, e in m.items()}
-                            for n, m in c.policies.items()},
-               "totals": c.totals, "mit_by_decline_class": c.classes}  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     return out / "report.md"

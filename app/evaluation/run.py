@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from app.config import Settings
-from app.evaluation import report
+from app.evaluation import adaptation, incidents, report
 from app.evaluation.ceiling import hindsight_recoverable
 from app.evaluation.loop import PolicyRun, Progress, eval_payments, run_policy
 from app.evaluation.policies import DispatchRouter, StaticModels
@@ -54,8 +54,10 @@ class EvalConfig:
     seeds: tuple[int, ...] = (1, 2, 3)
     payments: int = 20_000  # per seed
     history_attempts: int = 200_000
-    history_days: float | None = None  # default: the first 75% of the scenario
-    eval_days: float | None = None  # default: the rest of the scenario
+    # default: the first 75% of the scenario and the rest; around its events when it has some
+    # (app.evaluation.incidents.windows)
+    history_days: float | None = None
+    eval_days: float | None = None
     history_seed: int = 101
     history_retry_explore: float = 0.0
     policies: tuple[str, ...] = DEFAULT_POLICIES
@@ -68,6 +70,7 @@ class EvalConfig:
 class Evaluation:
     comparison: report.Comparison
     title: str
+    adaptation: adaptation.Adaptation | None = None  # when the window holds an event
 
 
 def parse_pair(spec: str) -> tuple[str, str]:
@@ -86,9 +89,8 @@ def evaluate(cfg: EvalConfig, s: Settings, say: Say = print,
 
     pairs = {w: parse_pair(w) for w in cfg.policies}
     margin = s.ev_margin_bps if cfg.margin_bps is None else cfg.margin_bps
-    horizon = load_world(cfg.scenario).days
-    hist_days = cfg.history_days if cfg.history_days is not None else round(horizon * 0.75, 2)
-    eval_days = cfg.eval_days if cfg.eval_days is not None else horizon - hist_days
+    hist_days, eval_days = incidents.windows(load_world(cfg.scenario), cfg.history_days,
+                                             cfg.eval_days)  # fmt: skip
     prep = prepare(cfg.scenario, cfg.work, hist_days, cfg.history_attempts, cfg.history_seed,
                    retry_explore=cfg.history_retry_explore, say=say)  # fmt: skip
     state = warm_state(prep, s.sr_window, say=say)
@@ -131,4 +133,12 @@ def evaluate(cfg: EvalConfig, s: Settings, say: Say = print,
                           fixed=FIXED_BASELINE, ceiling=ceiling)  # fmt: skip
     title = (f"Policy evaluation: {cfg.scenario}, history {hist_days:g} days, evaluated days "
              f"{hist_days:g}-{hist_days + eval_days:g}, margin {margin:g} bps")  # fmt: skip
-    return Evaluation(comp, title)
+    window = (hist_days, hist_days + eval_days)
+    found = incidents.incidents(prep.world, *window)
+    adapt = None
+    if found:
+        say(f"adaptation: {', '.join(i.name for i in found)}")
+        adapt = adaptation.analyse(prep.world, payments, runs, found, margin, window,
+                                   static=best_single.POLICY_NAME,
+                                   oracle=oracle.POLICY_NAME)  # fmt: skip
+    return Evaluation(comp, title, adapt)

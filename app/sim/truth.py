@@ -129,22 +129,24 @@ def components(world: World, b: Batch, route: np.ndarray) -> Parts:
     p_rf = world.route_failure[route].astype(float)
     nsf_mult = np.ones(n)
     lat = np.ones(n)
-    for e in world.events:
+    for k, e in enumerate(world.events):
         if isinstance(e, RouteOutage):
             m = (route == world.route_idx[e.route_id]) & _window(days, e.start_day, e.end_day)
             p_rf = np.where(m, np.maximum(p_rf, e.failure_rate), p_rf)
             logit += e.approval_logit * m
             lat = np.where(m, lat * e.latency_mult, lat)
         elif isinstance(e, IssuerShift):
-            m = (b.issuer == world.issuer_idx[e.issuer_id]) & (days < e.end_day)
-            if e.route_id is not None:
-                m &= route == world.route_idx[e.route_id]
+            m = world.event_issuers[k][b.issuer] & (days < e.end_day)
             ramp = (
                 np.clip((days - e.start_day) / e.ramp_days, 0, 1)
                 if e.ramp_days > 0
                 else (days >= e.start_day)
             )
-            logit += e.approval_logit * ramp * m
+            shift: np.ndarray | float = e.approval_logit
+            if e.route_id is not None:
+                shift = np.where(route == world.route_idx[e.route_id], e.approval_logit,
+                                 e.other_routes_logit)  # fmt: skip
+            logit += shift * ramp * m
         elif isinstance(e, Surge):
             m = _window(days, e.start_day, e.end_day)
             logit += e.approval_logit * m

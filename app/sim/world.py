@@ -223,13 +223,20 @@ class RouteOutage:
 
 @dataclass(frozen=True)
 class IssuerShift:
-    """An issuer's approval moves by approval_logit from start_day (linearly over ramp_days)."""
+    """Issuers' approval moves by approval_logit from start_day (linearly over ramp_days).
 
-    issuer_id: str
+    Who: one issuer (`issuer_id`) or every issuer of a country (`issuer_country`), exactly one
+    of the two. Where: every route, or only `route_id`, with `other_routes_logit` on every
+    other route at the same time (a country's issuers that gain on one acquirer and lose on the
+    rest: one event, so both sides start and ramp together)."""
+
     start_day: float
     approval_logit: float
+    issuer_id: str | None = None
+    issuer_country: str | None = None
     end_day: float = math.inf
     route_id: str | None = None  # only on this route; None = every route
+    other_routes_logit: float = 0.0  # with route_id: the shift on every other route
     ramp_days: float = 0.0
 
 
@@ -384,8 +391,19 @@ class World:
             route_id = e.route_id if isinstance(e, RouteOutage | IssuerShift) else None
             if route_id is not None and route_id not in rids:
                 raise ValueError(f"event {e}: unknown route")
-            if isinstance(e, IssuerShift | BinLaunch) and e.issuer_id not in iids:
+            if isinstance(e, BinLaunch) and e.issuer_id not in iids:
                 raise ValueError(f"event {e}: unknown issuer")
+            if isinstance(e, IssuerShift):
+                if (e.issuer_id is None) == (e.issuer_country is None):
+                    raise ValueError(f"event {e}: give exactly one of issuer_id, issuer_country")
+                if e.issuer_id is not None and e.issuer_id not in iids:
+                    raise ValueError(f"event {e}: unknown issuer")
+                if e.issuer_country is not None and not any(
+                    i.country == e.issuer_country for i in self.issuers
+                ):
+                    raise ValueError(f"event {e}: no issuer in country {e.issuer_country}")
+                if e.other_routes_logit and e.route_id is None:
+                    raise ValueError(f"event {e}: other_routes_logit needs a route_id")
         s = self.seasonality
         if (len(s.hourly_volume), len(s.hourly_logit)) != (24, 24) or (
             len(s.weekday_volume),
@@ -493,6 +511,13 @@ class World:
         self.merchant_cand_mask = np.zeros((M, R), bool)
         for n in range(M):
             self.merchant_cand_mask[n, self.merchant_cand[n, : self.merchant_ncand[n]]] = True
+        # per event: which issuers (+ the unknown sentinel, never) an issuer shift moves
+        self.event_issuers: dict[int, np.ndarray] = {}
+        for k, e in enumerate(self.events):
+            if isinstance(e, IssuerShift):
+                self.event_issuers[k] = np.array(
+                    [e.issuer_id == i.issuer_id or e.issuer_country == i.country
+                     for i in self.issuers] + [False])  # fmt: skip
 
     def _codes(self, codes: Mapping[str, Any]) -> None:
         """Response-code tables as cumulative arrays over one global code list."""

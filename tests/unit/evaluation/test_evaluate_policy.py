@@ -133,3 +133,24 @@ def test_evaluate_policy_command_writes_a_report(tmp_path, capsys):
         >= (p["best_single_route+engine"]["first_approval"]["mean"])
     )
     assert "report:" in capsys.readouterr().err
+
+
+def test_the_attempt_log_matches_the_per_payment_results(world, payments):
+    """What adaptation is measured from: one row per attempt, in time order, agreeing with the
+    run's per-payment arrays; decision p present when the policy gives one."""
+    routes = {m.merchant_id: m.default_route for m in world.merchants}
+    retry = EngineRetry(RULES, RetryParams())
+    run = run_policy(world, payments, best_single(routes), retry, RULES, seed=3)
+    log = run.log
+    assert log is not None and len(log.t_ms) == run.attempts.sum()
+    assert (np.diff(log.t_ms) >= 0).all()
+    first = log.first()
+    assert log.payment[first].tolist() == list(range(len(payments)))
+    assert np.array_equal(log.approved[first], run.first_approved)
+    assert np.bincount(log.payment, minlength=len(payments)).tolist() == run.attempts.tolist()
+    chosen = [log.routes[k] for k in log.route[first]]
+    assert chosen == [routes[p["merchant_id"]] for p in payments]
+    assert np.isnan(log.p).all()  # a fixed route carries no estimate
+    o = run_policy(world, payments, oracle(world, 2000), retry, RULES, seed=3)
+    assert o.log is not None and np.isfinite(o.log.p).all()
+    assert abs(o.log.p[o.log.first()].mean() - o.first_approved.mean()) < 0.02  # true p

@@ -13,7 +13,7 @@ from app.cli.main import main as cli
 from app.contracts.vocab import DAY_MS, HOUR_MS
 from app.sim import list_scenarios, load_scenario, load_world, sample_requests
 from app.sim.traffic import volume_curve
-from app.sim.truth import p_approve_many
+from app.sim.truth import fee_matrix, p_approve_many, p_approve_matrix
 from app.sim.world import build_world
 
 PRESETS = [
@@ -58,16 +58,54 @@ def test_acquirer_outage_collapses_inside_window_only() -> None:
             assert p_route > 0.7, p_route
 
 
-def test_issuer_shift_moves_that_issuer_only() -> None:
+def test_issuer_shift_moves_its_issuers_only() -> None:
     base, w = load_world("steady"), load_world("issuer_shift")
     t_before, t_after = w.start_ms + 5 * DAY_MS, w.start_ms + 20 * DAY_MS
     iss = w.issuer_idx["us-neo-a"]
+    french = np.isin(np.arange(len(w.issuer_ids) + 1),
+                     [w.issuer_idx["fr-bank-a"], w.issuer_idx["fr-bank-b"]])  # fmt: skip
     for t, moved in ((t_before, False), (t_after, True)):
         b = _requests_at(w, t)
         r = np.full(len(b), w.route_idx["acq-us"])
         d = p_approve_many(base, b, r) - p_approve_many(w, b, r)
-        assert (np.abs(d[b.issuer != iss]) < 1e-12).all()
+        untouched = (b.issuer != iss) & ~french[b.issuer]  # gb-bank-a moves on acq-gb only
+        assert (np.abs(d[untouched]) < 1e-12).all()
         assert (d[b.issuer == iss].mean() > 0.05) == moved
+        assert (d[french[b.issuer]].mean() > 0.05) == moved  # French issuers lose on acq-us
+
+
+def test_issuer_shift_changes_the_french_segments_best_route() -> None:
+    """The country event is strong: the oracle's route (highest true p x margin - fee) of most
+    French payments changes, to acq-gb, and acq-gb becomes their best route by several points."""
+    base, w = load_world("steady"), load_world("issuer_shift")
+    b = _requests_at(w, w.start_ms + int(14.5 * DAY_MS), n=6000)
+    fr = w.issuer_country[b.issuer] == w.country_idx["FR"]
+    assert 400 < fr.sum() < 1200  # ~12% of payments
+    value = b.amount * 2000 / 1e4
+    fees = fee_matrix(w, b)
+    best_before = (p_approve_matrix(base, b) * value[:, None] - fees).argmax(1)[fr]
+    p_after = p_approve_matrix(w, b)
+    best_after = (p_after * value[:, None] - fees).argmax(1)[fr]
+    gb = w.route_idx["acq-gb"]
+    assert (best_after != best_before).mean() > 0.6  # measured 0.69
+    assert (best_after == gb).mean() > 0.9 and (best_before == gb).mean() < 0.4
+    others = [k for k in range(len(w.routes)) if k != gb]
+    assert p_after[fr][:, gb].mean() > p_after[fr][:, others].mean(0).max() + 0.03
+
+
+def test_issuer_shift_by_country_is_validated() -> None:
+    ev = {"type": "issuer_shift", "start_day": 1.0, "approval_logit": -0.5}
+    bad_events = [
+        ({}, "exactly one"),
+        ({"issuer_id": "de-bank-a", "issuer_country": "DE"}, "exactly one"),
+        ({"issuer_country": "JP"}, "no issuer in country"),
+        ({"issuer_country": "DE", "other_routes_logit": 0.3}, "needs a route_id"),
+    ]
+    for bad, match in bad_events:
+        with pytest.raises(ValueError, match=match):
+            build_world(load_scenario("steady", {"events": [{**ev, **bad}]}))
+    w = build_world(load_scenario("steady", {"events": [{**ev, "issuer_country": "DE"}]}))
+    assert w.event_issuers[0].tolist() == [i.country == "DE" for i in w.issuers] + [False]
 
 
 def test_new_bin_range_is_cold_started(tmp_path: Path) -> None:
