@@ -241,8 +241,8 @@ def plot(c: Comparison, path: Path) -> None:
 
 def write(c: Comparison, out: Path, title: str, command: str,
           adaptation: Adaptation | None = None) -> Path:  # fmt: skip
-    """report.md, summary.json, policies.png; with `adaptation`, its section and
-    adaptation.png too."""
+    """report.md, summary.json, policies.png; with `adaptation`, its section (and
+    adaptation.png when the window holds an event)."""
     out.mkdir(parents=True, exist_ok=True)
     plot(c, out / "policies.png")
     md = markdown(c, title, command) + "\n![policies](policies.png)\n"
@@ -254,8 +254,10 @@ def write(c: Comparison, out: Path, title: str, command: str,
     if adaptation is not None:
         from app.evaluation import adaptation as adapt
 
-        adapt.plot(adaptation, out / "adaptation.png")
-        md += "\n" + adapt.markdown(adaptation) + "\n![adaptation](adaptation.png)\n"
+        md += "\n" + adapt.markdown(adaptation)
+        if adaptation.incidents:
+            adapt.plot(adaptation, out / "adaptation.png")
+            md += "\n![adaptation](adaptation.png)\n"
         summary["adaptation"] = adapt.to_json(adaptation)
     (out / "report.md").write_text(md)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))

@@ -70,7 +70,8 @@ class EvalConfig:
 class Evaluation:
     comparison: report.Comparison
     title: str
-    adaptation: adaptation.Adaptation | None = None  # when the window holds an event
+    # per phase of the window's events (none: only the closed-loop calibration)
+    adaptation: adaptation.Adaptation | None = None
 
 
 def parse_pair(spec: str) -> tuple[str, str]:
@@ -135,10 +136,8 @@ def evaluate(cfg: EvalConfig, s: Settings, say: Say = print,
              f"{hist_days:g}-{hist_days + eval_days:g}, margin {margin:g} bps")  # fmt: skip
     window = (hist_days, hist_days + eval_days)
     found = incidents.incidents(prep.world, *window)
-    adapt = None
-    if found:
-        say(f"adaptation: {', '.join(i.name for i in found)}")
-        adapt = adaptation.analyse(prep.world, payments, runs, found, margin, window,
-                                   static=best_single.POLICY_NAME,
-                                   oracle=oracle.POLICY_NAME)  # fmt: skip
+    say(f"adaptation: {', '.join(i.name for i in found) or 'no event in the window'}")
+    adapt = adaptation.analyse(prep.world, payments, runs, found, margin, window,
+                               static=best_single.POLICY_NAME, oracle=oracle.POLICY_NAME,
+                               champion=champion)  # fmt: skip
     return Evaluation(comp, title, adapt)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -148,6 +149,16 @@ def test_small_evaluation_writes_the_adaptation_section(tmp_path):
     # the oracle sends no first attempt to acq-de while it collapses; a cascade that avoided
     # every other route may still land there (2 of ~330 payments measured)
     assert health["oracle+engine"].attempts_until_demoted <= 5
+    # the issue's targets, checked on the champion, agree with the figures they come from
+    assert a.champion == "expected_value+engine"
+    checks = {c["check"]: c for c in a.checks}
+    dem = checks["route_outage acq-de: attempts on acq-de until demoted, per seed"]
+    h = health["expected_value+engine"]
+    assert dem["pass"] == (h.demoted_min is not None and h.attempts_until_demoted <= 20)
+    during = checks["route_outage acq-de, during: first-attempt approval vs static (pp)"]
+    row = next(r for r in ir.phases if r.policy == a.champion and r.phase == "during")
+    assert during["pass"] == (row.uplift["first_approval"].mean >= 0)
+    assert "chosen-route calibration: mean p - mean first-attempt outcome (pp)" in checks
     # true p is calibrated by definition: within noise of the outcomes
     cal = a.calibration["oracle+engine"]["all"]
     assert cal.lo < 0 < cal.hi and abs(cal.mean) < 0.03
@@ -157,9 +168,59 @@ def test_small_evaluation_writes_the_adaptation_section(tmp_path):
     md = (out / "report.md").read_text()
     assert "## Adaptation" in md and "### route_outage acq-de" in md
     assert "time to adapt" in md and "Route health of acq-de" in md
+    assert "### Targets (issue 16) for expected_value+engine" in md
     assert (out / "adaptation.png").stat().st_size > 20_000
     summary = json.loads((out / "summary.json").read_text())
     inc = summary["adaptation"]["incidents"][0]
     assert [p["name"] for p in inc["phases"]] == phases
     assert len(inc["time_to_adapt"]) == len(policies)
     assert math.isclose(summary["adaptation"]["window_days"][1], 11.75)
+
+
+def _row(policy: str, phase: str, share: float) -> adaptation.PhaseRow:
+    e = adaptation.Interval(share, share - 0.05, share + 0.05)
+    one = adaptation.Interval(0.01, 0.0, 0.02)
+    keys = ("first_approval", "approval", "net_value")
+    return adaptation.PhaseRow("segment", phase, policy, 1000, dict.fromkeys(keys, one),
+                               dict.fromkeys(keys, one), dict.fromkeys(keys, e))  # fmt: skip
+
+
+def _adapt(policy: str, tta: int | None) -> adaptation.AdaptRow:
+    return adaptation.AdaptRow(policy, 1, 900, 0.7, 0.8, tta, 600, 0.8, tta)
+
+
+def test_shift_targets_apply_to_segments_the_event_reroutes_only():
+    w = load_world("issuer_shift")
+    found = incidents(w, 13.5, 16)
+    champ = "expected_value+engine"
+    reports = [
+        adaptation.IncidentReport(found[0], 0.07, 0.01, [_row(champ, "after", 0.9)],
+                                  [_adapt(champ, 50)]),  # barely moved: context
+        adaptation.IncidentReport(found[2], 0.12, 0.68, [_row(champ, "after", 0.65)],
+                                  [_adapt(champ, 480)]),  # rerouted: targets
+    ]  # fmt: skip
+    a = adaptation.Adaptation((13.5, 16.0), [], reports, {})
+    checks = adaptation.targets(a, champ)
+    verdicts = [(c["check"].split(":")[0].split(",")[0], c["pass"]) for c in checks]
+    assert verdicts == [
+        ("issuer_shift us-neo-a (-0.9)", None),
+        ("issuer_shift us-neo-a (-0.9)", None),
+        ("issuer_shift FR issuers on acq-gb (+1; -1 elsewhere)", True),  # 480
+        ("issuer_shift FR issuers on acq-gb (+1; -1 elsewhere)", False),  # 65%
+    ]
+    assert "context: the event moves 1% of it" in checks[0]["check"]
+    reports[1] = adaptation.IncidentReport(found[2], 0.12, 0.68, [_row(champ, "after", 0.75)],
+                                           [_adapt(champ, None)])  # fmt: skip
+    checks = adaptation.targets(adaptation.Adaptation((13.5, 16.0), [], reports, {}), champ)
+    assert [c["pass"] for c in checks[2:]] == [False, True]  # not reached; 75% >= 70%
+    assert checks[2]["value"] == "not reached"
+    md = adaptation.markdown(replace(a, champion=champ, checks=checks))
+    assert "| context |" in md and "| MISS |" in md and "| PASS |" in md
+
+
+def test_without_events_the_target_is_the_steady_share():
+    champ = "expected_value+engine"
+    rows = [adaptation.PhaseRow(**{**_row(champ, "window", 0.9).__dict__, "scope": "all"})]
+    checks = adaptation.targets(adaptation.Adaptation((21.0, 28.0), rows, [], {}), champ)
+    assert [c["pass"] for c in checks] == [True, True, True]  # 90% >= 85% on all three
+    assert all(c["check"].startswith("no events: share of the oracle's uplift") for c in checks)

@@ -132,6 +132,12 @@ def test_evaluate_policy_command_writes_a_report(tmp_path, capsys):
         p["oracle+engine"]["first_approval"]["mean"]
         >= (p["best_single_route+engine"]["first_approval"]["mean"])
     )
+    # no event in steady: the adaptation section holds only the closed-loop calibration
+    assert "## Adaptation" in md and "### Chosen-route calibration" in md
+    assert not (out / "adaptation.png").exists()
+    cal = summary["adaptation"]["calibration"]
+    assert "expected_value+engine" in cal and "best_single_route+engine" not in cal
+    assert abs(cal["oracle+engine"]["all"]["mean"]) < 0.03  # true p: calibrated by definition
     assert "report:" in capsys.readouterr().err
 
 
