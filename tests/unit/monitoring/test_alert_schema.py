@@ -7,8 +7,7 @@ import pytest
 
 from app.config import REPO_ROOT, Settings
 from app.contracts.codec import Codec
-from app.monitoring import ALERT_KINDS, HealthMonitor, MonitorConfig, PHSpec
-from app.monitoring.drift import DriftConfig
+from app.monitoring import ALERT_KINDS, HealthMonitor, MonitorConfig
 
 SCHEMA = json.loads((REPO_ROOT / "schemas" / "Alert.avsc").read_text())
 
@@ -23,12 +22,13 @@ def _alert(kind: str = "ROUTE_DEMOTED") -> dict:
         "alert_id": f"{kind}:acq-de:1768457301147",
         "kind": kind,
         "subject": "acq-de",
-        "detector": "route_failure:PageHinkley(up,delta=0.05,threshold=10)",
+        "detector": "route_failure:window(n=20)",
         "value": 0.77,
         "baseline": 0.0047,
         "event_time": 1768457301147,
         "raised_at": 1768457301200,
-        "message": "route_failure up on acq-de: 0.0047 -> 0.7712 after 25738 samples",
+        "message": "acq-de demoted: last 20 outcomes route-failure rate 0.770 (baseline 0.005), "
+        "approval 0.150 vs expected 0.850",
     }
 
 
@@ -57,16 +57,17 @@ def test_roundtrip_in_confluent_framing(codec, kind):
 
 
 def test_alerts_the_monitor_raises_encode(codec):
-    # a hair-trigger route detector so one failure demotes: exercises the real dict shape
-    cfg = MonitorConfig(
-        drift=DriftConfig(route_failure=PHSpec(0.05, 0.5, "up", min_instances=1, recent=1))
-    )
-    mon = HealthMonitor(cfg, model_version="m/1", clock=lambda: 42)
-    for t in range(5):
+    # the real default route health: route failures demote within a window, healthy probes
+    # restore; both alerts' dicts must fit the schema
+    mon = HealthMonitor(MonitorConfig(), model_version="m/1", clock=lambda: 42)
+    for t in range(50):
         assert mon.observe_outcome("acq-de", True, "NONE", t, 0.9) == []
-    alerts = mon.observe_outcome("acq-de", False, "ROUTE", 1_000, 0.9)
-    assert [a["kind"] for a in alerts] == ["ROUTE_DEMOTED"]
+    alerts = [a for t in range(20) for a in mon.observe_outcome("acq-de", False, "ROUTE",
+                                                                1_000 + t, 0.9)]  # fmt: skip
+    alerts += [a for t in range(4) for a in mon.observe_outcome("acq-de", True, "NONE",
+                                                                 5_000 + t, 0.9)]  # fmt: skip
+    assert [a["kind"] for a in alerts] == ["ROUTE_DEMOTED", "ROUTE_RESTORED"]
     serde = codec.serde("Alert")
     for a in alerts:
         assert serde.decode(serde.encode(a)) == a
-    assert alerts[0]["raised_at"] == 42
+        assert a["raised_at"] == 42

@@ -19,6 +19,7 @@ from app.state.checkpoint import (
     encode,
 )
 from app.state.windows.count import CountRing, snapshot_bytes, update_success_rate
+from app.state.windows.residual import Decay, published, update_residuals
 
 
 class FakeTable:
@@ -102,17 +103,26 @@ def test_groups_share_one_value_and_publish_each_key():
     assert pub.data[b"card|c2"] == b"w" and len(pub.changelog) == 4
 
 
-def test_published_as_transforms_what_readers_see():
+def test_published_as_transforms_what_readers_see_per_key():
+    """The route owner's table holds success-rate rings and residual sums side by side; the
+    publication sees each key with its payload, so a ring goes out as its compact snapshot and
+    a res| value as it is."""
     t, pub = FakeTable(), FakeTable()
     ring = CountRing(5)
-    st = Checkpointed(t, t.write, 1, publish=Publication(pub.write, snapshot_bytes))
+    st = Checkpointed(t, t.write, 1, publish=Publication(pub.write, published))
     cur = Current()
     o = outcomes(1)[0]
     cur.view = st.applying(0, 0, 0)
     update_success_rate(cur, o, ring)
+    update_residuals(cur, o, 0.8, Decay())
     st.checkpoint()
-    for k, v in pub.data.items():
-        assert v == snapshot_bytes(st.get(k))
+    res_keys = [k for k in pub.data if k.startswith(b"res|")]
+    ring_keys = [k for k in pub.data if not k.startswith(b"res|")]
+    assert len(res_keys) == len(ring_keys) == 3
+    for k in ring_keys:
+        assert pub.data[k] == snapshot_bytes(st.get(k)) != st.get(k)
+    for k in res_keys:
+        assert pub.data[k] == st.get(k) and len(pub.data[k]) == 32
 
 
 def test_a_value_of_another_format_is_refused():
