@@ -117,7 +117,7 @@ class HealthMonitor:
             rh.demote(event_time)
             self._demoted = self._demoted | {route_id}
             fail, appr, expected = rh.last_window or (0.0, 0.0, 0.0)
-            signal = "route_failure" if fail > rh.baseline_failure_rate * 3 else "route_approval"
+            signal = rh.cause or "route_approval"
             self._raised[(signal, route_id)] = event_time
             alerts.append(self._alert(
                 "ROUTE_DEMOTED", route_id, f"{signal}:window(n={cfg.window})",

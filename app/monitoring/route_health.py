@@ -78,7 +78,7 @@ Observation = tuple[bool, bool, float | None]  # approved, route failure, model 
 class RouteHealth:
     """The state machine of one route."""
 
-    __slots__ = ("base_fail", "base_n", "base_ok", "cfg", "demoted_at", "interval_ms",
+    __slots__ = ("base_fail", "base_n", "base_ok", "cause", "cfg", "demoted_at", "interval_ms",
                  "last_probe", "last_window", "probes", "recent", "state")  # fmt: skip
 
     def __init__(self, cfg: RouteHealthConfig) -> None:
@@ -90,6 +90,7 @@ class RouteHealth:
         self.interval_ms = cfg.probe_interval_ms
         # (route-failure rate, approval rate, expected approval rate) of the last judged window
         self.last_window: tuple[float, float, float] | None = None
+        self.cause: str | None = None  # the test that tripped: route_failure or route_approval
         self.recent: deque[Observation] = deque(maxlen=cfg.window)
         self.probes: deque[Observation] = deque(maxlen=cfg.probe_window)
 
@@ -129,11 +130,14 @@ class RouteHealth:
             self._learn(approved, route_failure)
             return False
         tail, ok, exp, var, _ = self._judge(self.recent)
-        collapsed = tail < c.failure_alpha or (
+        failed = tail < c.failure_alpha
+        collapsed = failed or (
             ok <= c.collapse_ratio * exp and exp - ok >= c.collapse_z * math.sqrt(max(var, 1e-9))
         )
         if not collapsed:
             self._learn(approved, route_failure)
+        else:
+            self.cause = "route_failure" if failed else "route_approval"
         return collapsed
 
     def _learn(self, approved: bool, route_failure: bool) -> None:

@@ -1,8 +1,16 @@
-"""Drift detectors and route/model health, on seeded synthetic streams and simulated traffic.
+"""Drift detectors and model health, route health in the monitor, on seeded synthetic streams
+and simulated traffic (the route state machine: test_route_health.py).
 
-Simulated figures (python -m app.bench.drift_replay): zero alerts over 1M steady attempts per
-seed; acq-de demoted 15-22 attempts (8-12 simulated minutes) into its outage, restored
-1.5-2.5 h after it ends.
+Simulated figures with route health in attempts (python -m app.bench.drift_replay, commit
+d3cc12d, measured 2026-12-02):
+- steady, 1M attempts: 11, 13, 12, 11 false demotions for seeds 1-4 (acq-de 16, proc-global 23,
+  acq-gb 5, acq-us 3), every one the approval-collapse test (e.g. 10 of 20 approved vs 16.7
+  expected); the target is zero, not met;
+- acquirer_outage (days 7-12): acq-de first demoted after 10, 12, 8 attempts (4.1-4.4
+  simulated min); every replayed outcome on a demoted route is a probe (epsilon traffic: the
+  replay has no probe schedule), so the route is restored 5.5, 4.5, 0.7 min after the end, but
+  it also passes 4 probes during the outage and flaps: 31, 30, 47 false restores; acq-gb and
+  proc-global are falsely demoted once or twice per seed.
 """
 
 from __future__ import annotations
@@ -21,11 +29,9 @@ from app.monitoring import (
     MonitorConfig,
     PHSpec,
     RouteHealthConfig,
-    RouteState,
     Signal,
 )
 from app.monitoring.model_health import ModelHealth, ModelHealthConfig
-from app.monitoring.route_health import RouteHealth
 from app.sim.world import RouteOutage
 
 SPECS = [f.name for f in dataclasses.fields(DriftConfig)]
@@ -43,14 +49,17 @@ def test_every_default_detector_is_a_non_fading_page_hinkley(name):
     assert all(sig.update(0.5) is None for _ in range(5_000))  # a constant never alarms
 
 
-def test_signal_detects_a_route_failure_jump_within_tens_of_samples():
+def test_signal_detects_a_share_jump_in_about_threshold_over_shift_samples():
+    """A 0/1 share jumping 0.1 -> 0.6 (sca_required: delta 0.05, threshold 60) alarms after
+    about threshold / (shift - delta) = 60 / 0.45 = 133 samples (measured 121-141, seeds 1-7),
+    then the detector restarts on the new level."""
     rng = np.random.default_rng(7)
-    sig = Signal("route_failure", "acq-de", DriftConfig().route_failure)
-    before = (rng.random(20_000) < 0.005).astype(float)
+    sig = Signal("sca_required", "sca_required", DriftConfig().sca_required)
+    before = (rng.random(20_000) < 0.1).astype(float)
     assert all(sig.update(x) is None for x in before)
-    after = (rng.random(1_000) < 0.6).astype(float)
+    after = (rng.random(2_000) < 0.6).astype(float)
     hit = next(i for i, x in enumerate(after) if sig.update(x) is not None)
-    assert hit <= 40
+    assert 100 <= hit <= 170
     assert sig.n == 0  # restarted: the new level becomes the next baseline
 
 
@@ -70,37 +79,10 @@ def test_update_is_cheap():
     assert bench_update(50_000) < 10.0  # ~1 us measured; generous for a busy CI box
 
 
-# ---------------------------------------------------------------- route state machine
-def test_route_health_demote_probe_windows_restore():
-    rh = RouteHealth(RouteHealthConfig(probe_window=10, failure_margin=0.05))
-    for i in range(1_000):
-        rh.observe_healthy(i % 200 == 0)  # 0.5% failures
-    assert rh.baseline_failure_rate == pytest.approx((5 + 1) / 1_100)
-    rh.demote(123)
-    assert rh.state is RouteState.DEMOTED and rh.demoted_at == 123
-    # a window with 6 failures out of 10 keeps it demoted
-    assert not any(rh.observe_probe(False, i < 6, None) for i in range(10))
-    assert rh.state is RouteState.DEMOTED and rh.last_window == (0.6, 0.0, None)
-    # a clean window restores it
-    assert [rh.observe_probe(True, False, None) for _ in range(10)][-1] is True
-    assert rh.state is RouteState.HEALTHY and rh.demoted_at is None
-
-
-def test_route_recovery_needs_approvals_near_the_model_when_p_is_given():
-    rh = RouteHealth(RouteHealthConfig(probe_window=10, approval_margin=0.15))
-    rh.demote(0)
-    # no route failures but 3/10 approved where the model expects 0.9: not recovered
-    assert not any(rh.observe_probe(i < 3, False, 0.9) for i in range(10))
-    assert rh.state is RouteState.DEMOTED
-    assert [rh.observe_probe(i < 8, False, 0.9) for i in range(10)][-1] is True
-
-
-def _monitor(**route_kw) -> HealthMonitor:
-    cfg = MonitorConfig(
-        drift=DriftConfig(route_failure=PHSpec(0.05, 3.0, "up", min_instances=20, recent=5)),
-        route=RouteHealthConfig(probe_window=20, **route_kw),
-    )
-    return HealthMonitor(cfg, model_version="m/1", clock=lambda: 7)
+# ---------------------------------------------------------------- routes in the monitor
+# (the route state machine itself: tests/unit/monitoring/test_route_health.py)
+def _monitor() -> HealthMonitor:
+    return HealthMonitor(MonitorConfig(), model_version="m/1", clock=lambda: 7)
 
 
 def test_monitor_demotes_only_the_failing_route_and_restores_it_on_probes():
@@ -109,33 +91,30 @@ def test_monitor_demotes_only_the_failing_route_and_restores_it_on_probes():
     for _ in range(500):
         for r in ("a", "b"):
             t += 1
-            assert mon.observe_outcome(r, True, "NONE", t) == []
-    alerts = []
-    while not alerts:  # failures on a until its detector fires; b keeps approving
+            assert mon.observe_outcome(r, True, "NONE", t, 0.9) == []
+    alerts: list[dict] = []
+    n = 0
+    while not alerts:  # route failures on a until its window trips; b keeps approving
         t += 1
-        alerts += mon.observe_outcome("a", False, "ROUTE", t)
-        mon.observe_outcome("b", True, "NONE", t)
-        assert t < 1_100
+        n += 1
+        alerts += mon.observe_outcome("a", False, "ROUTE", t, 0.9)
+        assert mon.observe_outcome("b", True, "NONE", t, 0.9) == []
+        assert n <= RouteHealthConfig().window
     assert [a["kind"] for a in alerts] == ["ROUTE_DEMOTED"]
-    assert alerts[0]["subject"] == "a" and alerts[0]["value"] > alerts[0]["baseline"]
+    dem = alerts[0]
+    assert dem["subject"] == "a" and dem["detector"] == "route_failure:window(n=20)"
+    assert dem["value"] > dem["baseline"] and dem["raised_at"] == 7
     assert mon.is_demoted("a") and not mon.is_demoted("b") and mon.demoted == {"a"}
     assert not mon.is_demoted("never-seen")
-    # probes still failing: no restore; recovered probes: restored, detectors re-baselined
-    assert all(mon.observe_outcome("a", False, "ROUTE", t + i) == [] for i in range(20))
-    out = [a for i in range(20) for a in mon.observe_outcome("a", True, "NONE", t + 100 + i)]
+    assert mon.alarm_levels(t)[("route_health", "a")] == 1
+    # probes still failing: no restore; four healthy probes: restored, window started afresh
+    assert all(mon.observe_outcome("a", False, "ROUTE", t + i, 0.9) == [] for i in range(20))
+    out = [a for i in range(4) for a in mon.observe_outcome("a", True, "NONE", t + 100 + i, 0.9)]
     assert [a["kind"] for a in out] == ["ROUTE_RESTORED"]
+    assert out[0]["detector"] == "probe_window(n=4)" and out[0]["event_time"] == t + 103
     assert not mon.is_demoted("a") and mon.demoted == frozenset()
-    assert mon.drift.route("a").failure.n == 0
-
-
-def test_issuer_declines_and_approval_wobbles_do_not_demote():
-    mon = _monitor()
-    rng = np.random.default_rng(3)
-    for t, u in enumerate(rng.random(20_000)):
-        # approval swings between 90% and 75% every 2000 outcomes, route failures stay at 0.5%
-        p = 0.9 if (t // 2000) % 2 == 0 else 0.75
-        side = "ROUTE" if u < 0.005 else ("NONE" if u < p else "ISSUER")
-        assert mon.observe_outcome("a", side == "NONE", side, t) == []
+    assert len(mon.routes["a"].recent) == 0 and len(mon.routes["a"].probes) == 0
+    assert mon.alarm_levels(t + 103)[("route_health", "a")] == 0
 
 
 # ---------------------------------------------------------------- model state machine
@@ -246,15 +225,21 @@ def test_acquirer_outage_demotes_only_acq_de_quickly_and_restores_it(seed):
     (outage,) = [e for e in w.events if isinstance(e, RouteOutage)]
     start = w.start_ms + int(outage.start_day * DAY_MS)
     end = w.start_ms + int(outage.end_day * DAY_MS)
+    print(outage_report(res))
+    dems = [a for a in res.of_kind("ROUTE_DEMOTED", "acq-de") if a["event_time"] >= start]
+    rests = [a for a in res.of_kind("ROUTE_RESTORED", "acq-de") if a["event_time"] >= end]
+    assert dems and rests, "outage not detected or acq-de never restored"
+    dem, rest = dems[0], rests[0]
+    # the target: demoted within one window of attempts on the route (measured 8-12)
+    assert res.attempts_on("acq-de", start, dem["event_time"]) <= RouteHealthConfig().window
+    assert dem["event_time"] - start <= HOUR
+    # every replayed outcome on a demoted route is a probe (epsilon traffic, no probe
+    # schedule in the replay): restored minutes after the end (measured 0.7-5.5 min)
+    assert end <= rest["event_time"] <= end + HOUR
     kinds = {(a["kind"], a["subject"]) for a in res.alerts}
     assert kinds == {("ROUTE_DEMOTED", "acq-de"), ("ROUTE_RESTORED", "acq-de")}, kinds
-    (dem,) = res.of_kind("ROUTE_DEMOTED")
-    (rest,) = res.of_kind("ROUTE_RESTORED")
-    delay = res.attempts_on("acq-de", start, dem["event_time"])
-    assert start <= dem["event_time"] and delay <= 60  # measured 17, 20, 22 for seeds 1-3
-    assert dem["event_time"] - start <= HOUR
-    assert end <= rest["event_time"] <= end + 6 * HOUR  # measured 1.8-2.2 h
-    print(outage_report(res))
+    flaps = [a for a in res.of_kind("ROUTE_RESTORED", "acq-de") if a["event_time"] < end]
+    assert flaps == [], f"acq-de restored {len(flaps)} times during its outage"
 
 
 @pytest.mark.parametrize("seed", [1, 2])

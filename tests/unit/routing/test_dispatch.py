@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from app.config import Settings
@@ -12,7 +13,9 @@ from app.features.definitions import feature_hash
 from app.features.online import FeatureState
 from app.harness.sample import SampleTraffic
 from app.models.serving.scoring import CompiledModel
+from app.monitoring import HealthMonitor, MonitorConfig
 from app.routing.dispatch import Dispatcher, parse_arms
+from app.state.windows.residual import Decay, update_residuals
 from tests.modelkit import build_versions
 
 
@@ -30,12 +33,18 @@ class Health:
     def model_ok(self):
         return self._ok
 
+    def probe_due(self, route_id, event_time):
+        return False
 
-def _dispatcher(champion=None, challengers=None, health=None, **settings):
+    def probe_sent(self, route_id, event_time):
+        raise AssertionError("no probe is due")
+
+
+def _dispatcher(champion=None, challengers=None, health=None, residuals=None, **settings):
     s = Settings(**settings)
     slots = SimpleNamespace(champion=champion, challengers=challengers or {})
     features = FeatureState({o: {} for o in ("card", "route", "bin", "merchant")})
-    return Dispatcher(s, slots, features, lambda key: None, health)
+    return Dispatcher(s, slots, features, lambda key: None, health, residuals=residuals)
 
 
 REQS = [SampleTraffic(8).next_request(1_767_225_600_000 + i * 1000) for i in range(400)]
@@ -59,17 +68,70 @@ def test_model_alarm_falls_back_but_keeps_scoring_for_the_monitor(models):
     assert dec.model_p is not None and 0.0 < dec.model_p < 1.0
 
 
-def test_demoted_route_gets_only_probe_traffic(models):
+def _demote(mon: HealthMonitor, route: str, t: int) -> None:
+    """Route failures on `route` until the monitor demotes it, the last one at `t`."""
+    for i in range(100):
+        mon.observe_outcome(route, True, "NONE", t - 1_000 + i, 0.9)
+    while not mon.is_demoted(route):
+        mon.observe_outcome(route, False, "ROUTE", t, 0.9)
+
+
+@pytest.mark.parametrize("probes_fail", [False, True])
+def test_a_demoted_route_gets_only_its_probes(models, probes_fail):
+    """Demoted: eliminated from the argmax and from exploration; a probe every minute while
+    its outcomes are unknown (probe_sent is all the monitor hears), every 1, 2, 4... minutes
+    when each probe's outcome is a route failure. A probe is the monitor's deterministic
+    choice: propensity 1, and its outcome must not teach the online correction."""
     route = REQS[0]["candidates"][0]["route_id"]
-    disp = _dispatcher(models[0], health=Health({route}))
-    chosen = []
+    t0 = REQS[0]["event_time"] - 1
+    mon = HealthMonitor(MonitorConfig(), clock=lambda: 0)
+    _demote(mon, route, t0)
+    disp = _dispatcher(models[0], health=mon, residuals={}.get)
+    probes = []
     for r in REQS:
-        d = disp.decide(r).record
+        dec = disp.decide(r)
+        d = dec.record
         assert f"DEMOTED:{route}" in d["reason_codes"]
-        chosen.append(d["chosen_route"])
+        assert dec.model_p is not None and dec.p == dec.model_p  # no residuals: no correction
         if d["chosen_route"] == route:
-            assert "EXPLORE" in d["reason_codes"]
-    assert chosen.count(route) / len(chosen) < 0.05
+            assert d["reason_codes"][0] == f"PROBE:{route}" and d["propensity"] == 1.0
+            assert dec.learn is False
+            probes.append(r["event_time"])
+            if probes_fail:
+                mon.observe_outcome(route, False, "ROUTE", r["event_time"] + 300, dec.model_p)
+        else:
+            assert not any(c.startswith("PROBE:") for c in d["reason_codes"])
+            assert dec.learn is True and 0.0 < d["propensity"] <= 1.0
+    gaps = [(b - a) // 1_000 for a, b in zip([t0, *probes], probes, strict=False)]
+    # requests are 1 s apart: each probe goes to the first request once the interval is up
+    assert gaps == ([60, 120] if probes_fail else [60] * 6), gaps
+
+
+def test_the_champions_p_is_corrected_by_the_residuals(models):
+    """The model's best route for a request has recently approved 20% of that segment where
+    the model said ~0.8: its decision p drops, it loses the argmax, and the decision keeps
+    the model's own p of the route it chose (residuals and route health use that)."""
+    req = REQS[3]
+    plain = _dispatcher(models[0], residuals={}.get).decide(req)
+    route = plain.record["chosen_route"]
+    i = [c["route_id"] for c in req["candidates"]].index(route)
+    p_model = [s["p_approve"] for s in plain.record["scores"]]
+    assert all(s["samples"] == 0 for s in plain.record["scores"])
+    store: dict[bytes, bytes] = {}
+    rng = np.random.default_rng(1)
+    for k in range(400):
+        out = dict(req, route_id=route, approved=bool(rng.random() < 0.2),
+                   event_time=req["event_time"] - 400_000 + k * 1_000)  # fmt: skip
+        update_residuals(store, out, p_model[i], Decay())
+    dec = _dispatcher(models[0], residuals=store.get).decide(req)
+    scores = dec.record["scores"]
+    assert scores[i]["p_approve"] < 0.3 < p_model[i] - 0.3
+    assert scores[i]["samples"] > 200  # ~260: 400 outcomes at a 300-outcome half-life
+    others = [s for j, s in enumerate(scores) if j != i]
+    assert others == [s for j, s in enumerate(plain.record["scores"]) if j != i]
+    assert dec.record["chosen_route"] != route
+    j = [c["route_id"] for c in req["candidates"]].index(dec.record["chosen_route"])
+    assert dec.p == dec.model_p == pytest.approx(p_model[j]) and dec.learn
 
 
 def test_arms_follow_the_payment_hash_and_shadows_score_every_request(models):

@@ -1,0 +1,232 @@
+"""Route health in attempts: demotion on a window of outcomes, probes with backoff, restore on
+the last probes (app.monitoring.route_health), alone and inside the HealthMonitor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.contracts.vocab import MINUTE_MS
+from app.monitoring import HealthMonitor, MonitorConfig, RouteHealthConfig, RouteState
+from app.monitoring.route_health import RouteHealth, binomial_tail
+
+CFG = RouteHealthConfig()
+SEEDS = range(1, 21)
+
+
+def _healthy(rh: RouteHealth, n: int, p: float | None = 0.85) -> None:
+    """n approved outcomes without route failures: a baseline no window can find collapsed."""
+    for _ in range(n):
+        assert not rh.observe_healthy(True, False, p)
+
+
+def _attempts_to_demote(rng: np.random.Generator, fail_rate: float, approve_rate: float,
+                        p: float | None) -> int | None:  # fmt: skip
+    """Attempts into a collapse until the route's window trips (None: not within 200)."""
+    rh = RouteHealth(CFG)
+    _healthy(rh, 500, p)
+    for i in range(1, 201):
+        fail = bool(rng.random() < fail_rate)
+        ok = not fail and bool(rng.random() < approve_rate)
+        if rh.observe_healthy(ok, fail, p):
+            return i
+    return None
+
+
+def test_binomial_tail_is_the_upper_tail():
+    assert binomial_tail(0, 20, 0.3) == 1.0
+    assert binomial_tail(20, 20, 0.5) == pytest.approx(0.5**20)
+    assert binomial_tail(1, 4, 0.1) == pytest.approx(1 - 0.9**4)
+    assert binomial_tail(3, 10, 0.2) == pytest.approx(
+        1 - sum(binomial_tail(k, 10, 0.2) - binomial_tail(k + 1, 10, 0.2) for k in range(3))
+    )
+
+
+def test_route_failures_at_60_percent_demote_within_one_window():
+    """An outage (60% route failures, the rest approved as usual) trips the failure test."""
+    rng = np.random.default_rng(11)
+    delays = [_attempts_to_demote(rng, 0.6, 0.85, 0.85) for _ in SEEDS]
+    assert all(d is not None and d <= CFG.window for d in delays), delays
+    assert sorted(delays)[len(delays) // 2] <= 12  # type: ignore[operator]
+
+
+def test_an_approval_collapse_against_the_models_p_demotes_within_one_window():
+    """No route failures, approvals 0.85 -> 0.3 where the model still expects 0.85."""
+    rng = np.random.default_rng(12)
+    delays = [_attempts_to_demote(rng, 0.0, 0.3, 0.85) for _ in SEEDS]
+    assert all(d is not None and d <= CFG.window for d in delays), delays
+
+
+def test_the_cause_of_a_demotion_is_the_test_that_tripped():
+    rh = RouteHealth(CFG)
+    _healthy(rh, 100)
+    for _ in range(CFG.window):
+        if rh.observe_healthy(False, True, 0.85):
+            break
+    assert rh.cause == "route_failure"
+    rh = RouteHealth(CFG)
+    _healthy(rh, 100)
+    for _ in range(CFG.window):  # issuer declines only: no route failure in the window
+        if rh.observe_healthy(False, False, 0.85):
+            break
+    assert rh.cause == "route_approval"
+    assert rh.last_window is not None and rh.last_window[0] == 0.0
+
+
+@pytest.mark.parametrize("p", [None, 0.9], ids=["no-model-p", "model-p-missed-the-shift"])
+def test_issuer_declines_that_cost_15_points_never_demote(p):
+    """Approval swings between 90% and 75% every 2000 outcomes (issuer declines), route
+    failures stay at 0.5%: a route problem it is not, over 20k outcomes."""
+    mon = HealthMonitor(MonitorConfig(), clock=lambda: 0)
+    rng = np.random.default_rng(3)
+    demoted = []
+    for t, u in enumerate(rng.random(20_000)):
+        rate = 0.9 if (t // 2000) % 2 == 0 else 0.75
+        side = "ROUTE" if u < 0.005 else ("NONE" if u < rate else "ISSUER")
+        for a in mon.observe_outcome("a", side == "NONE", side, t * 1_000, p):
+            if a["kind"] == "ROUTE_DEMOTED":
+                demoted.append(t)
+    assert demoted == [], f"{len(demoted)} demotions, first at outcomes {demoted[:5]}"
+
+
+def test_a_calibrated_steady_route_is_not_demoted_over_100k_outcomes():
+    """The model's p is the truth (0.85), route failures 0.5%: every demotion is false."""
+    rng = np.random.default_rng(4)
+    rh = RouteHealth(CFG)
+    false = 0
+    for _ in range(100_000):
+        fail = bool(rng.random() < 0.005)
+        if rh.observe_healthy(not fail and bool(rng.random() < 0.85), fail, 0.85):
+            false += 1
+            rh.recent.clear()
+    assert false == 0, f"{false} false demotions in 100k outcomes"
+
+
+# ---------------------------------------------------------------- probes
+def test_probe_interval_doubles_on_failed_probes_up_to_15_min_and_resets_on_an_approval():
+    rh = RouteHealth(CFG)
+    t = 10 * MINUTE_MS
+    rh.demote(t)
+    assert rh.state is RouteState.DEMOTED and rh.demoted_at == t
+    intervals = []
+    for _ in range(6):  # send when due, the probe fails
+        wait = next(m for m in range(1, 60) if rh.probe_due(t + m * MINUTE_MS))
+        assert not rh.probe_due(t + wait * MINUTE_MS - 1)
+        intervals.append(wait)
+        t += wait * MINUTE_MS
+        rh.last_probe = t
+        assert not rh.observe_probe(False, True, 0.85)
+        assert not rh.probe_due(t)
+    assert intervals == [1, 2, 4, 8, 15, 15]
+    t += 15 * MINUTE_MS
+    assert rh.probe_due(t)
+    rh.last_probe = t
+    assert not rh.observe_probe(True, False, 0.85)  # one approved probe: every minute again
+    assert rh.interval_ms == MINUTE_MS
+    assert not rh.probe_due(t + MINUTE_MS - 1) and rh.probe_due(t + MINUTE_MS)
+
+
+def _demoted() -> RouteHealth:
+    rh = RouteHealth(CFG)
+    _healthy(rh, 200)
+    rh.demote(0)
+    return rh
+
+
+def test_restored_after_four_healthy_probes_never_fewer():
+    rh = _demoted()
+    assert [rh.observe_probe(True, False, 0.85) for _ in range(4)] == [False, False, False, True]
+    assert rh.state is RouteState.HEALTHY and rh.demoted_at is None
+    assert len(rh.recent) == 0 and len(rh.probes) == 0
+    assert rh.last_window == pytest.approx((0.0, 1.0, 0.85))
+
+
+def test_after_failed_probes_one_route_failure_in_the_last_four_is_tolerated():
+    """P(X >= 1 | 4, baseline 0.5%) = 2% >= restore_alpha 1%; two failures (0.015%) are not."""
+    rh = _demoted()
+    assert not any(rh.observe_probe(False, True, 0.85) for _ in range(4))
+    assert [rh.observe_probe(True, False, 0.85) for _ in range(3)] == [False, False, True]
+    assert rh.last_window == pytest.approx((0.25, 0.75, 0.85))
+
+
+def test_restore_needs_approvals_near_the_models_p():
+    rh = _demoted()
+    # no route failures but 1 of 4 approved where the model expects 0.9: still down
+    assert not any(rh.observe_probe(i == 0, False, 0.9) for i in range(4))
+    assert rh.state is RouteState.DEMOTED
+    rh = _demoted()
+    # 2 of 4 approved where the model expects 0.9 (< 0.75 x 3.6): still down
+    assert not any(rh.observe_probe(i < 2, False, 0.9) for i in range(4))
+    rh = _demoted()
+    # 3 of 4 approved against 0.9 (>= 0.75 x 3.6 = 2.7): restored
+    assert [rh.observe_probe(i != 1, False, 0.9) for i in range(4)][-1] is True
+
+
+def test_restore_needs_route_failures_near_baseline_whatever_the_approvals():
+    rh = _demoted()
+    # 2 route failures of 4 where the model expects little (2 approvals >= 0.75 x 1.6)
+    assert not any(rh.observe_probe(i < 2, i >= 2, 0.4) for i in range(4))
+    assert rh.state is RouteState.DEMOTED
+
+
+def test_a_route_still_in_its_outage_rarely_passes_four_probes():
+    """The module's figure: four probes of a route at 60% route failures and -2 logits on the
+    rest pass with probability ~0.1%. A pass here is a false restore: the route is put back
+    and demoted again some attempts later (it flaps)."""
+    rng = np.random.default_rng(5)
+    p_ok = 1.0 / (1.0 + np.exp(-(np.log(0.85 / 0.15) - 2.0)))  # 0.43 once past the route
+    passed, groups = 0, 5_000
+    for _ in range(groups):
+        rh = _demoted()
+        for _ in range(CFG.probe_window):
+            fail = bool(rng.random() < 0.6)
+            passed += rh.observe_probe(not fail and bool(rng.random() < p_ok), fail, 0.85)
+    assert passed / groups < 0.005, f"{passed} of {groups} groups of 4 probes passed"
+
+
+# ---------------------------------------------------------------- in the monitor
+def test_monitor_probe_due_and_probe_sent():
+    mon = HealthMonitor(MonitorConfig(), clock=lambda: 0)
+    assert not mon.probe_due("never-seen", 0)
+    mon.probe_sent("never-seen", 0)  # nothing to record: no error, nothing created
+    assert "never-seen" not in mon.routes
+    for t in range(100):
+        mon.observe_outcome("a", True, "NONE", t, 0.85)
+    assert not mon.probe_due("a", 10 * MINUTE_MS)  # healthy routes are not probed
+    t = 1_000
+    while not mon.is_demoted("a"):
+        t += 1
+        mon.observe_outcome("a", False, "ROUTE", t, 0.85)
+        assert t < 1_000 + CFG.window
+    assert not mon.probe_due("a", t + MINUTE_MS - 1) and mon.probe_due("a", t + MINUTE_MS)
+    mon.probe_sent("a", t + MINUTE_MS)
+    assert not mon.probe_due("a", t + 2 * MINUTE_MS - 1)
+    # the probe fails: the next one waits twice as long from the send
+    mon.observe_outcome("a", False, "ROUTE", t + MINUTE_MS + 500, 0.85)
+    assert not mon.probe_due("a", t + 3 * MINUTE_MS - 1) and mon.probe_due("a", t + 3 * MINUTE_MS)
+
+
+def test_demoted_route_outcomes_do_not_feed_the_model_checks():
+    mon = HealthMonitor(MonitorConfig(), clock=lambda: 0)
+    for t in range(200):
+        mon.observe_outcome("a", True, "NONE", t, 0.9)
+    mon.routes["a"].demote(200)
+    n = mon.drift.calibration.n
+    for t in range(5_000):
+        mon.observe_outcome("a", False, "ROUTE", 300 + t, 0.9, 0.9)
+    assert mon.drift.calibration.n == n and mon.model_ok()
+
+
+def test_calibration_is_checked_on_the_decisions_p_route_health_on_the_models():
+    """The model says 0.5, the correction raised it to 0.9, every outcome approves: the
+    calibration residual is 1 - 0.9 (the p that decided), route health expects 0.5 (the
+    model's own p) and sees no collapse."""
+    mon = HealthMonitor(MonitorConfig(), clock=lambda: 0)
+    for t in range(50):
+        assert mon.observe_outcome("a", True, "NONE", t, 0.5, 0.9) == []
+    assert mon.drift.calibration.n == 50
+    assert mon.drift.calibration.mean == pytest.approx(0.1)
+    r = mon.routes["a"]
+    assert r.last_window is not None and r.last_window[2] == pytest.approx(0.5)
+    mon.observe_outcome("a", True, "NONE", 50, 0.5)  # no decision p: the model's
+    assert mon.drift.calibration.mean == pytest.approx((50 * 0.1 + 0.5) / 51)
