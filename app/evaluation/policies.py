@@ -18,7 +18,7 @@ from app.features.definitions import OWNERS
 from app.features.online import FeatureState
 from app.monitoring.health import HealthMonitor
 from app.routing.correction import CorrectionParams
-from app.routing.dispatch import Dispatcher
+from app.routing.dispatch import Dispatcher, Estimate
 from app.routing.latency import RouteLatency
 from app.routing.oracle import OracleP
 from app.routing.protocols import Scorer
@@ -82,9 +82,9 @@ class LearnedState:
         self.sr.observe(outcome, p)
         self.latency.observe(outcome["route_id"], outcome["latency_ms"], outcome["event_time"])
 
-    def copy(self, decay: Decay | None = None) -> LearnedState:
+    def copy(self) -> LearnedState:
         return LearnedState(self.sr.window, self.stores, self.sr.rings, self.latency.mean,
-                            decay or self.sr.decay)  # fmt: skip
+                            self.sr.decay)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,7 @@ class DispatchRouter:
         self.now = 0  # the simulated clock: event time of the last request or outcome
         self.health = HealthMonitor(clock=lambda: self.now) if monitor else None
         self.alerts: list[dict[str, Any]] = []  # Alert.avsc dicts, in event-time order
-        # request_id -> (the model's p, the decision's p, may teach the correction)
-        self._estimates: dict[str, tuple[float, float | None, bool]] = {}
+        self._estimates: dict[str, Estimate] = {}  # request_id -> until its outcome
         one_arm = s.model_copy(update={"routing_policy": policy, "holdout_policy": policy,
                                        "experiment_arms": [],
                                        "experiment_holdout_pct": 0})  # fmt: skip
@@ -122,8 +121,9 @@ class DispatchRouter:
     def decide(self, req: dict[str, Any]) -> dict[str, Any]:
         self.now = req["event_time"]
         made = self.dispatcher.decide(req)
-        if made.model_p is not None:
-            self._estimates[req["request_id"]] = (made.model_p, made.p, made.learn)
+        est = made.estimate()
+        if est is not None:
+            self._estimates[req["request_id"]] = est
         if self.health is not None:
             self.alerts += self.health.observe_decision(
                 req["event_time"], made.p, req["amount_minor"],
@@ -133,7 +133,8 @@ class DispatchRouter:
     def observe(self, outcome: dict[str, Any]) -> None:
         self.now = outcome["event_time"]
         est = self._estimates.pop(outcome["request_id"], None)
-        self.state.observe(outcome, est[0] if est is not None and est[2] else None)
+        self.state.observe(outcome, est.model_p if est is not None and est.learn else None)
         if self.health is not None:
-            model_p, p = (est[0], est[1]) if est is not None else (None, None)
-            self.alerts += self.health.observe_outcome_record(outcome, model_p, p)
+            self.alerts += self.health.observe_outcome_record(
+                outcome, *((est.model_p, est.p) if est is not None else (None, None))
+            )

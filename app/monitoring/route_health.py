@@ -107,8 +107,8 @@ class RouteHealth:
         """The route's healthy approval rate (0.8 pseudo-rate behind 20 pseudo-outcomes)."""
         return (self.base_ok + 16.0) / (self.base_n + 20.0)
 
-    def _judge(self, obs: deque[Observation]) -> tuple[float, float, float, float, float]:
-        """(failure tail probability, approvals, expected approvals, their variance, n)."""
+    def _judge(self, obs: deque[Observation]) -> tuple[float, float, float, float]:
+        """(failure tail probability, approvals, expected approvals, their variance)."""
         n = len(obs)
         fails = sum(1 for o in obs if o[1])
         ok = sum(1 for o in obs if o[0])
@@ -120,7 +120,7 @@ class RouteHealth:
             var += p * (1.0 - p)
         tail = binomial_tail(fails, n, self.baseline_failure_rate) if fails >= 2 else 1.0
         self.last_window = (fails / n, ok / n, exp / n)
-        return tail, ok, exp, var, n
+        return tail, ok, exp, var
 
     def observe_healthy(self, approved: bool, route_failure: bool, p: float | None) -> bool:
         """One outcome on a healthy route; True when it completes a collapse (demote now)."""
@@ -129,7 +129,7 @@ class RouteHealth:
         if len(self.recent) < c.min_outcomes:
             self._learn(approved, route_failure)
             return False
-        tail, ok, exp, var, _ = self._judge(self.recent)
+        tail, ok, exp, var = self._judge(self.recent)
         failed = tail < c.failure_alpha
         collapsed = failed or (
             ok <= c.collapse_ratio * exp and exp - ok >= c.collapse_z * math.sqrt(max(var, 1e-9))
@@ -167,7 +167,7 @@ class RouteHealth:
             self.interval_ms = min(2 * self.interval_ms, c.probe_max_interval_ms)
         if len(self.probes) < c.probe_window:
             return False
-        tail, ok, exp, _, _ = self._judge(self.probes)
+        tail, ok, exp, _ = self._judge(self.probes)
         if tail >= c.restore_alpha and ok >= c.restore_ratio * exp:
             self.state = RouteState.HEALTHY
             self.demoted_at = None

@@ -12,7 +12,7 @@ shadows.
    the arm's named challenger), success_rate, best_single_route (AUTHPILOT_BEST_ROUTES) or
    oracle (simulator truth, demos only); expected_value falls back to success_rate when no
    model is loaded (NO_MODEL) or the drift monitor has raised a model alarm (MODEL_FALLBACK);
-3. routes the drift monitor demoted are eliminated but keep exploration traffic, and a demoted
+3. routes the drift monitor demoted are eliminated (no exploration either), and a demoted
    candidate the monitor says is due a probe gets this request (reason PROBE, propensity 1: the
    probe is a deterministic function of the monitor's state);
 4. every loaded challenger scores the same feature rows and yields a shadow decision (the
@@ -30,7 +30,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -91,6 +91,18 @@ class Decision:
     shadow_seconds: float = 0.0  # cost of scoring the shadows
     p: float | None = None  # the corrected model p the decision used for the chosen route
     learn: bool = True  # the outcome may teach the online correction
+
+    def estimate(self) -> Estimate | None:
+        """What the decision's outcome is checked and learned against (None: no model)."""
+        return None if self.model_p is None else Estimate(self.model_p, self.p, self.learn)
+
+
+class Estimate(NamedTuple):
+    """What a decision's outcome is checked and learned against."""
+
+    model_p: float  # the model's own p for the chosen route (residuals, route health)
+    p: float | None  # the p the decision used, corrected online (model calibration)
+    learn: bool  # the outcome may teach the online correction (not a demoted route's probe)
 
 
 class Dispatcher:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from faust.types import TopicT
 from faust.types.tables import GlobalTableT, TableT
@@ -16,6 +15,7 @@ from app.kafka.deadletter import DeadLetterSink
 from app.kafka.offsets import OffsetGuard
 from app.models.serving.registry import ControlWatcher, ModelSlots
 from app.monitoring.health import HealthMonitor
+from app.routing.dispatch import Estimate
 from app.routing.latency import RouteLatency
 from app.routing.oracle import OracleP
 from app.state.checkpoint import Checkpointed
@@ -68,14 +68,6 @@ class State:
     def stores(self) -> dict[str, Checkpointed]:
         return {"card-features": self.card, "feature-state": self.features,
                 "route-stats": self.success_rates}  # fmt: skip
-
-
-class Estimate(NamedTuple):
-    """What a decision's outcome is checked and learned against."""
-
-    model_p: float  # the model's own p for the chosen route (residuals, route health)
-    p: float | None  # the p the decision used, corrected online (model calibration)
-    learn: bool  # the outcome may teach the online correction (not a demoted route's probe)
 
 
 class Recent:

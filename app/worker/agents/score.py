@@ -37,7 +37,7 @@ from app.state.decided import OFFSET_HEADER, ReadBack, forget_moved
 from app.state.windows.count import Snapshot, unpack_snapshot
 from app.worker.agents.alerts import AlertSink
 from app.worker.agents.intake import Admission, guarded_agent, validated
-from app.worker.context import Estimate, WorkerContext
+from app.worker.context import WorkerContext
 
 
 def register(app: AppT, ctx: WorkerContext) -> Any:
@@ -98,9 +98,9 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
         await decisions_topic.send(key=msg.key, value=value, partition=p,
                                    headers=[(OFFSET_HEADER, b"%d" % msg.offset)])  # fmt: skip
         decided.put(p, rid, msg.offset, value)
-        model_p = made.model_p
-        if model_p is not None:  # only model estimates feed calibration and the residuals
-            estimates.put(rid, Estimate(model_p, made.p, made.learn))
+        est = made.estimate()
+        if est is not None:  # only model estimates feed calibration and the residuals
+            estimates.put(rid, est)
         if mon is not None and sink is not None:
             champion = slots.champion
             if champion is not served[0]:
