@@ -3,13 +3,15 @@
     python -m app.bench.drift_replay --scenario steady --attempts 1000000 --seeds 1 2 3
     python -m app.bench.drift_replay --scenario acquirer_outage --attempts 1000000 --days 7 12
 
-Stand-in for the score agent: each attempt goes to its merchant's default route, or with
-probability epsilon to a uniformly drawn candidate (demoted routes included: that is the probe
-traffic); a demoted default is replaced by the merchant's first healthy candidate. Routes are
-chosen per chunk of `chunk` attempts with the monitor's state at the chunk start (the
-decisions in flight), outcomes are drawn vectorized from the simulator's truth and fed one by
-one. The model is the steady world's true p_approve (a perfectly calibrated model that knows
-nothing of the scenario's events), optionally biased by `calibration_shift`.
+Stand-in for the dispatcher: each attempt goes to its merchant's default route, or with
+probability epsilon to a uniformly drawn candidate; an attempt planned on a demoted route goes
+there only as the route's probe when the monitor says one is due (`probe_due`, as the
+dispatcher does) and otherwise to the merchant's first healthy candidate. Healthy candidates are
+chosen per chunk of `chunk` attempts with the monitor's state at the chunk start (the decisions
+in flight), outcomes are drawn vectorized from the simulator's truth for both the planned and
+the fallback route and fed one by one. The model is the steady world's true p_approve (a
+perfectly calibrated model that knows nothing of the scenario's events), optionally biased by
+`calibration_shift`.
 """
 
 from __future__ import annotations
@@ -107,32 +109,42 @@ def replay(
     res = ReplayResult(world, t, routes)
     for s in range(0, n, chunk):
         sl = slice(s, min(s + chunk, n))
-        r = planned[sl].copy()
+        r = planned[sl]
+        alt = r.copy()
         dem = np.array([mon.is_demoted(x) for x in route_ids])
-        move = ~explore[sl] & dem[r]
+        move = dem[r]
         if move.any():
             c = cand[sl][move]
             ok = (c >= 0) & ~dem[np.maximum(c, 0)]
-            first = np.where(ok.any(1), c[np.arange(len(c)), ok.argmax(1)], r[move])
-            r[move] = first
-        routes[sl] = r
+            alt[move] = np.where(ok.any(1), c[np.arange(len(c)), ok.argmax(1)], r[move])
         b = batch.take(np.arange(sl.start, sl.stop))
-        drawn = draw_many(world, b, r, rng)
-        p = p_approve_many(model_world, b, r)
-        p = 1.0 / (1.0 + np.exp(-(np.log(p / (1.0 - p)) + shift[sl])))
-        p_l, r_l = p.tolist(), r.tolist()
-        kind_l, lat_l = drawn.kind.tolist(), drawn.latency_ms.tolist()
+        drawn, drawn_alt = draw_many(world, b, r, rng), draw_many(world, b, alt, rng)
+        p, p_alt = (_model_p(model_world, b, x, shift[sl]) for x in (r, alt))
+        cols = [x.tolist() for x in (r, alt, p, p_alt, drawn.kind, drawn_alt.kind,
+                                     drawn.latency_ms, drawn_alt.latency_ms)]  # fmt: skip
         t0 = time.perf_counter()
-        for j in range(len(r_l)):
+        for j, (ri, ai, pi, pa, ki, ka, li, la) in enumerate(zip(*cols, strict=True)):
             i = s + j
-            alerts = mon.observe_decision(t_list[i], p_l[j], amount[i], cb[i], sca[i])
-            kd = kind_l[j]
-            alerts += mon.observe_outcome(route_ids[r_l[j]], kd == APPROVED, FAILURE_SIDE[kd],
-                                          t_list[i] + lat_l[j], p_l[j])  # fmt: skip
+            ti = t_list[i]
+            rid = route_ids[ri]
+            if ai != ri and mon.is_demoted(rid):
+                if mon.probe_due(rid, ti):
+                    mon.probe_sent(rid, ti)
+                else:  # not a probe: the attempt goes to the healthy candidate
+                    ri, pi, ki, li, rid = ai, pa, ka, la, route_ids[ai]
+            routes[i] = ri
+            alerts = mon.observe_decision(ti, pi, amount[i], cb[i], sca[i])
+            alerts += mon.observe_outcome(rid, ki == APPROVED, FAILURE_SIDE[ki], ti + li, pi)
             if alerts:
                 res.alerts += alerts
         res.monitor_seconds += time.perf_counter() - t0
     return res
+
+
+def _model_p(model_world: World, b: Any, r: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """The steady world's true p for routes r, biased by `shift` logits."""
+    p = p_approve_many(model_world, b, r)
+    return 1.0 / (1.0 + np.exp(-(np.log(p / (1.0 - p)) + shift)))
 
 
 def bench_update(n: int = 200_000) -> float:

@@ -120,10 +120,10 @@ class HealthMonitor:
             signal = rh.cause or "route_approval"
             self._raised[(signal, route_id)] = event_time
             alerts.append(self._alert(
-                "ROUTE_DEMOTED", route_id, f"{signal}:window(n={cfg.window})",
+                "ROUTE_DEMOTED", route_id, f"{signal}:window(n={rh.cause_window})",
                 fail if signal == "route_failure" else appr,
                 rh.baseline_failure_rate if signal == "route_failure" else expected, event_time,
-                f"{route_id} demoted: last {len(rh.recent)} outcomes route-failure rate "
+                f"{route_id} demoted: last {rh.cause_window} outcomes route-failure rate "
                 f"{fail:.3f} (baseline {rh.baseline_failure_rate:.3f}), approval {appr:.3f} vs "
                 f"expected {expected:.3f}",
             ))  # fmt: skip

@@ -3,35 +3,41 @@
     HEALTHY --(the last `window` outcomes on the route show a collapse)--> DEMOTED  ROUTE_DEMOTED
     DEMOTED --(the last `probe_window` probe outcomes look healthy)-----> HEALTHY  ROUTE_RESTORED
 
-A collapse is either of (tested after every outcome once `min_outcomes` are in the window):
-- route-side failures (failure_side ROUTE: acquirer/processor errors, timeouts) far above the
-  route's own baseline: P(X >= failures | n, baseline) < `failure_alpha` (binomial tail; the
-  baseline is the route's healthy failure rate shrunk towards `prior_failure_rate`);
-- approvals collapsed against what the model expected of these very attempts (sum of its p,
-  which corrects for the traffic mix): approvals <= `collapse_ratio` x expected and at least
-  `collapse_z` standard deviations under it. Without the model's p the route's healthy approval
-  rate stands in. Issuer declines move this only when they halve the route's approvals over
-  its whole traffic, which is a route problem whatever the codes say.
-An outage at 60% route failures trips the first test after ~6-9 attempts; approvals cut from
-0.85 to 0.4 without failures trip the second at ~15-20. Over 1M steady simulated attempts
-(python -m app.bench.drift_replay) neither fired.
+A collapse is any of (tested after every outcome once `min_outcomes` are in the window):
+- route_failure: route-side failures (failure_side ROUTE: acquirer/processor errors, timeouts)
+  far above the route's own baseline over the last `window` outcomes: P(X >= failures | n,
+  baseline) < `failure_alpha` (binomial tail; the baseline is the route's healthy failure rate
+  shrunk towards `prior_failure_rate`);
+- route_collapse: fewer route failures (tail < `corroborated_alpha`) together with approvals
+  <= `collapse_ratio` x what the model expected of these very attempts (sum of its p, which
+  corrects for the traffic mix; without the model's p the route's healthy approval rate);
+- route_approval: issuer-side codes only, over the last `approval_window` outcomes: approvals
+  <= `approval_ratio` x expected and `approval_z` sd under it. Issuer declines never demote
+  unless they halve the route's approvals over its whole traffic, a route problem whatever the
+  codes say.
+Figures (tests/unit/monitoring/test_route_health.py): 60% route failures trip in <= 19
+attempts (median ~10); 25% failures with approvals cut to 0.35 within 20 attempts in ~89% of
+draws; approvals 0.85 -> 0.3 without failures in ~50. Issuers swinging 90% <-> 75% that the
+model missed, and 100k calibrated steady outcomes, never demote.
 
 A demoted route is dropped from exploitation and exploration but probed: the dispatcher sends
 it one request when `probe_due`, so recovery is seen within minutes at any traffic rate. The
 probe interval starts at `probe_interval_ms`, doubles after every failed probe up to
 `probe_max_interval_ms` and drops back to the start after an approved one: a dead route costs
-~4 probes an hour, a healing one is probed every minute as soon as one probe gets through. Every
+~4 probes an hour, a healing one is probed every 30 s as soon as one probe gets through. Every
 outcome on a demoted route counts as a probe (in-flight ones included). Restored when the last
 `probe_window` probes have route failures not above baseline (P(X >= failures) >=
 `restore_alpha`) and approvals at least `restore_ratio` x expected: at most ~15 minutes to the
-first probe after healing, then ~3 more minutes. Four probes of a route at 60% route failures
-and -2 logits pass with probability ~0.1%; a false restore is demoted again in ~8 attempts.
+first probe after healing, then ~5 more minutes. Ten probes of a route at 60% route failures
+and -2 logits pass with probability ~0.003%; a false restore is demoted again in ~10 attempts.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -54,15 +60,32 @@ class RouteHealthConfig:
     prior_failure_rate: float = 0.01
     prior_samples: int = 100
     min_failure_rate: float = 0.005  # a route that never failed still fails sometimes
+    # Corroborated collapse (window): route failures at least this unlikely AND approvals
+    # <= collapse_ratio x expected. Each alone is common (3 failures in 20 at 0.5%: 1e-4;
+    # 10 of 20 approved at 0.85: 2.5e-4); both together ~3e-8 per window.
+    corroborated_alpha: float = 1e-3
     collapse_ratio: float = 0.6
-    collapse_z: float = 4.0
-    probe_interval_ms: int = MINUTE_MS
+    # Approvals alone (issuer-side codes only): a longer window, a deeper ratio, more sd. 20
+    # outcomes cannot tell a route cut to 0.3 from issuers at 0.75 the model missed (false
+    # alarms ~1% per window); 60 can: ok <= 0.5 x expected and 5 sd under it.
+    approval_window: int = 60
+    approval_min_outcomes: int = 30
+    approval_ratio: float = 0.5
+    approval_z: float = 5.0
+    # 30 s after a passed probe: ten probes see a healed route back within ~5 min
+    probe_interval_ms: int = MINUTE_MS // 2
     # 15 min: at the evaluator's ~6 payments a minute a failed probe loses ~0.25 approvals (its
     # route failures cascade to another route), ~1 per hour of outage; restore stays < 30 min.
     probe_max_interval_ms: int = 15 * MINUTE_MS
-    probe_window: int = 4
-    restore_alpha: float = 0.01
-    restore_ratio: float = 0.75
+    # 10 probes, none failing at a 0.5% baseline (P(X >= 1 | 10, 0.005) = 4.9% < restore_alpha)
+    # and approvals >= 0.8 x expected: a route at 60% route failures and -2 logits passes a
+    # group with ~3e-5 (a 12 h outage sees ~120 probes, clustered: every approved probe brings
+    # the next one closer). 4 probes tolerating one failure let ~1.8% through and flapped in
+    # 2 of 3 replays, 8 clean probes still flapped in 2 of 3 (runs of 9 clean probes at a 40%
+    # clean rate). A healed route at p 0.9 passes a group with ~0.9.
+    probe_window: int = 10
+    restore_alpha: float = 0.05
+    restore_ratio: float = 0.8
 
 
 def binomial_tail(k: int, n: int, p: float) -> float:
@@ -78,8 +101,9 @@ Observation = tuple[bool, bool, float | None]  # approved, route failure, model 
 class RouteHealth:
     """The state machine of one route."""
 
-    __slots__ = ("base_fail", "base_n", "base_ok", "cause", "cfg", "demoted_at", "interval_ms",
-                 "last_probe", "last_window", "probes", "recent", "state")  # fmt: skip
+    __slots__ = ("base_fail", "base_n", "base_ok", "cause", "cause_window", "cfg",
+                 "demoted_at", "interval_ms", "last_probe", "last_window", "probes", "recent",
+                 "state")  # fmt: skip
 
     def __init__(self, cfg: RouteHealthConfig) -> None:
         self.cfg = cfg
@@ -90,8 +114,10 @@ class RouteHealth:
         self.interval_ms = cfg.probe_interval_ms
         # (route-failure rate, approval rate, expected approval rate) of the last judged window
         self.last_window: tuple[float, float, float] | None = None
-        self.cause: str | None = None  # the test that tripped: route_failure or route_approval
-        self.recent: deque[Observation] = deque(maxlen=cfg.window)
+        # the test that tripped (route_failure, route_collapse, route_approval) and its window
+        self.cause: str | None = None
+        self.cause_window = cfg.window
+        self.recent: deque[Observation] = deque(maxlen=max(cfg.window, cfg.approval_window))
         self.probes: deque[Observation] = deque(maxlen=cfg.probe_window)
 
     @property
@@ -107,38 +133,53 @@ class RouteHealth:
         """The route's healthy approval rate (0.8 pseudo-rate behind 20 pseudo-outcomes)."""
         return (self.base_ok + 16.0) / (self.base_n + 20.0)
 
-    def _judge(self, obs: deque[Observation]) -> tuple[float, float, float, float]:
-        """(failure tail probability, approvals, expected approvals, their variance)."""
-        n = len(obs)
-        fails = sum(1 for o in obs if o[1])
-        ok = sum(1 for o in obs if o[0])
+    def _judge(self, obs: Iterable[Observation]) -> tuple[int, int, int, float, float]:
+        """(outcomes, route failures, approvals, expected approvals, their variance); keeps
+        the rates in last_window."""
         a0 = self.baseline_approval
+        n = fails = ok = 0
         exp = var = 0.0
         for o in obs:
+            n += 1
+            fails += o[1]
+            ok += o[0]
             p = a0 if o[2] is None else o[2]
             exp += p
             var += p * (1.0 - p)
-        tail = binomial_tail(fails, n, self.baseline_failure_rate) if fails >= 2 else 1.0
         self.last_window = (fails / n, ok / n, exp / n)
-        return tail, ok, exp, var
+        return n, fails, ok, exp, var
 
     def observe_healthy(self, approved: bool, route_failure: bool, p: float | None) -> bool:
         """One outcome on a healthy route; True when it completes a collapse (demote now)."""
         c = self.cfg
         self.recent.append((approved, route_failure, p))
-        if len(self.recent) < c.min_outcomes:
+        cause = self._collapse() if len(self.recent) >= c.min_outcomes else None
+        if cause is None:
             self._learn(approved, route_failure)
             return False
-        tail, ok, exp, var = self._judge(self.recent)
-        failed = tail < c.failure_alpha
-        collapsed = failed or (
-            ok <= c.collapse_ratio * exp and exp - ok >= c.collapse_z * math.sqrt(max(var, 1e-9))
-        )
-        if not collapsed:
-            self._learn(approved, route_failure)
-        else:
-            self.cause = "route_failure" if failed else "route_approval"
-        return collapsed
+        self.cause = cause
+        return True
+
+    def _collapse(self) -> str | None:
+        """The test the recent outcomes fail, if any (see RouteHealthConfig for the figures)."""
+        c = self.cfg
+        long_n = len(self.recent)
+        if long_n >= c.approval_min_outcomes:
+            tail_start = max(0, long_n - c.approval_window)
+            n, _, ok, exp, var = self._judge(itertools.islice(self.recent, tail_start, None))
+            sd = math.sqrt(max(var, 1e-9))
+            if ok <= c.approval_ratio * exp and exp - ok >= c.approval_z * sd:
+                self.cause_window = n
+                return "route_approval"
+        start = max(0, long_n - c.window)
+        n, fails, ok, exp, _ = self._judge(itertools.islice(self.recent, start, None))
+        self.cause_window = n
+        tail = binomial_tail(fails, n, self.baseline_failure_rate) if fails >= 2 else 1.0
+        if tail < c.failure_alpha:
+            return "route_failure"
+        if tail < c.corroborated_alpha and ok <= c.collapse_ratio * exp:
+            return "route_collapse"
+        return None
 
     def _learn(self, approved: bool, route_failure: bool) -> None:
         self.base_n += 1
@@ -167,7 +208,8 @@ class RouteHealth:
             self.interval_ms = min(2 * self.interval_ms, c.probe_max_interval_ms)
         if len(self.probes) < c.probe_window:
             return False
-        tail, ok, exp, _ = self._judge(self.probes)
+        n, fails, ok, exp, _ = self._judge(self.probes)
+        tail = binomial_tail(fails, n, self.baseline_failure_rate)
         if tail >= c.restore_alpha and ok >= c.restore_ratio * exp:
             self.state = RouteState.HEALTHY
             self.demoted_at = None

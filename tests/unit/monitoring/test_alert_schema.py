@@ -64,7 +64,7 @@ def test_alerts_the_monitor_raises_encode(codec):
         assert mon.observe_outcome("acq-de", True, "NONE", t, 0.9) == []
     alerts = [a for t in range(20) for a in mon.observe_outcome("acq-de", False, "ROUTE",
                                                                 1_000 + t, 0.9)]  # fmt: skip
-    alerts += [a for t in range(4) for a in mon.observe_outcome("acq-de", True, "NONE",
+    alerts += [a for t in range(10) for a in mon.observe_outcome("acq-de", True, "NONE",
                                                                  5_000 + t, 0.9)]  # fmt: skip
     assert [a["kind"] for a in alerts] == ["ROUTE_DEMOTED", "ROUTE_RESTORED"]
     serde = codec.serde("Alert")

@@ -107,14 +107,20 @@ def test_monitor_demotes_only_the_failing_route_and_restores_it_on_probes():
     assert mon.is_demoted("a") and not mon.is_demoted("b") and mon.demoted == {"a"}
     assert not mon.is_demoted("never-seen")
     assert mon.alarm_levels(t)[("route_health", "a")] == 1
-    # probes still failing: no restore; four healthy probes: restored, window started afresh
+    # probes still failing: no restore; ten healthy probes: restored, window started afresh
     assert all(mon.observe_outcome("a", False, "ROUTE", t + i, 0.9) == [] for i in range(20))
-    out = [a for i in range(4) for a in mon.observe_outcome("a", True, "NONE", t + 100 + i, 0.9)]
+    out: list[dict] = []
+    for i in range(10):
+        out += mon.observe_outcome("a", True, "NONE", t + 100 + i, 0.9)
+        if out:
+            break
     assert [a["kind"] for a in out] == ["ROUTE_RESTORED"]
-    assert out[0]["detector"] == "probe_window(n=4)" and out[0]["event_time"] == t + 103
+    # by the 10th healthy probe (one failure in the window is tolerated when the failures
+    # that led to the demotion raised the learned baseline)
+    assert out[0]["detector"] == "probe_window(n=10)" and out[0]["event_time"] <= t + 109
     assert not mon.is_demoted("a") and mon.demoted == frozenset()
     assert len(mon.routes["a"].recent) == 0 and len(mon.routes["a"].probes) == 0
-    assert mon.alarm_levels(t + 103)[("route_health", "a")] == 0
+    assert mon.alarm_levels(out[0]["event_time"])[("route_health", "a")] == 0
 
 
 # ---------------------------------------------------------------- model state machine

@@ -13,7 +13,7 @@ from app.features.definitions import feature_hash
 from app.features.online import FeatureState
 from app.harness.sample import SampleTraffic
 from app.models.serving.scoring import CompiledModel
-from app.monitoring import HealthMonitor, MonitorConfig
+from app.monitoring import HealthMonitor, MonitorConfig, RouteHealthConfig
 from app.routing.dispatch import Dispatcher, parse_arms
 from app.state.windows.residual import Decay, update_residuals
 from tests.modelkit import build_versions
@@ -78,8 +78,8 @@ def _demote(mon: HealthMonitor, route: str, t: int) -> None:
 
 @pytest.mark.parametrize("probes_fail", [False, True])
 def test_a_demoted_route_gets_only_its_probes(models, probes_fail):
-    """Demoted: eliminated from the argmax and from exploration; a probe every minute while
-    its outcomes are unknown (probe_sent is all the monitor hears), every 1, 2, 4... minutes
+    """Demoted: eliminated from the argmax and from exploration; a probe every 30 s while
+    its outcomes are unknown (probe_sent is all the monitor hears), every 0.5, 1, 2... minutes
     when each probe's outcome is a route failure. A probe is the monitor's deterministic
     choice: propensity 1, and its outcome must not teach the online correction."""
     route = REQS[0]["candidates"][0]["route_id"]
@@ -104,7 +104,11 @@ def test_a_demoted_route_gets_only_its_probes(models, probes_fail):
             assert dec.learn is True and 0.0 < d["propensity"] <= 1.0
     gaps = [(b - a) // 1_000 for a, b in zip([t0, *probes], probes, strict=False)]
     # requests are 1 s apart: each probe goes to the first request once the interval is up
-    assert gaps == ([60, 120] if probes_fail else [60] * 6), gaps
+    first = RouteHealthConfig().probe_interval_ms // 1_000
+    assert first == 30 and len(gaps) >= 3, gaps
+    assert gaps == (
+        [first * 2**k for k in range(len(gaps))] if probes_fail else [first] * len(gaps)
+    )
 
 
 def test_the_champions_p_is_corrected_by_the_residuals(models):
