@@ -118,10 +118,17 @@ def replay(
             ok = (c >= 0) & ~dem[np.maximum(c, 0)]
             alt[move] = np.where(ok.any(1), c[np.arange(len(c)), ok.argmax(1)], r[move])
         b = batch.take(np.arange(sl.start, sl.stop))
-        drawn, drawn_alt = draw_many(world, b, r, rng), draw_many(world, b, alt, rng)
-        p, p_alt = (_model_p(model_world, b, x, shift[sl]) for x in (r, alt))
-        cols = [x.tolist() for x in (r, alt, p, p_alt, drawn.kind, drawn_alt.kind,
-                                     drawn.latency_ms, drawn_alt.latency_ms)]  # fmt: skip
+        drawn = draw_many(world, b, r, rng)
+        p = _model_p(model_world, b, r, shift[sl])
+        kind_alt, lat_alt, p_alt = drawn.kind.copy(), drawn.latency_ms.copy(), p.copy()
+        if move.any():  # outcomes on the fallback route only where one may be needed
+            rows = np.flatnonzero(move)
+            bm = batch.take(sl.start + rows)
+            d_alt = draw_many(world, bm, alt[rows], rng)
+            kind_alt[rows], lat_alt[rows] = d_alt.kind, d_alt.latency_ms
+            p_alt[rows] = _model_p(model_world, bm, alt[rows], shift[sl][rows])
+        cols = [x.tolist() for x in (r, alt, p, p_alt, drawn.kind, kind_alt,
+                                     drawn.latency_ms, lat_alt)]  # fmt: skip
         t0 = time.perf_counter()
         for j, (ri, ai, pi, pa, ki, ka, li, la) in enumerate(zip(*cols, strict=True)):
             i = s + j

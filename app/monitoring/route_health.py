@@ -24,10 +24,10 @@ A demoted route is dropped from exploitation and exploration but probed: the dis
 it one request when `probe_due`, so recovery is seen within minutes at any traffic rate. The
 probe interval starts at `probe_interval_ms`, doubles after every failed probe up to
 `probe_max_interval_ms` and drops back to the start after an approved one: a dead route costs
-~4 probes an hour, a healing one is probed every 30 s as soon as one probe gets through. Every
+~6 probes an hour, a healing one is probed every 30 s as soon as one probe gets through. Every
 outcome on a demoted route counts as a probe (in-flight ones included). Restored when the last
 `probe_window` probes have route failures not above baseline (P(X >= failures) >=
-`restore_alpha`) and approvals at least `restore_ratio` x expected: at most ~15 minutes to the
+`restore_alpha`) and approvals at least `restore_ratio` x expected: at most ~10 minutes to the
 first probe after healing, then ~5 more minutes. Ten probes of a route at 60% route failures
 and -2 logits pass with probability ~0.003%; a false restore is demoted again in ~10 attempts.
 """
@@ -55,6 +55,9 @@ class RouteHealthConfig:
 
     window: int = 20
     min_outcomes: int = 8
+    # The failure test also runs on the last `short_window` outcomes: 4 route failures of 8 at
+    # a 0.5% baseline (4e-8) trip ~2 attempts sooner than 5 of 20 (5e-8) at 60% failures.
+    short_window: int = 8
     # A test per outcome: 1e-7 keeps 1M steady outcomes per route free of false demotions.
     failure_alpha: float = 1e-7
     prior_failure_rate: float = 0.01
@@ -74,9 +77,10 @@ class RouteHealthConfig:
     approval_z: float = 5.0
     # 30 s after a passed probe: ten probes see a healed route back within ~5 min
     probe_interval_ms: int = MINUTE_MS // 2
-    # 15 min: at the evaluator's ~6 payments a minute a failed probe loses ~0.25 approvals (its
-    # route failures cascade to another route), ~1 per hour of outage; restore stays < 30 min.
-    probe_max_interval_ms: int = 15 * MINUTE_MS
+    # 10 min: a dead route costs 6 probes an hour (at the evaluator's ~6 payments a minute a
+    # failed probe loses ~0.25 approvals: its route failures cascade to another route); a
+    # healed one waits <= 10 min for its first probe, then ~5 min of probes: restore < 30 min.
+    probe_max_interval_ms: int = 10 * MINUTE_MS
     # 10 probes, none failing at a 0.5% baseline (P(X >= 1 | 10, 0.005) = 4.9% < restore_alpha)
     # and approvals >= 0.8 x expected: a route at 60% route failures and -2 logits passes a
     # group with ~3e-5 (a 12 h outage sees ~120 probes, clustered: every approved probe brings
@@ -171,10 +175,17 @@ class RouteHealth:
             if ok <= c.approval_ratio * exp and exp - ok >= c.approval_z * sd:
                 self.cause_window = n
                 return "route_approval"
+        base = self.baseline_failure_rate
+        short = itertools.islice(self.recent, max(0, long_n - c.short_window), None)
+        short_fails = sum(o[1] for o in short)
+        if short_fails >= 2 and binomial_tail(short_fails, c.short_window, base) < c.failure_alpha:
+            self._judge(itertools.islice(self.recent, max(0, long_n - c.short_window), None))
+            self.cause_window = min(long_n, c.short_window)
+            return "route_failure"
         start = max(0, long_n - c.window)
         n, fails, ok, exp, _ = self._judge(itertools.islice(self.recent, start, None))
         self.cause_window = n
-        tail = binomial_tail(fails, n, self.baseline_failure_rate) if fails >= 2 else 1.0
+        tail = binomial_tail(fails, n, base) if fails >= 2 else 1.0
         if tail < c.failure_alpha:
             return "route_failure"
         if tail < c.corroborated_alpha and ok <= c.collapse_ratio * exp:

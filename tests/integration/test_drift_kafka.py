@@ -47,6 +47,7 @@ def test_acquirer_outage_is_detected_and_traffic_moves_away(worker, settings_for
     before = [r for t, r in seen if t < start]
     assert before.count(route) / len(before) > 0.05, "the route carried traffic before"
     exposed = sum(1 for t, r in seen if r == route and start <= t < detected)
+    print(demoted[0]["message"])
     print(f"outage detected after {exposed} decisions on {route}, "
           f"{(detected - start) / 60000:.1f} simulated minutes")  # fmt: skip
     assert exposed <= 20, exposed  # issue 16: demoted within 20 attempts on the route

@@ -102,7 +102,7 @@ def test_monitor_demotes_only_the_failing_route_and_restores_it_on_probes():
         assert n <= RouteHealthConfig().window
     assert [a["kind"] for a in alerts] == ["ROUTE_DEMOTED"]
     dem = alerts[0]
-    assert dem["subject"] == "a" and dem["detector"] == "route_failure:window(n=20)"
+    assert dem["subject"] == "a" and dem["detector"] == "route_failure:window(n=8)"
     assert dem["value"] > dem["baseline"] and dem["raised_at"] == 7
     assert mon.is_demoted("a") and not mon.is_demoted("b") and mon.demoted == {"a"}
     assert not mon.is_demoted("never-seen")

@@ -116,7 +116,7 @@ def test_a_calibrated_steady_route_is_not_demoted_over_100k_outcomes():
 
 
 # ---------------------------------------------------------------- probes
-def test_probe_interval_doubles_on_failed_probes_up_to_15_min_and_resets_on_an_approval():
+def test_probe_interval_doubles_on_failed_probes_up_to_10_min_and_resets_on_an_approval():
     half = MINUTE_MS // 2
     rh = RouteHealth(CFG)
     t = 10 * MINUTE_MS
@@ -131,8 +131,8 @@ def test_probe_interval_doubles_on_failed_probes_up_to_15_min_and_resets_on_an_a
         rh.last_probe = t
         assert not rh.observe_probe(False, True, 0.85)
         assert not rh.probe_due(t)
-    assert intervals == [0.5, 1, 2, 4, 8, 15, 15]  # minutes
-    t += 15 * MINUTE_MS
+    assert intervals == [0.5, 1, 2, 4, 8, 10, 10]  # minutes
+    t += 10 * MINUTE_MS
     assert rh.probe_due(t)
     rh.last_probe = t
     assert not rh.observe_probe(True, False, 0.85)  # one approved probe: every 30 s again
@@ -195,15 +195,16 @@ def test_restore_needs_route_failures_near_baseline_whatever_the_approvals():
     assert rh.state is RouteState.DEMOTED
 
 
-def test_a_route_still_in_its_outage_rarely_passes_four_probes():
+def test_a_route_still_in_its_outage_rarely_passes_its_probes():
     """The module's figure: ten probes of a route at 60% route failures and -2 logits on the
     rest pass with probability ~0.003%. A pass here is a false restore: the route is put back
     and demoted again some attempts later (it flaps)."""
     rng = np.random.default_rng(5)
     p_ok = 1.0 / (1.0 + np.exp(-(np.log(0.85 / 0.15) - 2.0)))  # 0.43 once past the route
     passed, groups = 0, 5_000
+    rh = _demoted()
     for _ in range(groups):
-        rh = _demoted()
+        rh.demote(0)  # a fresh group of probes on the same learned baseline
         for _ in range(CFG.probe_window):
             fail = bool(rng.random() < 0.6)
             passed += rh.observe_probe(not fail and bool(rng.random() < p_ok), fail, 0.85)
