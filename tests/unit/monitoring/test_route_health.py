@@ -61,13 +61,15 @@ def test_an_approval_collapse_against_the_models_p_demotes_within_the_approval_w
 
 
 def test_a_collapse_with_some_route_failures_demotes_within_one_window_mostly():
-    """25% route failures (often too few alone for the failure test, which wants 5 of 20) and
-    approvals cut to 0.35: the corroborated test trips within 20 attempts in ~89% of
-    collapses (200 draws), the approval window catches the rest."""
+    """25% route failures (often too few alone for the failure test, which wants 4 of 8 or 5 of
+    20) and approvals cut to 0.35: the corroborated test (failures beyond 3x the baseline)
+    trips within 20 attempts in ~71% of collapses (median 17), the approval window catches the
+    rest."""
     rng = np.random.default_rng(13)
     delays = [_attempts_to_demote(rng, 0.25, 0.35, 0.85) for _ in range(100)]
     assert all(d is not None and d <= CFG.approval_window for d in delays), delays
-    assert sum(d <= CFG.window for d in delays) >= 80, delays  # type: ignore[operator]
+    assert sum(d <= CFG.window for d in delays) >= 65, delays  # type: ignore[operator]
+    assert sorted(delays)[50] <= CFG.window  # type: ignore[operator]
 
 
 def test_the_cause_of_a_demotion_is_the_test_that_tripped():
@@ -116,7 +118,7 @@ def test_a_calibrated_steady_route_is_not_demoted_over_100k_outcomes():
 
 
 # ---------------------------------------------------------------- probes
-def test_probe_interval_doubles_on_failed_probes_up_to_10_min_and_resets_on_an_approval():
+def test_probe_interval_doubles_on_failed_probes_up_to_10_min_and_resets_on_two_approvals():
     half = MINUTE_MS // 2
     rh = RouteHealth(CFG)
     t = 10 * MINUTE_MS
@@ -135,7 +137,12 @@ def test_probe_interval_doubles_on_failed_probes_up_to_10_min_and_resets_on_an_a
     t += 10 * MINUTE_MS
     assert rh.probe_due(t)
     rh.last_probe = t
-    assert not rh.observe_probe(True, False, 0.85)  # one approved probe: every 30 s again
+    assert not rh.observe_probe(True, False, 0.85)  # one approved probe: half the wait
+    assert rh.interval_ms == 5 * MINUTE_MS
+    t += 5 * MINUTE_MS
+    assert rh.probe_due(t)
+    rh.last_probe = t
+    assert not rh.observe_probe(True, False, 0.85)  # two in a row: every 30 s again
     assert rh.interval_ms == half
     assert not rh.probe_due(t + half - 1) and rh.probe_due(t + half)
 
