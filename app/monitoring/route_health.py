@@ -173,30 +173,26 @@ class RouteHealth:
         self.cause = cause
         return True
 
+    def _last(self, k: int) -> tuple[int, int, int, float, float]:
+        """_judge over the newest k outcomes."""
+        return self._judge(itertools.islice(self.recent, max(0, len(self.recent) - k), None))
+
     def _collapse(self) -> str | None:
         """The test the recent outcomes fail, if any (see RouteHealthConfig for the figures)."""
         c = self.cfg
-        long_n = len(self.recent)
-        if long_n >= c.approval_min_outcomes:
-            tail_start = max(0, long_n - c.approval_window)
-            n, _, ok, exp, var = self._judge(itertools.islice(self.recent, tail_start, None))
+        if len(self.recent) >= c.approval_min_outcomes:
+            n, _, ok, exp, var = self._last(c.approval_window)
             sd = math.sqrt(max(var, 1e-9))
             if ok <= c.approval_ratio * exp and exp - ok >= c.approval_z * sd:
                 self.cause_window = n
                 return "route_approval"
         base = self.baseline_failure_rate
-        short = itertools.islice(self.recent, max(0, long_n - c.short_window), None)
-        short_fails = sum(o[1] for o in short)
-        if short_fails >= 2 and binomial_tail(short_fails, c.short_window, base) < c.failure_alpha:
-            self._judge(itertools.islice(self.recent, max(0, long_n - c.short_window), None))
-            self.cause_window = min(long_n, c.short_window)
-            return "route_failure"
-        start = max(0, long_n - c.window)
-        n, fails, ok, exp, _ = self._judge(itertools.islice(self.recent, start, None))
-        self.cause_window = n
-        tail = binomial_tail(fails, n, base) if fails >= 2 else 1.0
-        if tail < c.failure_alpha:
-            return "route_failure"
+        for k in (c.short_window, c.window):
+            n, fails, ok, exp, _ = self._last(k)
+            self.cause_window = n
+            if fails >= 2 and binomial_tail(fails, n, base) < c.failure_alpha:
+                return "route_failure"
+        # (n, fails, ok, exp) of the last `window` outcomes
         if ok <= c.collapse_ratio * exp and fails >= 2:
             loose = min(1.0, c.corroborated_failure_mult * base)
             if binomial_tail(fails, n, loose) < c.corroborated_alpha:
