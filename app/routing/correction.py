@@ -81,14 +81,16 @@ def offset(levels: Sequence[Residual], params: CorrectionParams) -> Offset:
     b, n = 0.0, math.inf  # the model: offset 0, as sure as its prior says
     cap = params.max_offset
     for i in (2, 1, 0):  # route first, then each child shrunk towards its parent
-        r = levels[i]
+        w, a, s = levels[i]
         k = min(params.prior_route if i == 2 else params.prior_segment, n)
-        if r.weight > 1e-9:
-            lp = logit(r.p / r.weight)
-            q = (r.approvals + k * sigmoid(lp + b)) / (r.weight + k)
-            b = min(max(logit(q) - lp, -cap), cap)
-        n = r.weight + k
-    return Offset(b, n, levels[0].weight)
+        if w > 1e-9:
+            pbar = min(max(s / w, _EPS), 1.0 - _EPS)
+            lp = math.log(pbar / (1.0 - pbar))
+            q = (a + k / (1.0 + math.exp(-lp - b))) / (w + k)
+            q = min(max(q, _EPS), 1.0 - _EPS)
+            b = min(max(math.log(q / (1.0 - q)) - lp, -cap), cap)
+        n = w + k
+    return Offset(b, n, levels[0][0])
 
 
 class Correction:
@@ -106,11 +108,9 @@ class Correction:
         t = int(req["event_time"])  # type: ignore[call-overload]
         d = self.params.decay
         bin_, net, cc = str(req["bin"]), str(req["network"]), str(req["issuer_country"])
-        get = self.lookup
-        return [
-            offset([read(get(k), t, d) for k in residual_keys(r, bin_, net, cc)], self.params)
-            for r in routes
-        ]
+        get, params = self.lookup, self.params
+        return [offset([read(get(k), t, d) for k in residual_keys(r, bin_, net, cc)], params)
+                for r in routes]  # fmt: skip
 
 
 def apply(p: float, o: Offset) -> float:

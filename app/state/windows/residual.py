@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from app.state.windows.base import Store
@@ -55,8 +56,10 @@ class Residual(NamedTuple):
 _NONE = Residual(0.0, 0.0, 0.0)
 
 
+@lru_cache(maxsize=1 << 16)  # ~4 routes x the BINs and countries seen recently; ~40 B a key
 def residual_keys(route: str, bin_: str, network: str, issuer_country: str) -> tuple[bytes, ...]:
-    """The three residual keys of a route and request, most specific first."""
+    """The three residual keys of a route and request, most specific first (cached: a request
+    reads 12 of them, and formatting them was a third of the correction's cost)."""
     return tuple(PREFIX + k.encode() for k in stat_keys(route, bin_, network, issuer_country))
 
 
