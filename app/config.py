@@ -208,18 +208,14 @@ class Settings(BaseSettings):
         default_factory=dict, description='per-merchant margins, JSON: {"m1": 180}'
     )
     ev_explore: float = Field(0.03, description="share of EV-routed traffic that explores")
-    ev_explore_plausible: float = Field(
-        0.0,
-        ge=0.0,
-        le=0.5,
-        description="share of EV-routed traffic that explores among the routes the online "
-        "correction's uncertainty says could beat the best (none: no extra exploration)",
-    )
-    ev_explore_z: float = Field(
+    ev_thompson_scale: float = Field(
         1.0,
         ge=0.0,
-        description="a route is plausible when its corrected p raised by this many standard "
-        "deviations of its offset would make it the best",
+        le=3.0,
+        description="EV traffic beyond ev_explore is split by probability matching on the online "
+        "correction's posterior: each route gets its share of posterior draws in which it has "
+        "the highest EV (exact propensity); this scales the draws' sd (1 = Thompson sampling, "
+        "0 = always the mean's best)",
     )
     # --- online correction of the model (app.routing.correction) ------------------------------
     correction_enabled: bool = Field(

@@ -26,32 +26,37 @@ def choose(
     eligible: Sequence[int],
     explore: float,
     explore_pool: Sequence[int] | None = None,
-    plausible: Sequence[int] = (),
-    explore_plausible: float = 0.0,
+    weights: Sequence[float] | None = None,
 ) -> tuple[int, float, bool]:
     """(chosen index, propensity, explored). Best = highest score among the eligible, ties to
-    the cheaper route, then to candidate order. Two exploration tiers, one uniform draw:
+    the cheaper route, then to candidate order. One uniform draw picks the tier:
     - with probability `explore` a uniform pick among `explore_pool` (default: the eligible);
-    - with probability `explore_plausible` a uniform pick among `plausible` (routes other than
-      the best that could still be better: the caller's uncertainty says so), when there are;
-    otherwise the best. The propensity is the exact sum of the three ways to the choice."""
+    - otherwise the best, or, when the caller gives `weights` (a distribution over the
+      candidates, zero off the eligible: expected_value's posterior win shares), a pick by them.
+    The propensity is the exact sum of the ways to the choice; explored = the uniform tier drew
+    it, or the weights picked another than the best."""
     best = max(eligible, key=lambda i: (scores[i], -fees[i], -i))
     pool = eligible if explore_pool is None else explore_pool
-    plaus = [i for i in plausible if i != best]
-    m, k = len(pool), len(plaus)
-    e_plaus = explore_plausible if k else 0.0
-    if m == 1 and pool[0] == best and not k:
+    m = len(pool)
+    if weights is None or weights[best] >= 1.0:
+        weights = None
+    if m == 1 and pool[0] == best and weights is None:
         return best, 1.0, False
     u_explore, u_pick = uniform_draws(request_id)
     if u_explore < explore:
-        chosen, explored = pool[min(int(u_pick * m), m - 1)], True
-    elif u_explore < explore + e_plaus:
-        chosen, explored = plaus[min(int(u_pick * k), k - 1)], True
+        chosen, uniform = pool[min(int(u_pick * m), m - 1)], True
+    elif weights is None:
+        chosen, uniform = best, False
     else:
-        chosen, explored = best, False
-    propensity = ((1.0 - explore - e_plaus) * (chosen == best) + explore / m * (chosen in pool)
-                  + (e_plaus / k if chosen in plaus else 0.0))  # fmt: skip
-    return chosen, propensity, explored
+        chosen, acc, uniform = best, 0.0, False
+        for i, w in enumerate(weights):
+            acc += w
+            if w > 0.0 and u_pick < acc:
+                chosen = i
+                break
+    w_chosen = (chosen == best) * 1.0 if weights is None else weights[chosen]
+    propensity = (1.0 - explore) * w_chosen + explore / m * (chosen in pool)
+    return chosen, propensity, uniform or chosen != best
 
 
 def decision(

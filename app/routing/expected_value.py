@@ -9,10 +9,15 @@ the request. A route whose approval estimate is under the elimination
 threshold is skipped unless every route is. Reason codes say which route won and why.
 
 Exploration (exact propensity, app.routing.choice): `explore` uniformly over the eligible
-routes, plus `explore_plausible` uniformly over the routes whose optimistic EV (the
-corrected p raised by `explore_z` standard deviations of its offset) beats the best's EV:
-uncertainty directs the exploration, so a route whose segment evidence has faded, or a segment
-never seen (a new BIN range), is tried where it could matter and a clearly worse route is not.
+routes; the rest by probability matching on the correction's posterior (Thompson sampling with
+its action distribution made explicit): each eligible route gets the share of posterior draws
+in which it has the highest EV, and the request's hash picks by those shares, so the logged
+propensity is the probability the policy used, not an estimate of it. The draws are a fixed
+matrix of 512 standard normals (the same on every worker and in replays); a draw moves a
+route's corrected logit by `thompson_scale` x its offset's sd. Uncertainty directs the
+exploration: a route whose segment evidence has faded, or a segment never seen (a new BIN
+range), gets traffic in proportion to its chance of being the best; a clearly worse or
+well-measured one gets none beyond `explore`. Scale 0: greedy on the mean.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from app.routing.correction import Offset, apply, logit, sigmoid
 from app.routing.latency import latency_penalty
 
 POLICY_NAME = "expected_value"
+_DRAWS = 512  # posterior draws per request: win shares in steps of 1/512 (exact binary fractions)
+_Z = np.random.default_rng(16).standard_normal((_DRAWS, 64))  # fixed: same shares everywhere
+_ZMIN, _ZMAX = _Z.min(axis=0).tolist(), _Z.max(axis=0).tolist()
 
 
 @dataclass(frozen=True)
@@ -39,14 +47,13 @@ class EVParams:
     eliminate_below: float = 0.05
     latency_budget_ms: float = 1000.0
     latency_penalty: float = 0.5  # share of the approval value lost at twice the budget
-    explore_plausible: float = 0.0
-    explore_z: float = 1.0
+    thompson_scale: float = 1.0
 
     @classmethod
     def from_settings(cls, s: Any) -> EVParams:
         return cls(s.ev_margin_bps, dict(s.ev_merchant_margin_bps), s.ev_explore,
                    s.ev_eliminate_below, s.ev_latency_budget_ms,
-                   s.ev_latency_penalty, s.ev_explore_plausible, s.ev_explore_z)  # fmt: skip
+                   s.ev_latency_penalty, s.ev_thompson_scale)  # fmt: skip
 
 
 class FeatureRows:
@@ -111,18 +118,13 @@ def decide(req: dict[str, Any], p_approve: np.ndarray, model_version: str,
         eligible = list(range(len(cands)))
         for s in scores:
             s["eliminated"] = False
-    plausible: list[int] = []
-    if offsets is not None and params.explore_plausible > 0:
-        top = max(evs[i] for i in eligible)
-        z = params.explore_z
-        for i in eligible:
-            p = scores[i]["p_approve"]
-            hi = sigmoid(logit(p) + z * offsets[i].sd(p)) * value - fees[i] - pens[i] * value
-            if evs[i] < top <= hi:
-                plausible.append(i)
+    weights = None
+    if offsets is not None and params.thompson_scale > 0 and len(eligible) > 1:
+        weights = win_shares([scores[i]["p_approve"] for i in range(len(cands))],
+                             [o.sd(s["p_approve"]) for o, s in zip(offsets, scores, strict=True)],
+                             value, fees, pens, eligible, params.thompson_scale)  # fmt: skip
     chosen, propensity, explored = choose(req["request_id"], evs, fees, eligible,
-                                          params.explore, None, plausible,
-                                          params.explore_plausible)  # fmt: skip
+                                          params.explore, None, weights)  # fmt: skip
     c = scores[chosen]
     reasons.insert(0, "EXPLORE" if explored else "EV_BEST")
     reasons.append(
@@ -131,8 +133,8 @@ def decide(req: dict[str, Any], p_approve: np.ndarray, model_version: str,
     if offsets is not None:
         o = offsets[chosen]
         reasons.append(f"CORRECTION:{c['route_id']}={o.b:+.2f}(n={o.weight:.0f})")
-    if plausible:
-        reasons.append("PLAUSIBLE:" + ",".join(cands[i]["route_id"] for i in plausible))
+    if explored and weights is not None and weights[chosen] > 0:
+        reasons.append(f"POSTERIOR:{c['route_id']}={weights[chosen]:.3f}")
     ranked = sorted(range(len(scores)), key=lambda i: -evs[i])
     if ranked[0] != chosen and not explored:
         reasons.append("TIE_CHEAPER_ROUTE")
@@ -142,3 +144,32 @@ def decide(req: dict[str, Any], p_approve: np.ndarray, model_version: str,
         elif s["eliminated"]:
             reasons.append(f"ELIMINATED:{s['route_id']}")
     return decision(req, chosen, scores, propensity, POLICY_NAME, model_version, reasons)
+
+
+def win_shares(p: list[float], sd: list[float], value: float, fees: list[int],
+               pens: list[float], eligible: list[int], scale: float) -> list[float] | None:
+    """Per candidate, the share of the fixed posterior draws in which it has the highest EV
+    (0 off the eligible): draw d moves the j-th eligible route's logit by scale x sd x Z[d, j].
+    None when one route wins every draw (checked from each column's extreme draws first: the
+    common case costs no matrix)."""
+    k = len(eligible)
+    lp = [logit(p[i]) for i in eligible]
+    s = [min(sd[i], 10.0) * scale for i in eligible]
+    off = [fees[i] / value + pens[i] for i in eligible]  # EV / value = p - off
+    lo = [sigmoid(lp[j] + s[j] * _ZMIN[j]) - off[j] for j in range(k)]
+    hi = [sigmoid(lp[j] + s[j] * _ZMAX[j]) - off[j] for j in range(k)]
+    top = max(range(k), key=lo.__getitem__)
+    if all(hi[j] < lo[top] for j in range(k) if j != top):
+        return None
+    draws = _Z[:, :k] * np.asarray(s)
+    draws += np.asarray(lp)
+    np.negative(draws, out=draws)
+    np.exp(draws, out=draws)
+    draws += 1.0
+    np.reciprocal(draws, out=draws)
+    draws -= np.asarray(off)
+    wins = np.bincount(draws.argmax(axis=1), minlength=k).tolist()
+    out = [0.0] * len(p)
+    for j, i in enumerate(eligible):
+        out[i] = wins[j] / _DRAWS
+    return out

@@ -1,5 +1,5 @@
 """choose(): the logged propensity is the exact probability of the choice under the draw, with
-uniform exploration, plausible-set exploration, both, or neither."""
+uniform exploration, a pick by the caller's weights (posterior win shares), both, or neither."""
 
 from __future__ import annotations
 
@@ -16,18 +16,17 @@ ELIGIBLE = [0, 1, 2, 4]  # 3 eliminated
 
 CASES = {
     "uniform only": dict(explore=0.1),
-    "plausible only": dict(explore=0.0, plausible=[2, 4], explore_plausible=0.2),
-    "both": dict(explore=0.06, plausible=[1, 2], explore_plausible=0.15),  # 1 is the best
-    "pool and plausible": dict(
-        explore=0.1, explore_pool=[0, 2], plausible=[0, 4], explore_plausible=0.1
-    ),
+    # weights in twelfths (cell edges of the grid below); 3 is eliminated and weighs 0
+    "weights only": dict(explore=0.0, weights=[0, 8 / 12, 3 / 12, 0, 1 / 12]),
+    "both": dict(explore=0.06, weights=[1 / 12, 6 / 12, 5 / 12, 0, 0]),  # 1 is the best
+    "pool and weights": dict(explore=0.1, explore_pool=[0, 2], weights=[0, 9 / 12, 0, 0, 3 / 12]),
     "nothing to explore": dict(explore=0.0),
-    "plausible empty": dict(explore=0.05, plausible=[], explore_plausible=0.3),
+    "weights all on the best": dict(explore=0.05, weights=[0, 1, 0, 0, 0]),
 }
 
 # Cell centres of a 200 x 12 grid of (u_explore, u_pick): every tier boundary above (multiples
-# of 0.005 for u_explore; 1/2, 1/3, 1/4 for u_pick) is a cell edge, so counting cells gives each
-# choice's probability exactly.
+# of 0.005 for u_explore; 1/2, 1/3, 1/4 and twelfths for u_pick) is a cell edge, so counting
+# cells gives each choice's probability exactly.
 GRID_E, GRID_P = 200, 12
 
 
@@ -56,19 +55,22 @@ def test_the_propensity_of_each_choice_is_its_probability_over_the_draws(monkeyp
     assert max(counts, key=counts.__getitem__) == 1  # the best: score 9.0 at the lower fee
 
 
-def test_plausible_routes_get_their_share_and_only_they_besides_the_uniform_tier(monkeypatch):
-    counts, props = _enumerate(monkeypatch, CASES["plausible only"])
-    assert set(counts) == {1, 2, 4}  # the best and the two plausible ones
-    assert props[2] == props[4] == pytest.approx(0.1)
-    assert props[1] == pytest.approx(0.8)
+def test_weights_split_the_non_exploring_share_and_only_the_weighted_routes_get_it(monkeypatch):
+    counts, props = _enumerate(monkeypatch, CASES["weights only"])
+    assert set(counts) == {1, 2, 4}
+    assert props[1] == pytest.approx(8 / 12) and props[2] == pytest.approx(3 / 12)
+    assert props[4] == pytest.approx(1 / 12)
     counts, props = _enumerate(monkeypatch, CASES["both"])
-    # plausible [1, 2] minus the best: 2 alone takes the plausible tier
-    assert props[2] == pytest.approx(0.06 / 4 + 0.15)
-    assert props[1] == pytest.approx(1 - 0.06 - 0.15 + 0.06 / 4)
-    assert props[0] == props[4] == pytest.approx(0.06 / 4)
+    assert props[2] == pytest.approx(0.06 / 4 + 0.94 * 5 / 12)
+    assert props[1] == pytest.approx(0.06 / 4 + 0.94 * 6 / 12)
+    assert props[0] == pytest.approx(0.06 / 4 + 0.94 / 12)
+    assert props[4] == pytest.approx(0.06 / 4)
+    # all the weight on the best is the greedy choice
+    _, props = _enumerate(monkeypatch, CASES["weights all on the best"])
+    assert props[1] == pytest.approx(0.95 + 0.05 / 4)
 
 
-@pytest.mark.parametrize("case", ["uniform only", "both", "pool and plausible"])
+@pytest.mark.parametrize("case", ["uniform only", "both", "pool and weights"])
 def test_hashed_request_ids_choose_at_the_logged_propensities(case):
     """The real draw (a hash of the request id): empirical shares within 4 sd of the logged
     propensities, and every logged propensity agrees with the other requests' for that route."""
@@ -86,14 +88,16 @@ def test_hashed_request_ids_choose_at_the_logged_propensities(case):
         p = props[i]
         assert abs(c / n - p) <= 4 * (p * (1 - p) / n) ** 0.5 + 1e-12, (i, c / n, p)
     assert sum(props.values()) == pytest.approx(1.0)
-    assert explored / n <= kw["explore"] + kw.get("explore_plausible", 0.0) + 0.01
+    w = kw.get("weights")
+    assert explored / n <= kw["explore"] + (1 - max(w) if w else 0.0) + 0.01
 
 
 def test_a_lone_best_with_nothing_to_explore_is_certain():
     assert choose("x", [1.0, 3.0], [1, 1], [1], 0.2) == (1, 1.0, False)
-    # a plausible alternative makes even a lone eligible route a draw
-    chosen, prop, _ = choose("x", [1.0, 3.0], [1, 1], [1], 0.0, None, [0], 0.25)
-    assert prop == (0.25 if chosen == 0 else 0.75)
+    # weight on another candidate makes even a lone eligible best a draw
+    for k in range(50):
+        chosen, prop, explored = choose(f"x{k}", [1.0, 3.0], [1, 1], [1], 0.0, None, [0.25, 0.75])
+        assert prop == (0.25 if chosen == 0 else 0.75) and explored == (chosen == 0)
 
 
 def test_draws_are_deterministic_per_request_id():

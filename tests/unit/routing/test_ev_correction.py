@@ -1,5 +1,5 @@
 """expected_value.decide with the online correction's offsets: the corrected p decides, and
-the offsets' uncertainty picks the routes worth exploring (with exact propensities)."""
+the offsets' uncertainty splits traffic by posterior win shares (with exact propensities)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from app.routing.expected_value import EVParams, decide
 REQ = dict(SampleTraffic(4).next_request(1), amount_minor=10000)  # value = 250 at 250 bps
 # fees: acq-eu 12, acq-us 10, proc-global 15
 IDS = [c["route_id"] for c in REQ["candidates"]]
-P = EVParams(margin_bps=250.0, explore=0.0, eliminate_below=0.05)
+P = EVParams(margin_bps=250.0, explore=0.0, eliminate_below=0.05, thompson_scale=0.0)
 
 
 def test_a_strongly_negative_offset_loses_the_argmax():
@@ -38,49 +38,66 @@ def test_a_strongly_negative_offset_loses_the_argmax():
     assert decide(dict(REQ, request_id="a"), p, "m", P, offsets=up)["chosen_route"] == "acq-us"
 
 
-# acq-eu: the best (0.90, EV 213), sure; acq-us: close (0.88, EV 210) with the evidence of a
-# new segment (n = 20: sd 0.69 logits, optimistic p 0.936, EV 224); proc-global: close (0.89,
-# EV 207.5) but sure (n = 5000: sd 0.045, optimistic EV 208.6 < 213)
+# acq-eu: the best (0.90, EV 213), sure (n = 1e5: sd 0.011 logits, -3.2 sd is EV 212.2);
+# acq-us: close (0.88, EV 210) with the evidence of a new segment (n = 20: sd 0.69 logits);
+# proc-global: close (0.89, EV 207.5) but sure (n = 1e5: +3.2 sd is EV 208.3 < 212.2, it can
+# never win a draw)
 P_CLOSE = np.array([0.90, 0.88, 0.89])
-OFFS = [Offset(0.0, 2_000.0, 1_980.0), Offset(0.0, 20.0, 0.0), Offset(0.0, 5_000.0, 4_980.0)]
-PLAUS = EVParams(margin_bps=250.0, explore=0.0, explore_plausible=0.1, explore_z=1.0)
+OFFS = [Offset(0.0, 1e5, 1e5), Offset(0.0, 20.0, 0.0), Offset(0.0, 1e5, 1e5)]
+TS = EVParams(margin_bps=250.0, explore=0.0, thompson_scale=1.0)
 
 
-def test_the_plausible_set_has_the_uncertain_close_route_not_the_sure_one():
-    d = decide(dict(REQ, request_id="x"), P_CLOSE, "m", PLAUS, offsets=OFFS)
-    assert "PLAUSIBLE:acq-us" in d["reason_codes"]
-    o = OFFS[1]
-    hi = sigmoid(logit(0.88) + o.sd(0.88)) * 250 - 10
-    assert hi > 0.90 * 250 - 12 > 0.88 * 250 - 10  # why acq-us is in
-    o = OFFS[2]
-    assert sigmoid(logit(0.89) + o.sd(0.89)) * 250 - 15 < 0.90 * 250 - 12  # why proc-global is out
+def _share_by_simulation(p: np.ndarray, offs: list[Offset], n: int = 200_000) -> np.ndarray:
+    """P(each route has the highest EV) under independent normal offsets, by fresh draws."""
+    rng = np.random.default_rng(7)
+    fees = np.array([c["fee_minor"] for c in REQ["candidates"]])
+    lp = np.log(p / (1 - p))
+    sd = np.array([o.sd(float(q)) for o, q in zip(offs, p, strict=True)])
+    ev = 250.0 / (1 + np.exp(-(lp + rng.standard_normal((n, 3)) * sd))) - fees
+    return np.bincount(ev.argmax(axis=1), minlength=3) / n
+
+
+def test_traffic_splits_by_posterior_win_share_and_the_propensity_is_the_share():
+    want = _share_by_simulation(P_CLOSE, OFFS)
+    assert want[2] < 1e-3 and 0.2 < want[1] < 0.6  # the uncertain route has a real chance
     n = 20_000
     counts: Counter = Counter()
+    shares: dict[str, float] = {}
     for k in range(n):
-        d = decide(dict(REQ, request_id=f"q{k}"), P_CLOSE, "m", PLAUS, offsets=OFFS)
-        counts[d["chosen_route"]] += 1
-        want = {"acq-eu": 0.9, "acq-us": 0.1}[d["chosen_route"]]
-        assert d["propensity"] == pytest.approx(want)
-        assert d["reason_codes"][0] == ("EXPLORE" if d["chosen_route"] == "acq-us" else "EV_BEST")
+        d = decide(dict(REQ, request_id=f"q{k}"), P_CLOSE, "m", TS, offsets=OFFS)
+        r = d["chosen_route"]
+        counts[r] += 1
+        assert shares.setdefault(r, d["propensity"]) == d["propensity"]  # one share per route
+        assert d["reason_codes"][0] == ("EXPLORE" if r == "acq-us" else "EV_BEST")
     assert "proc-global" not in counts
-    assert abs(counts["acq-us"] / n - 0.1) < 4 * math.sqrt(0.09 / n)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    for i, r in enumerate(IDS):
+        if r in shares:  # the fixed 512 draws against fresh ones: within 3 sd of 512 draws
+            assert abs(shares[r] - want[i]) < 3 * math.sqrt(want[i] * (1 - want[i]) / 512)
+            assert abs(counts[r] / n - shares[r]) < 4 * math.sqrt(shares[r] / n)  # the hash
 
 
-def test_with_more_evidence_or_no_plausible_share_nothing_extra_is_explored():
-    sure = [OFFS[0], Offset(0.0, 5_000.0, 4_980.0), OFFS[2]]
-    d = decide(dict(REQ, request_id="x"), P_CLOSE, "m", PLAUS, offsets=sure)
-    assert not any(c.startswith("PLAUSIBLE:") for c in d["reason_codes"])
+def test_with_more_evidence_or_scale_zero_the_mean_best_is_certain():
+    sure = [OFFS[0], Offset(0.0, 1e5, 1e5), OFFS[2]]
+    d = decide(dict(REQ, request_id="x"), P_CLOSE, "m", TS, offsets=sure)
     assert d["chosen_route"] == "acq-eu" and d["propensity"] == 1.0
-    d = decide(dict(REQ, request_id="x"), P_CLOSE, "m", P, offsets=OFFS)  # share 0
-    assert not any(c.startswith("PLAUSIBLE:") for c in d["reason_codes"])
-    assert d["propensity"] == 1.0
+    d = decide(dict(REQ, request_id="x"), P_CLOSE, "m", P, offsets=OFFS)  # scale 0
+    assert d["chosen_route"] == "acq-eu" and d["propensity"] == 1.0
 
 
-def test_a_demoted_route_is_never_plausible():
-    d = decide(dict(REQ, request_id="x"), P_CLOSE, "m", PLAUS, frozenset({"acq-us"}), None, OFFS)
-    assert not any(c.startswith("PLAUSIBLE:") for c in d["reason_codes"])
-    assert "DEMOTED:acq-us" in d["reason_codes"]
+def test_uniform_exploration_and_posterior_shares_add_up():
+    both = EVParams(margin_bps=250.0, explore=0.03, thompson_scale=1.0)
+    props: dict[str, float] = {}
+    for k in range(5_000):
+        d = decide(dict(REQ, request_id=f"u{k}"), P_CLOSE, "m", both, offsets=OFFS)
+        props.setdefault(d["chosen_route"], d["propensity"])
+    assert props["proc-global"] == pytest.approx(0.01)  # only the uniform tier reaches it
+    assert sum(props.values()) == pytest.approx(1.0)
+
+
+def test_a_demoted_route_gets_no_posterior_share():
     for k in range(2_000):
-        d = decide(dict(REQ, request_id=f"d{k}"), P_CLOSE, "m", PLAUS, frozenset({"acq-us"}),
+        d = decide(dict(REQ, request_id=f"d{k}"), P_CLOSE, "m", TS, frozenset({"acq-us"}),
                    None, OFFS)  # fmt: skip
         assert d["chosen_route"] == "acq-eu" and d["propensity"] == 1.0
+    assert "DEMOTED:acq-us" in d["reason_codes"]
