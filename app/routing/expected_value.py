@@ -146,8 +146,15 @@ def decide(req: dict[str, Any], p_approve: np.ndarray, model_version: str,
     return decision(req, chosen, scores, propensity, POLICY_NAME, model_version, reasons)
 
 
-def win_shares(p: list[float], sd: list[float], value: float, fees: list[int],
-               pens: list[float], eligible: list[int], scale: float) -> list[float] | None:
+def win_shares(
+    p: list[float],
+    sd: list[float],
+    value: float,
+    fees: list[int],
+    pens: list[float],
+    eligible: list[int],
+    scale: float,
+) -> list[float] | None:
     """Per candidate, the share of the fixed posterior draws in which it has the highest EV
     (0 off the eligible): draw d moves the j-th eligible route's logit by scale x sd x Z[d, j].
     None when one route wins every draw (checked from each column's extreme draws first: the
