@@ -61,16 +61,30 @@ class CorrectionParams:
 @dataclass(frozen=True)
 class Offset:
     """A route's correction for one request: the logit offset, the effective number of
-    outcomes behind it, and the recent outcomes at the most specific level (reason codes)."""
+    outcomes behind it, the recent outcomes at the most specific level (reason codes), and the
+    effective outcomes at the network x country level (what exploration can teach)."""
 
     b: float
     n: float
     weight: float
+    shared: float = math.inf
 
     def sd(self, p: float) -> float:
         """sd of b around a corrected p: 1 / sqrt(n p (1 - p))."""
-        q = min(max(p, 0.02), 0.98)
-        return 1.0 / math.sqrt(max(self.n, 1.0) * q * (1.0 - q))
+        return _sd(self.n, p)
+
+    def explore_sd(self, p: float) -> float:
+        """sd of the offset's shared part (route x network x country): what posterior
+        exploration draws from. Not the BIN level: a route x BIN key is rare (most hold a few
+        outcomes that decay before the BIN comes back), so its prior width never shrinks and
+        drawing from it explores every request forever while teaching little; a country's
+        keys are shared by many requests, so exploring them pays back."""
+        return _sd(self.shared, p)
+
+
+def _sd(n: float, p: float) -> float:
+    q = min(max(p, 0.02), 0.98)
+    return 1.0 / math.sqrt(max(n, 1.0) * q * (1.0 - q))
 
 
 NO_OFFSET = Offset(0.0, math.inf, 0.0)
@@ -79,7 +93,7 @@ NO_OFFSET = Offset(0.0, math.inf, 0.0)
 def offset(levels: Sequence[Residual], params: CorrectionParams) -> Offset:
     """The shrunk offset from the residual sums of (BIN, network x country, route)."""
     b, n = 0.0, math.inf  # the model: offset 0, as sure as its prior says
-    cap = params.max_offset
+    cap, shared = params.max_offset, math.inf
     for i in (2, 1, 0):  # route first, then each child shrunk towards its parent
         w, a, s = levels[i]
         k = min(params.prior_route if i == 2 else params.prior_segment, n)
@@ -90,7 +104,9 @@ def offset(levels: Sequence[Residual], params: CorrectionParams) -> Offset:
             q = min(max(q, _EPS), 1.0 - _EPS)
             b = min(max(math.log(q / (1.0 - q)) - lp, -cap), cap)
         n = w + k
-    return Offset(b, n, levels[0][0])
+        if i == 1:
+            shared = n
+    return Offset(b, n, levels[0][0], shared)
 
 
 class Correction:

@@ -14,7 +14,8 @@ its action distribution made explicit): each eligible route gets the share of po
 in which it has the highest EV, and the request's hash picks by those shares, so the logged
 propensity is the probability the policy used, not an estimate of it. The draws are a fixed
 matrix of 512 standard normals (the same on every worker and in replays); a draw moves a
-route's corrected logit by `thompson_scale` x its offset's sd. Uncertainty directs the
+route's corrected logit by `thompson_scale` x the sd of its offset's shared part (route x
+network x issuer country: Offset.explore_sd says why not the BIN level). Uncertainty directs the
 exploration: a route whose segment evidence has faded, or a segment never seen (a new BIN
 range), gets traffic in proportion to its chance of being the best; a clearly worse or
 well-measured one gets none beyond `explore`. Scale 0: greedy on the mean.
@@ -121,7 +122,7 @@ def decide(req: dict[str, Any], p_approve: np.ndarray, model_version: str,
     weights = None
     if offsets is not None and params.thompson_scale > 0 and len(eligible) > 1:
         weights = win_shares([scores[i]["p_approve"] for i in range(len(cands))],
-                             [o.sd(s["p_approve"]) for o, s in zip(offsets, scores, strict=True)],
+                             [o.explore_sd(s["p_approve"]) for o, s in zip(offsets, scores, strict=True)],
                              value, fees, pens, eligible, params.thompson_scale)  # fmt: skip
     chosen, propensity, explored = choose(req["request_id"], evs, fees, eligible,
                                           params.explore, None, weights)  # fmt: skip

@@ -131,3 +131,15 @@ def test_offsets_are_per_route():
     eu, us, new = Correction(store.get, P).offsets(_req(), ["acq-eu", "acq-us", "proc-x"])
     assert eu.b < -1.5 and abs(us.b) < 0.05 and new.b == 0.0
     assert eu.weight > 300 and new.weight == 0.0
+
+
+def test_exploration_sd_is_the_country_levels_shared_by_every_bin():
+    store: dict[bytes, bytes] = {}
+    _learn(store, "acq-eu", 400, 0.8, 0.8, bin_="477777")  # another BIN of the same country
+    corr = Correction(store.get, P)
+    (o,) = corr.offsets(_req(), ["acq-eu"])  # BIN 411111: no outcomes of its own
+    assert o.weight == 0.0 and o.n == pytest.approx(P.prior_segment)  # the BIN level is thin
+    assert o.shared > 200  # the country level is not (400 outcomes, half-life 300: ~260)
+    assert o.explore_sd(0.8) < 0.5 * o.sd(0.8)
+    (fresh,) = Correction({}.get, P).offsets(_req(), ["acq-eu"])
+    assert fresh.shared == pytest.approx(P.prior_segment)  # nothing seen: the prior's width

@@ -43,7 +43,7 @@ def test_a_strongly_negative_offset_loses_the_argmax():
 # proc-global: close (0.89, EV 207.5) but sure (n = 1e5: +3.2 sd is EV 208.3 < 212.2, it can
 # never win a draw)
 P_CLOSE = np.array([0.90, 0.88, 0.89])
-OFFS = [Offset(0.0, 1e5, 1e5), Offset(0.0, 20.0, 0.0), Offset(0.0, 1e5, 1e5)]
+OFFS = [Offset(0.0, 1e5, 1e5, 1e5), Offset(0.0, 20.0, 0.0, 20.0), Offset(0.0, 1e5, 1e5, 1e5)]
 TS = EVParams(margin_bps=250.0, explore=0.0, thompson_scale=1.0)
 
 
@@ -52,7 +52,7 @@ def _share_by_simulation(p: np.ndarray, offs: list[Offset], n: int = 200_000) ->
     rng = np.random.default_rng(7)
     fees = np.array([c["fee_minor"] for c in REQ["candidates"]])
     lp = np.log(p / (1 - p))
-    sd = np.array([o.sd(float(q)) for o, q in zip(offs, p, strict=True)])
+    sd = np.array([o.explore_sd(float(q)) for o, q in zip(offs, p, strict=True)])
     ev = 250.0 / (1 + np.exp(-(lp + rng.standard_normal((n, 3)) * sd))) - fees
     return np.bincount(ev.argmax(axis=1), minlength=3) / n
 
@@ -78,7 +78,11 @@ def test_traffic_splits_by_posterior_win_share_and_the_propensity_is_the_share()
 
 
 def test_with_more_evidence_or_scale_zero_the_mean_best_is_certain():
-    sure = [OFFS[0], Offset(0.0, 1e5, 1e5), OFFS[2]]
+    sure = [OFFS[0], Offset(0.0, 1e5, 1e5, 1e5), OFFS[2]]
+    d = decide(dict(REQ, request_id="x"), P_CLOSE, "m", TS, offsets=sure)
+    assert d["chosen_route"] == "acq-eu" and d["propensity"] == 1.0
+    # a thin BIN level under a well-measured country level draws nothing either
+    sure = [OFFS[0], Offset(0.0, 20.0, 0.0, 1e5), OFFS[2]]
     d = decide(dict(REQ, request_id="x"), P_CLOSE, "m", TS, offsets=sure)
     assert d["chosen_route"] == "acq-eu" and d["propensity"] == 1.0
     d = decide(dict(REQ, request_id="x"), P_CLOSE, "m", P, offsets=OFFS)  # scale 0
