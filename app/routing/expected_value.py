@@ -48,7 +48,7 @@ class EVParams:
     eliminate_below: float = 0.05
     latency_budget_ms: float = 1000.0
     latency_penalty: float = 0.5  # share of the approval value lost at twice the budget
-    thompson_scale: float = 1.0
+    thompson_scale: float = 0.0  # off by default: AUTHPILOT_EV_THOMPSON_SCALE says why
 
     @classmethod
     def from_settings(cls, s: Any) -> EVParams:
