@@ -61,21 +61,23 @@ typecheck: $(INSTALLED)  ## mypy on app/ (settings in pyproject.toml)
 	$(BIN)/mypy $(ARGS)
 
 bench: $(INSTALLED)  ## every benchmark in app/bench (~5 min; the last two need the broker)
-	@echo "== bench 1/8: simulator throughput (app.bench.sim)"
+	@echo "== bench 1/9: simulator throughput (app.bench.sim)"
 	$(PY) -m app.bench.sim
-	@echo "== bench 2/8: online feature cost per event (app.bench.features)"
+	@echo "== bench 2/9: online feature cost per event (app.bench.features)"
 	$(PY) -m app.bench.features
-	@echo "== bench 3/8: drift monitor on steady traffic: false alarms (app.bench.drift_replay)"
+	@echo "== bench 3/9: online correction cost per request: offsets and posterior shares (app.bench.correction)"
+	$(PY) -m app.bench.correction
+	@echo "== bench 4/9: drift monitor on steady traffic: false alarms (app.bench.drift_replay)"
 	$(PY) -m app.bench.drift_replay
-	@echo "== bench 4/8: drift monitor through an acquirer outage: detection delay"
+	@echo "== bench 5/9: drift monitor through an acquirer outage: detection delay"
 	$(PY) -m app.bench.drift_replay --scenario acquirer_outage --days 7 12
-	@echo "== bench 5/8: scoring core vs raw C vs tl2cgen Predictor vs LightGBM (app.bench.model)"
+	@echo "== bench 6/9: scoring core vs raw C vs tl2cgen Predictor vs LightGBM (app.bench.model)"
 	$(PY) -m app.bench.model
-	@echo "== bench 6/8: backfill: a week of outcomes computed offline vs the per-outcome replay (app.bench.backfill)"
+	@echo "== bench 7/9: backfill: a week of outcomes computed offline vs the per-outcome replay (app.bench.backfill)"
 	$(PY) -m app.bench.backfill
-	@echo "== bench 7/8: worker vs a librdkafka echo on the local broker (app.bench.e2e)"
+	@echo "== bench 8/9: worker vs a librdkafka echo on the local broker (app.bench.e2e)"
 	$(BIN)/authpilot bench-e2e $(BENCH_E2E)
-	@echo "== bench 8/8: capacity: Python loop, bare Faust, worker open/closed loop, latency at 25/50/75% (app.bench.capacity)"
+	@echo "== bench 9/9: capacity: Python loop, bare Faust, worker open/closed loop, latency at 25/50/75% (app.bench.capacity)"
 	$(PY) -m app.bench.capacity $(BENCH_CAPACITY)
 
 clean:  ## remove caches and run outputs (var/, reports/, build/); keeps the venv
