@@ -673,6 +673,17 @@ def run(
     return figures, latency
 
 
+def _reachable(address: str) -> bool:
+    """Something accepts connections at host:port (the benchmark would otherwise retry for
+    minutes against a broker that is not there)."""
+    host, _, port = address.strip().rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=2):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m app.bench.capacity",
                                 description=__doc__.split("\n")[0])  # fmt: skip
@@ -693,6 +704,11 @@ def run_args(p: argparse.ArgumentParser, a: argparse.Namespace, argv: list[str] 
     unknown = sorted(set(only) - set(STAGES))
     if unknown:
         p.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+    if not any(_reachable(b) for b in bootstrap_servers(base).split(",")):
+        print(f"no Kafka broker at {bootstrap_servers(base)}: start the bench broker with "
+              "`python -m app.cli kafka start` (or set AUTHPILOT_KAFKA_BOOTSTRAP)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     figures, latency = run(base, n, out, lat_s, a.model_cache.resolve(), command, only)
     meta = {
         "requests": n,

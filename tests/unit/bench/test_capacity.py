@@ -90,3 +90,12 @@ def test_drained_needs_every_counted_topic_at_its_end():
     assert not drained(counts, ends, "t.outcomes", 10)
     assert drained(counts, dict(ends, **{"app-owner-updates": 29}), "t.outcomes", 10)
     assert not drained(counts, dict(ends, **{"app-owner-updates": 29}), "t.outcomes", 11)
+
+
+def test_without_a_broker_it_says_so_and_exits_instead_of_retrying(monkeypatch, tmp_path, capsys):
+    from app.bench import capacity
+
+    monkeypatch.setenv("AUTHPILOT_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    assert capacity.main(["--quick", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no Kafka broker at 127.0.0.1:1" in err and "kafka start" in err
