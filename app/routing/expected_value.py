@@ -121,9 +121,9 @@ def decide(req: dict[str, Any], p_approve: np.ndarray, model_version: str,
             s["eliminated"] = False
     weights = None
     if offsets is not None and params.thompson_scale > 0 and len(eligible) > 1:
-        weights = win_shares([scores[i]["p_approve"] for i in range(len(cands))],
-                             [o.explore_sd(s["p_approve"]) for o, s in zip(offsets, scores, strict=True)],
-                             value, fees, pens, eligible, params.thompson_scale)  # fmt: skip
+        ps = [s["p_approve"] for s in scores]
+        sds = [o.explore_sd(q) for o, q in zip(offsets, ps, strict=True)]
+        weights = win_shares(ps, sds, value, fees, pens, eligible, params.thompson_scale)
     chosen, propensity, explored = choose(req["request_id"], evs, fees, eligible,
                                           params.explore, None, weights)  # fmt: skip
     c = scores[chosen]
