@@ -676,12 +676,10 @@ def run(
 def _reachable(address: str) -> bool:
     """Something accepts connections at host:port (the benchmark would otherwise retry for
     minutes against a broker that is not there)."""
+    from app.kafka.local_broker import port_open
+
     host, _, port = address.strip().rpartition(":")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=2):
-            return True
-    except (OSError, ValueError):
-        return False
+    return port.isdigit() and port_open(int(port), host or "127.0.0.1", timeout=2)
 
 
 def main(argv: list[str] | None = None) -> int:

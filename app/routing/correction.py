@@ -98,11 +98,9 @@ def offset(levels: Sequence[Residual], params: CorrectionParams) -> Offset:
         w, a, s = levels[i]
         k = min(params.prior_route if i == 2 else params.prior_segment, n)
         if w > 1e-9:
-            pbar = min(max(s / w, _EPS), 1.0 - _EPS)
-            lp = math.log(pbar / (1.0 - pbar))
-            q = (a + k / (1.0 + math.exp(-lp - b))) / (w + k)
-            q = min(max(q, _EPS), 1.0 - _EPS)
-            b = min(max(math.log(q / (1.0 - q)) - lp, -cap), cap)
+            lp = logit(s / w)
+            q = (a + k * sigmoid(lp + b)) / (w + k)
+            b = min(max(logit(q) - lp, -cap), cap)
         n = w + k
         if i == 1:
             shared = n
