@@ -69,6 +69,8 @@ def test_traffic_splits_by_posterior_win_share_and_the_propensity_is_the_share()
         counts[r] += 1
         assert shares.setdefault(r, d["propensity"]) == d["propensity"]  # one share per route
         assert d["reason_codes"][0] == ("EXPLORE" if r == "acq-us" else "EV_BEST")
+        posterior = [c for c in d["reason_codes"] if c.startswith("POSTERIOR:")]
+        assert posterior == ([f"POSTERIOR:acq-us={d['propensity']:.3f}"] if r == "acq-us" else [])
     assert "proc-global" not in counts
     assert sum(shares.values()) == pytest.approx(1.0)
     for i, r in enumerate(IDS):
