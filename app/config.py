@@ -284,6 +284,12 @@ class Settings(BaseSettings):
         description="recovery table for the retry engine (`authpilot fit-retry`); unset = the "
         "bundled priors (app/data/retry_recovery.json)",
     )
+    retry_model_dir: Path | None = Field(
+        None,
+        description="compiled recovery model (`authpilot train-retry`) the retry engine scores "
+        "candidate retry times with; unset, or refused at load (checksum, feature hash, "
+        "warm-up), the recovery table is used",
+    )
     retry_pay_calendar: Path | None = Field(
         None,
         description="pay calendar for the retry engine's payday candidates: JSON {issuer "

@@ -32,6 +32,43 @@ def cmd_fit_retry(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_retry(a: argparse.Namespace) -> int:
+    """Exit 2 when --log is not a directory or holds too few retries, 3 when the log breaks
+    the ingest contract."""
+    import numpy as np
+
+    from app.contracts.ingest import EXIT_REFUSED, LogRejected, require_valid_log
+    from app.retry import recovery_model as rm
+    from app.retry.engine import load_recovery
+
+    if not a.log.is_dir():
+        print(f"authpilot train-retry: {a.log} is not a directory", file=sys.stderr)
+        return 2
+    try:
+        require_valid_log(a.log)
+    except LogRejected as exc:
+        print(f"authpilot train-retry: refused.\n{exc.report.render()}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"reading outcomes of {a.log}", flush=True)
+    outcomes = rm.outcomes_of_log(a.log)
+    table = load_recovery(None, a.pay_calendar)
+    print(f"replaying {len(outcomes):,} outcomes for the card windows", flush=True)
+    x, y, t = rm.observations(outcomes, rm.featurizer(table))
+    try:
+        model = rm.fit(x, y, t)
+    except ValueError as exc:
+        print(f"authpilot train-retry: {exc}", file=sys.stderr)
+        return 2
+    out = a.out / "retry" / a.version
+    manifest = rm.compile_to(model, np.ascontiguousarray(x[-64:]), out, a.version)
+    m = model.metrics
+    print(f"{m['retries']:.0f} retries; test log loss {m['test_log_loss']:.4f} (base rate "
+          f"{m['test_log_loss_base_rate']:.4f}), mean p {m['test_mean_p']:.3f} vs approval "
+          f"{m['test_approval']:.3f}, {m['trees']:.0f} trees")  # fmt: skip
+    print(f"wrote {manifest} (serve it with AUTHPILOT_RETRY_MODEL_DIR={out})")
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "fit-retry",
@@ -42,3 +79,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--out", type=Path, required=True, help="recovery table JSON to write")
     p.add_argument("--strength", type=float, default=30.0, help="prior pseudo-observations")
     p.set_defaults(func=cmd_fit_retry)
+    p = sub.add_parser(
+        "train-retry",
+        help="train and compile the retry engine's recovery model from a retry history",
+        description="A calibrated GBDT of P(retry approves | decline, card history, retry "
+        "time), compiled like the router (app.retry.recovery_model).",
+    )
+    p.add_argument("--log", type=Path, required=True, help="event log with retries (simulate)")
+    p.add_argument("--out", type=Path, default=Path("compiled_models"),
+                   help="models root: writes OUT/retry/VERSION")  # fmt: skip
+    p.add_argument("--version", default="v1", help="version directory name")
+    p.add_argument("--pay-calendar", type=Path, default=None,
+                   help="pay calendar JSON (default: the bundled table's paydays)")  # fmt: skip
+    p.set_defaults(func=cmd_train_retry)

@@ -124,6 +124,8 @@ def compare(runs: list[PolicyRun], margin_bps: float, champion: str, single: str
             context(f"hindsight ceiling (MIT): one clairvoyant retry per declined payment "
                     f"recovers {cv / mv - 1:+.0%} over {fixed}; {champion} closes "
                     f"{share:.0%} of that gap", f"{cv / mv - 1:+.0%}")  # fmt: skip
+        if ceiling is not None and mv:
+            _retriers_vs_ceiling(check, totals, fixed, float(ceiling.sum()))
         ov = a["recovered_value"] / b["recovered_value"] - 1 if b["recovered_value"] else math.nan
         ot = 1 - a["retries"] / b["retries"] if b["retries"] else math.nan
         context(f"all retries incl. in-session 3DS step-ups and cascades, which the schedule "
@@ -142,6 +144,28 @@ def _decline_class(out: dict[str, Any]) -> str:
     if out.get("failure_side") == "ROUTE":
         return "route failure (cascade)"
     return decline_class(str(out["response_code"]))
+
+
+def _retriers_vs_ceiling(check: Any, totals: dict[str, dict[str, float]], fixed: str,
+                         ceiling: float) -> None:  # fmt: skip
+    """Issue 17's targets for every retrier run with the fixed schedule's router: the share of
+    the hindsight ceiling's MIT gain over the schedule, at <= 75% of its MIT retry attempts."""
+    router = fixed.partition("+")[0]
+    b = totals[fixed]
+    mv, mr = b["mit_recovered_value"], b["mit_retries"]
+    for name, a in totals.items():
+        if name == fixed or name.partition("+")[0] != router or ceiling <= mv:
+            continue
+        share = (a["mit_recovered_value"] - mv) / (ceiling - mv)
+        tries = a["mit_retries"] / mr if mr else math.nan
+        check(f"retries (MIT) {name}: share of the hindsight ceiling's gain over {fixed}",
+              f"{share:.0%}", share >= 0.7, ">= 70%")  # fmt: skip
+        check(
+            f"retries (MIT) {name}: attempts vs {fixed}",
+            f"{tries:.0%} ({a['mit_retries']:.0f} vs {mr:.0f})",
+            tries <= 0.75,
+            "<= 75%",
+        )
 
 
 def by_decline_class(runs: list[PolicyRun], fixed: str, champion: str,

@@ -3,7 +3,8 @@ routing and retry registries, run them on the same payments per seed, compare.
 
 A pair is named router+retrier with names from the registries, plus `engine_fitted`: the
 engine with the recovery table fitted on the history (`authpilot fit-retry`), what a worker
-runs with AUTHPILOT_RETRY_RECOVERY_FILE.
+runs with AUTHPILOT_RETRY_RECOVERY_FILE, and `engine_learned`: the engine with the recovery
+model trained on the history's retries (app.retry.recovery_model).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from app.routing import registry as routing_registry
 from app.sim.truth import true_p
 
 FITTED = "engine_fitted"  # the engine, recovery table fitted on the history
+LEARNED = "engine_learned"  # the engine, recovery model trained on the history
 ROUTERS = routing_registry.NAMES
-RETRIERS = (*retry_registry.NAMES, FITTED)
+RETRIERS = (*retry_registry.NAMES, FITTED, LEARNED)
 CHAMPION = f"{expected_value.POLICY_NAME}+{engine.POLICY_NAME}"
 # same router as the champion: the retry policies compared
 FIXED_BASELINE = f"{expected_value.POLICY_NAME}+{fixed_schedule.POLICY_NAME}"
@@ -74,6 +76,19 @@ class Evaluation:
     adaptation: adaptation.Adaptation | None = None
 
 
+def learned_recovery(prep: Any, table: Any, say: Say) -> Any:
+    """The recovery model trained on the prepared history's retries."""
+    from app.retry import recovery_model as rm
+
+    x, y, t = rm.observations(prep.outcomes, rm.featurizer(table))
+    say(f"retry model: {len(y):,} retries in the history")
+    model = rm.fit(x, y, t)
+    m = model.metrics
+    say(f"retry model: test log loss {m['test_log_loss']:.4f} (base rate "
+        f"{m['test_log_loss_base_rate']:.4f}), {m['trees']:.0f} trees")  # fmt: skip
+    return model
+
+
 def parse_pair(spec: str) -> tuple[str, str]:
     """(router, retrier) of 'router+retrier'; ValueError for a name no registry holds."""
     r, _, t = spec.partition("+")
@@ -106,6 +121,10 @@ def evaluate(cfg: EvalConfig, s: Settings, say: Say = print,
         fitted = fit_from_log(prep.log_dir, prior=load_recovery(None, calendar))
         retriers[FITTED] = retry_registry.build(engine.POLICY_NAME, rules,
                                                 replace(params, recovery=fitted))  # fmt: skip
+    if any(t == LEARNED for _, t in pairs.values()):
+        model = learned_recovery(prep, params.recovery, say)
+        retriers[LEARNED] = retry_registry.build(engine.POLICY_NAME, rules,
+                                                 replace(params, model=model))  # fmt: skip
     oracle_p = true_p(prep.world)
     runs: list[PolicyRun] = []
     payments: dict[int, list[dict[str, Any]]] = {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.features.online import FeatureState
-from app.retry.rules import Counters
+from app.retry.rules import CardActivity, Counters
 
 
 def card_counters(card: FeatureState, rec: dict[str, Any], t: int) -> Counters:
@@ -25,4 +25,5 @@ def card_counters(card: FeatureState, rec: dict[str, Any], t: int) -> Counters:
         reattempts_30d_cit=cm["reatt_cit"],
         reattempts_30d_mit=cm["reatt_mit"],
         declines_card_merchant_amount_30d=cma["n"] - cma["ok"],
+        card=CardActivity(float(c["n"]), float(c["ok"]), float(cm["n"]), float(cm["ok"])),
     )

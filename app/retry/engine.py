@@ -4,10 +4,14 @@
    time, with or without 3-D Secure.
 2. Technical failures on the route's side cascade at once to another route (avoid_route).
 3. SCA soft declines are answered by a 3-D Secure step-up, at once, never a blind retry.
-4. Otherwise the engine weighs candidate delays (app/data/retry_recovery.json: recovery priors
-   by decline class, paydays) by p_recover x value - attempt cost, discounting waiting, and
-   retries at the best delay if it is worth it. Customer-initiated payments are not retried
-   later (the customer has left the checkout): only cascades and step-ups apply to them.
+4. Otherwise the engine weighs candidate retry times by p_recover x value - attempt cost,
+   discounting waiting, and retries at the best one if it is worth it. p_recover comes from
+   the recovery model when one is loaded (app.retry.recovery_model: a calibrated GBDT over the
+   decline, the card's history and the candidate time, which also proposes the next UTC
+   midnights), else from the table (app/data/retry_recovery.json: priors by decline class x
+   delay, paydays): the table is the fallback, never a second engine. Customer-initiated
+   payments are not retried later (the customer has left the checkout): only cascades and
+   step-ups apply to them.
 """
 
 from __future__ import annotations
@@ -18,12 +22,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from app.contracts.vocab import HOUR_MS
+import numpy as np
+
+from app.contracts.vocab import DAY_MS, HOUR_MS
 from app.retry.rules import Counters, NetworkRules
 
+
+class RecoveryScorer(Protocol):
+    """A compiled or native recovery model: rows of app.retry.recovery_model.FEATURES -> p."""
+
+    def predict(self, x: np.ndarray) -> np.ndarray: ...
+
+
 POLICY_NAME = "engine"
+MIDNIGHT_SLACK_MS = 5 * 60_000  # a midnight candidate is sent 5 min after 00:00 UTC
+# the hindsight ceiling's grid (app.evaluation.ceiling) up to a week, and 2-4 weeks
+MODEL_EXTRA_HOURS: tuple[float, ...] = (0.5, 2, 6, 12, 48, 96, 120, 144, 336, 504, 672)
 RECOVERY = Path(__file__).resolve().parents[1] / "data" / "retry_recovery.json"
 
 
@@ -36,6 +52,8 @@ class RetryParams:
     # the recovery table (retry_recovery.json format); None = the bundled priors. A table
     # fitted on your own retry history (`authpilot fit-retry`) replaces them.
     recovery: Mapping[str, Any] | None = field(default=None, compare=False)
+    # the learned recovery model; None = the table above
+    model: RecoveryScorer | None = field(default=None, compare=False)
 
 
 @cache
@@ -167,11 +185,23 @@ def decide_retry(outcome: dict[str, Any], counters: Counters, rules: NetworkRule
     k = outcome["attempt"]
     country = outcome.get("issuer_country")
     candidates = [t + int(h * HOUR_MS) for h in table["delays_hours"]]
-    if table["classes"][decline_class(code, table)]["payday_boost"]:
+    if params.model is not None or table["classes"][decline_class(code, table)]["payday_boost"]:
         candidates.append(next_payday_ms(t, table, country))  # right after the money lands
-    for cand in candidates:
-        when = max(cand, verdict.not_before_ms)
-        p = p_recover(code, t, when, k, table, country)
+    if params.model is not None:  # a model prices any time: the finer grid and the next UTC
+        # midnights (an issuer's day-level verdict may renew then)
+        candidates += [t + int(h * HOUR_MS) for h in MODEL_EXTRA_HOURS]
+        candidates += [(t // DAY_MS + d) * DAY_MS + MIDNIGHT_SLACK_MS for d in (1, 2, 3)]
+    whens = sorted({max(c, verdict.not_before_ms) for c in candidates})
+    if params.model is not None:
+        from app.retry.recovery_model import featurizer
+
+        x = featurizer(table).rows(outcome, counters.card, whens)
+        ps = [min(float(v), 0.99) for v in params.model.predict(x)]
+        source = "MODEL"
+    else:
+        ps = [p_recover(code, t, w, k, table, country) for w in whens]
+        source = "TABLE"
+    for when, p in zip(whens, ps, strict=True):
         wait_days = (when - t) / (24 * HOUR_MS)
         ev = p * value * (1 - params.wait_discount_per_day * wait_days) - params.attempt_cost_minor
         if best is None or ev > best[0]:
@@ -179,9 +209,9 @@ def decide_retry(outcome: dict[str, Any], counters: Counters, rules: NetworkRule
     assert best is not None
     ev, when, p = best
     if ev <= 0:
-        return stop(*reasons, f"NOT_WORTH_IT:ev={ev:.1f}")
+        return stop(*reasons, f"NOT_WORTH_IT:ev={ev:.1f}", f"RECOVERY:{source}")
     hours = (when - t) / HOUR_MS
     payday = ["PAYDAY"] if crosses_payday(t, when, table, country) else []
     return {**base, "action": "RETRY", "not_before": when, "p_recover": p, "expected_value": ev,
             "reason_codes": [*reasons, f"DELAY_{hours:.0f}H:p={p:.2f}",
-                             *payday]}  # fmt: skip
+                             *payday, f"RECOVERY:{source}"]}  # fmt: skip

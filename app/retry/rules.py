@@ -49,13 +49,26 @@ class CardHistory:
 
 
 @dataclass(frozen=True)
+class CardActivity:
+    """The card's recent attempts and approvals, from the same rings (the recovery model's
+    card features: app.retry.recovery_model)."""
+
+    n_24h: float = 0.0
+    ok_24h: float = 0.0
+    n_30d: float = 0.0  # at this merchant
+    ok_30d: float = 0.0
+
+
+@dataclass(frozen=True)
 class Counters:
-    """The counters the network limits are written in, as of one moment."""
+    """The counters the network limits are written in, as of one moment, and the card's
+    history they were read with."""
 
     declines_24h: int = 0
     reattempts_30d_cit: int = 0
     reattempts_30d_mit: int = 0
     declines_card_merchant_amount_30d: int = 0
+    card: CardActivity = field(default=CardActivity(), compare=False)  # not a limit
 
 
 def counters_at(h: CardHistory, merchant_id: str, amount_minor: int, now_ms: int) -> Counters:

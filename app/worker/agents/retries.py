@@ -9,7 +9,9 @@ offset in a header.
 
 from __future__ import annotations
 
+import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from app.contracts.codec import Codec
@@ -19,9 +21,25 @@ from app.monitoring.metrics import EVENTS_OUT, REPLAYED
 from app.retry import registry as retry_registry
 from app.retry.counters import card_counters
 from app.retry.engine import RetryParams, load_recovery
+from app.retry.recovery_model import CompiledRecovery
 from app.retry.rules import NetworkRules
 from app.state.decided import OFFSET_HEADER, ReadBack
 from app.worker.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+
+def load_retry_model(path: Path | None) -> CompiledRecovery | None:
+    """The compiled recovery model, or None (the table) when unset or refused at load."""
+    if path is None:
+        return None
+    try:
+        model = CompiledRecovery(path)
+    except Exception as exc:  # a refused artifact must not stop retries: the table serves
+        log.error("retry model %s refused (%s); the recovery table serves", path, exc)
+        return None
+    log.info("retry model %s serving", model.label)
+    return model
 
 
 class RetryDecider:
@@ -30,7 +48,8 @@ class RetryDecider:
         rules = NetworkRules(s.visa_rules_variant)
         params = RetryParams(s.ev_margin_bps, s.retry_attempt_cost_minor,
                              recovery=load_recovery(s.retry_recovery_file,
-                                                    s.retry_pay_calendar))  # fmt: skip
+                                                    s.retry_pay_calendar),
+                             model=load_retry_model(s.retry_model_dir))  # fmt: skip
         self.policy = retry_registry.build(s.retry_policy, rules, params)
         self.card_features = card_features
         self.topic = ctx.topics.retry_decisions

@@ -1,0 +1,49 @@
+"""`authpilot train-retry`: a compiled recovery model from a log's retries, which the worker's
+retry step serves, or refuses (then the table serves)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+
+from app.cli.main import main as cli
+from app.contracts.ingest import EXIT_REFUSED
+from app.harness.sample import write_sample_log
+from app.retry.recovery_model import FEATURES, CompiledRecovery
+from app.worker.agents.retries import load_retry_model
+
+
+def test_train_retry_compiles_a_model_the_worker_serves(tmp_path, capsys):
+    log = write_sample_log(tmp_path / "log", n=4_000, seed=5)
+    root = tmp_path / "models"
+    assert cli(["train-retry", "--log", str(log), "--out", str(root), "--version", "r1"]) == 0
+    said = capsys.readouterr().out
+    assert "retries; test log loss" in said and "AUTHPILOT_RETRY_MODEL_DIR" in said
+    path = root / "retry" / "r1"
+    served = load_retry_model(path)
+    assert isinstance(served, CompiledRecovery) and served.label == "retry/r1"
+    p = served.predict(np.zeros((3, len(FEATURES))))
+    assert p.shape == (3,) and ((p > 0) & (p < 1)).all()
+    # a tampered artifact is refused at load and the table serves (None), retries go on
+    lib = next(f for f in path.iterdir() if f.suffix == ".so")
+    lib.write_bytes(lib.read_bytes() + b"\0")
+    assert load_retry_model(path) is None
+    assert load_retry_model(None) is None
+
+
+def test_train_retry_refuses_a_log_without_enough_retries(tmp_path, capsys):
+    log = write_sample_log(tmp_path / "log", n=150, seed=5)
+    assert cli(["train-retry", "--log", str(log), "--out", str(tmp_path / "m")]) == 2
+    assert "too few" in capsys.readouterr().err
+    assert cli(["train-retry", "--log", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+
+
+def test_train_retry_refuses_a_bad_log(tmp_path, capsys):
+    log = write_sample_log(tmp_path / "log", n=300, seed=5)
+    bad = tmp_path / "bad"
+    shutil.copytree(log, bad)
+    for f in bad.rglob("outcomes*"):
+        if f.is_file():
+            f.write_bytes(b"not parquet")
+    assert cli(["train-retry", "--log", str(bad), "--out", str(tmp_path / "m")]) == EXIT_REFUSED

@@ -1,0 +1,135 @@
+"""The learned recovery model (app.retry.recovery_model): features, observations from a log,
+a fit that finds what the table cannot see, the engine deciding with it, and the compiled
+artifact agreeing with the native model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.contracts.vocab import DAY_MS, HOUR_MS
+from app.models.serving.scoring import CompiledModel
+from app.retry import recovery_model as rm
+from app.retry.engine import RetryParams, decide_retry
+from app.retry.rules import CardActivity, Counters, NetworkRules
+
+T0 = 1_767_225_600_000 + 20 * HOUR_MS  # 2026-01-01 20:00 UTC, a Thursday
+F = rm.Featurizer()
+
+
+def _decline(t: int = T0, code: str = "05", **kw: object) -> dict[str, object]:
+    base = {"request_id": "r1", "payment_id": "p1", "attempt": 1, "event_time": t,
+            "request_time": t - 300, "card_fingerprint": "c1", "bin": "411111",
+            "network": "VISA", "issuer_country": "GB", "merchant_id": "m1",
+            "amount_minor": 5_000, "currency": "GBP", "initiator": "MIT", "route_id": "acq-gb",
+            "approved": False, "response_code": code, "advice_code": None, "latency_ms": 300,
+            "failure_side": "ISSUER", "three_ds": False}  # fmt: skip
+    return base | kw
+
+
+def _col(name: str) -> int:
+    return rm.FEATURES.index(name)
+
+
+def test_rows_describe_the_candidate_time():
+    whens = [T0 + HOUR_MS, T0 + 5 * HOUR_MS, T0 + 2 * DAY_MS]
+    x = F.rows(_decline(), CardActivity(3, 1, 10, 7), whens)
+    assert x.shape == (3, len(rm.FEATURES))
+    assert x[:, _col("utc_days_crossed")].tolist() == [0, 1, 2]  # 21:00, 01:00 next day
+    assert x[:, _col("hour_utc")].tolist() == [21, 1, 20]
+    assert x[0, _col("weekday_utc")] == 3  # Thursday (Monday = 0)
+    assert x[0, _col("log_wait_hours")] == pytest.approx(np.log1p(1.0))
+    assert x[0, _col("card_merchant_ok_30d")] == 7 and x[0, _col("mit")] == 1
+    assert x[0, _col("decline_class")] == F.classes["do_not_honor"]
+    assert x[0, _col("code")] == F.codes["05"]
+    unknown = F.rows(_decline(code="ZZ"), CardActivity(), whens[:1])
+    assert unknown[0, _col("code")] == -1
+
+
+def test_days_since_payday_counts_from_the_start_of_the_last_one():
+    table = {"paydays": [1, 15], "delays_hours": [0], "classes": {}}
+    assert rm.days_since_payday(T0, table, None) == pytest.approx(20 / 24)  # the 1st, 20:00
+    assert rm.days_since_payday(T0 + 13 * DAY_MS + 4 * HOUR_MS, table, None) == 0.0  # 15th 00:00
+
+
+def _history(n: int, seed: int = 3) -> list[dict[str, object]]:
+    """Declines of MIT payments retried after a random wait; a retry approves with 0.6 when it
+    crossed a UTC midnight and 0.05 when it did not (an issuer's daily verdict)."""
+    rng = np.random.default_rng(seed)
+    out: list[dict[str, object]] = []
+    for i in range(n):
+        t = T0 + i * 600_000
+        wait = int(rng.choice([1, 2, 4, 6, 12, 24, 48]) * HOUR_MS)
+        t1 = t + wait
+        p = 0.6 if t1 // DAY_MS > t // DAY_MS else 0.05
+        d = _decline(t, payment_id=f"p{i}", request_id=f"r{i}", card_fingerprint=f"c{i % 50}")
+        r = _decline(t1, payment_id=f"p{i}", request_id=f"r{i}b", attempt=2,
+                     card_fingerprint=f"c{i % 50}", request_time=t1,
+                     approved=bool(rng.random() < p))  # fmt: skip
+        out += [d, r]
+    return sorted(out, key=lambda o: int(o["event_time"]))  # type: ignore[call-overload]
+
+
+def test_observations_pair_each_retry_with_its_decline_and_the_card_windows():
+    hist = _history(300)
+    x, y, _t = rm.observations(hist, F)
+    assert len(y) == 300 and x.shape == (300, len(rm.FEATURES))
+    assert (x[:, _col("attempt")] == 1).all()  # the attempt declined
+    crossed = x[:, _col("utc_days_crossed")] > 0
+    assert y[crossed].mean() > 0.4 > 0.15 > y[~crossed].mean()
+    assert (x[:, _col("card_n_24h")] >= 1).all()  # the decline itself is in the window
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[rm.RecoveryModel, np.ndarray]:
+    x, y, t = rm.observations(_history(4_000), F)
+    return rm.fit(x, y, t), x
+
+
+def test_the_model_learns_what_the_delay_table_cannot_see(trained):
+    model, _ = trained
+    m = model.metrics
+    assert m["test_log_loss"] < m["test_log_loss_base_rate"] - 0.05
+    same_day = F.rows(_decline(), CardActivity(1, 0, 1, 0), [T0 + 2 * HOUR_MS])
+    next_day = F.rows(_decline(), CardActivity(1, 0, 1, 0), [T0 + 5 * HOUR_MS])
+    assert model.predict(next_day)[0] > 0.4 > 0.15 > model.predict(same_day)[0]
+
+
+def test_the_engine_retries_after_midnight_with_the_model_and_says_so(trained):
+    model, _ = trained
+    rules = NetworkRules()
+    out = _decline()
+    with_model = decide_retry(out, Counters(card=CardActivity(1, 0, 1, 0)), rules,
+                              RetryParams(model=model), T0)  # fmt: skip
+    assert with_model["action"] == "RETRY"
+    assert with_model["not_before"] // DAY_MS > T0 // DAY_MS
+    assert "RECOVERY:MODEL" in with_model["reason_codes"]
+    table = decide_retry(out, Counters(), rules, RetryParams(), T0)
+    assert "RECOVERY:TABLE" in table["reason_codes"]
+
+
+def test_a_model_that_sees_no_value_stops():
+    class Never:
+        def predict(self, x: np.ndarray) -> np.ndarray:
+            return np.zeros(len(x))
+
+    d = decide_retry(_decline(), Counters(), NetworkRules(), RetryParams(model=Never()), T0)
+    assert d["action"] == "STOP" and any(r.startswith("NOT_WORTH_IT") for r in d["reason_codes"])
+
+
+def test_too_few_retries_are_refused():
+    x, y, t = rm.observations(_history(50), F)
+    with pytest.raises(ValueError, match="too few"):
+        rm.fit(x, y, t)
+
+
+def test_the_compiled_model_equals_the_native_one(trained, tmp_path):
+    model, x = trained
+    manifest = rm.compile_to(model, np.ascontiguousarray(x[:16]), tmp_path / "retry" / "v1",
+                             "v1")  # fmt: skip
+    compiled = CompiledModel(manifest.parent, rm.feature_hash(), max_batch=256)
+    rows = np.ascontiguousarray(x[:256])
+    got = compiled.score_many(rows, np.empty(256))
+    np.testing.assert_allclose(got, model.predict(rows), atol=1e-6, rtol=0)
+    with pytest.raises(Exception, match="feature"):
+        CompiledModel(manifest.parent, "another-hash")
