@@ -284,6 +284,14 @@ class Settings(BaseSettings):
         description="recovery table for the retry engine (`authpilot fit-retry`); unset = the "
         "bundled priors (app/data/retry_recovery.json)",
     )
+    retry_explore: float = Field(
+        0.03,
+        ge=0.0,
+        lt=1.0,
+        description="share of the retry engine's scheduled retries sent at a time drawn "
+        "uniformly from the worthwhile candidates, with its propensity in the RetryDecision: "
+        "the retry model's training history then holds the waits the engine would not choose",
+    )
     retry_model_dir: Path | None = Field(
         None,
         description="compiled recovery model (`authpilot train-retry`) the retry engine scores "

@@ -115,7 +115,8 @@ def evaluate(cfg: EvalConfig, s: Settings, say: Say = print,
     rules = NetworkRules(s.visa_rules_variant)
     calendar = cfg.pay_calendar if cfg.pay_calendar is not None else s.retry_pay_calendar
     params = RetryParams(margin, s.retry_attempt_cost_minor,
-                         recovery=load_recovery(None, calendar))  # fmt: skip
+                         recovery=load_recovery(None, calendar),
+                         explore=s.retry_explore)  # fmt: skip
     retriers = {n: retry_registry.build(n, rules, params) for n in retry_registry.NAMES}
     if any(t == FITTED for _, t in pairs.values()):
         fitted = fit_from_log(prep.log_dir, prior=load_recovery(None, calendar))

@@ -28,6 +28,7 @@ import numpy as np
 
 from app.contracts.vocab import DAY_MS, HOUR_MS
 from app.retry.rules import Counters, NetworkRules
+from app.routing.choice import uniform_draws
 
 
 class RecoveryScorer(Protocol):
@@ -54,6 +55,10 @@ class RetryParams:
     recovery: Mapping[str, Any] | None = field(default=None, compare=False)
     # the learned recovery model; None = the table above
     model: RecoveryScorer | None = field(default=None, compare=False)
+    # share of scheduled retries sent at a time drawn uniformly from the worthwhile candidates
+    # (expected value > 0), with its exact propensity: what retraining and off-policy reports
+    # need to see the waits the best-EV rule would never choose
+    explore: float = 0.0
 
 
 @cache
@@ -156,7 +161,7 @@ def decide_retry(outcome: dict[str, Any], counters: Counters, rules: NetworkRule
     base = {"request_id": outcome["request_id"], "payment_id": outcome["payment_id"],
             "attempt": outcome["attempt"], "decided_at": now_ms, "route_id": None,
             "avoid_route": None, "three_ds": False, "p_recover": None,
-            "expected_value": None}  # fmt: skip
+            "expected_value": None, "propensity": 1.0}  # fmt: skip
 
     table = params.recovery or _recovery()
 
@@ -201,17 +206,29 @@ def decide_retry(outcome: dict[str, Any], counters: Counters, rules: NetworkRule
     else:
         ps = [p_recover(code, t, w, k, table, country) for w in whens]
         source = "TABLE"
+    worth: list[tuple[float, int, float]] = []  # (ev, when, p) of the worthwhile candidates
     for when, p in zip(whens, ps, strict=True):
         wait_days = (when - t) / (24 * HOUR_MS)
         ev = p * value * (1 - params.wait_discount_per_day * wait_days) - params.attempt_cost_minor
+        if ev > 0:
+            worth.append((ev, when, p))
         if best is None or ev > best[0]:
             best = (ev, when, p)
     assert best is not None
     ev, when, p = best
     if ev <= 0:
         return stop(*reasons, f"NOT_WORTH_IT:ev={ev:.1f}", f"RECOVERY:{source}")
+    propensity, explored = 1.0, []
+    if params.explore > 0:
+        u, v = uniform_draws(outcome["request_id"])
+        m = len(worth)
+        if u < params.explore:
+            ev, when, p = worth[min(int(v * m), m - 1)]
+            explored = ["EXPLORE"]
+        propensity = params.explore / m + (1.0 - params.explore) * ((ev, when, p) == best)
     hours = (when - t) / HOUR_MS
     payday = ["PAYDAY"] if crosses_payday(t, when, table, country) else []
     return {**base, "action": "RETRY", "not_before": when, "p_recover": p, "expected_value": ev,
-            "reason_codes": [*reasons, f"DELAY_{hours:.0f}H:p={p:.2f}",
-                             *payday, f"RECOVERY:{source}"]}  # fmt: skip
+            "propensity": propensity,
+            "reason_codes": [*reasons, f"DELAY_{hours:.0f}H:p={p:.2f}", *payday,
+                             f"RECOVERY:{source}", *explored]}  # fmt: skip

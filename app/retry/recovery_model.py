@@ -26,7 +26,8 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from app.features.definitions import OWNERS
 from app.features.online import FeatureState
 from app.models.calibration import Calibration, choose, log_loss
 from app.retry.counters import card_counters
-from app.retry.engine import _recovery, crosses_payday, decline_class, paydays_for
+from app.retry.engine import _recovery, decline_class, paydays_for
 from app.retry.rules import CardActivity
 
 FEATURES: tuple[str, ...] = (
@@ -76,16 +77,29 @@ def _codes(table: Mapping[str, Any]) -> dict[str, int]:
     return {c: i for i, c in enumerate(codes)}
 
 
+@lru_cache(maxsize=4_096)
+def _month_paydays(paydays: tuple[int, ...], year: int, month: int) -> tuple[int, ...]:
+    """Start (UTC epoch ms) of each payday of one month."""
+    return tuple(int(datetime(year, month, d, tzinfo=UTC).timestamp() * 1000)
+                 for d in paydays if 1 <= d <= 28)  # fmt: skip
+
+
+def payday_starts(t_ms: int, paydays: Sequence[int], months: int = 3) -> np.ndarray:
+    """Payday starts from the month before t to `months` months after it, sorted."""
+    d = datetime.fromtimestamp(t_ms / 1000, tz=UTC)
+    key = tuple(sorted(paydays))
+    out: list[int] = []
+    for k in range(-1, months + 1):
+        y, m = divmod(d.year * 12 + d.month - 1 + k, 12)
+        out += _month_paydays(key, y, m + 1)
+    return np.array(out, np.int64)
+
+
 def days_since_payday(t_ms: int, table: Mapping[str, Any], country: str | None) -> float:
     """Days from the start of the country's last payday (at or before t) to t."""
-    paydays = paydays_for(country, table)
-    d = datetime.fromtimestamp(t_ms / 1000, tz=UTC).date()
-    for back in range(0, 32):
-        day = d - timedelta(days=back)
-        if day.day in paydays:
-            start = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000
-            return (t_ms - start) / DAY_MS
-    return 31.0
+    starts = payday_starts(t_ms, sorted(paydays_for(country, table)), 0)
+    last = starts[starts <= t_ms]
+    return (t_ms - int(last[-1])) / DAY_MS if len(last) else 31.0
 
 
 class Featurizer:
@@ -118,15 +132,18 @@ class Featurizer:
         x[:, 8] = outcome.get("initiator") == "MIT"
         x[:, 9] = math.log1p(max(float(outcome["amount_minor"]), 0.0))
         x[:, 10:14] = (card.n_24h, card.ok_24h, card.n_30d, card.ok_30d)
+        w = np.asarray(whens, np.int64)
         day0 = t0 // DAY_MS
-        for i, t1 in enumerate(whens):
-            wait = max(t1 - t0, 0)
-            x[i, 14] = math.log1p(wait / HOUR_MS)
-            x[i, 15] = t1 // DAY_MS - day0
-            x[i, 16] = (t1 % DAY_MS) // HOUR_MS
-            x[i, 17] = (t1 // DAY_MS + 3) % 7  # 1970-01-01 was a Thursday: Monday = 0
-            x[i, 18] = crosses_payday(t0, t1, self.table, country)
-            x[i, 19] = days_since_payday(t1, self.table, country)
+        x[:, 14] = np.log1p(np.maximum(w - t0, 0) / HOUR_MS)
+        x[:, 15] = w // DAY_MS - day0
+        x[:, 16] = (w % DAY_MS) // HOUR_MS
+        x[:, 17] = (w // DAY_MS + 3) % 7  # 1970-01-01 was a Thursday: Monday = 0
+        # paydays: a payday starting in (t0's day, t1], and the days since the last one
+        starts = payday_starts(t0, sorted(paydays_for(country, self.table)))
+        upto = np.searchsorted(starts, w, side="right")
+        x[:, 18] = upto > np.searchsorted(starts, day0 * DAY_MS, side="right")
+        last = starts[np.maximum(upto - 1, 0)]
+        x[:, 19] = np.where(upto > 0, (w - last) / DAY_MS, 31.0)
         return x
 
 

@@ -49,7 +49,8 @@ class RetryDecider:
         params = RetryParams(s.ev_margin_bps, s.retry_attempt_cost_minor,
                              recovery=load_recovery(s.retry_recovery_file,
                                                     s.retry_pay_calendar),
-                             model=load_retry_model(s.retry_model_dir))  # fmt: skip
+                             model=load_retry_model(s.retry_model_dir),
+                             explore=s.retry_explore)  # fmt: skip
         self.policy = retry_registry.build(s.retry_policy, rules, params)
         self.card_features = card_features
         self.topic = ctx.topics.retry_decisions

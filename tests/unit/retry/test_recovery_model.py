@@ -133,3 +133,65 @@ def test_the_compiled_model_equals_the_native_one(trained, tmp_path):
     np.testing.assert_allclose(got, model.predict(rows), atol=1e-6, rtol=0)
     with pytest.raises(Exception, match="feature"):
         CompiledModel(manifest.parent, "another-hash")
+
+
+def test_exploration_draws_worthwhile_times_and_logs_their_exact_propensity(trained):
+    model, _ = trained
+    params = RetryParams(model=model, explore=0.3)
+    seen: dict[int, list[float]] = {}
+    n = 3_000
+    for i in range(n):
+        d = decide_retry(_decline(request_id=f"q{i}"), Counters(), NetworkRules(), params, T0)
+        assert d["action"] == "RETRY" and d["expected_value"] > 0
+        if "EXPLORE" not in d["reason_codes"]:  # the best time: 0.7 + 0.3 / m
+            assert d["propensity"] > 0.7
+        seen.setdefault(d["not_before"], []).append(d["propensity"])
+    assert len(seen) > 3  # exploration reaches other worthwhile times
+    for when, props in seen.items():
+        assert len(set(props)) == 1  # one time, one probability
+        freq = len(props) / n
+        sd = (props[0] * (1 - props[0]) / n) ** 0.5
+        assert abs(freq - props[0]) < 4 * sd + 1e-3, (when, freq, props[0])
+    greedy = decide_retry(_decline(), Counters(), NetworkRules(), RetryParams(model=model), T0)
+    assert greedy["propensity"] == 1.0 and "EXPLORE" not in greedy["reason_codes"]
+
+
+def test_retry_decision_v2_adds_the_propensity_and_v1_records_still_decode():
+    import io
+    import json
+
+    import fastavro
+
+    from app.config import REPO_ROOT, Settings
+    from app.contracts.codec import Codec, load_schema_file
+
+    reg = json.loads((REPO_ROOT / "schemas" / "registry.json").read_text())
+    versions = [{"id": 5, "file": "RetryDecision.v1.avsc"}, {"id": 8, "file": "RetryDecision.avsc"}]
+    assert reg["subjects"]["RetryDecision"] == versions
+    serde = Codec(Settings()).retry
+    assert serde.schema_id == 8
+    v1 = load_schema_file(REPO_ROOT / "schemas" / "RetryDecision.v1.avsc")
+    old = decide_retry(_decline(), Counters(), NetworkRules(), RetryParams(), T0)
+    old.pop("propensity")
+    buf = io.BytesIO()
+    buf.write(b"\x00\x00\x00\x00\x05")  # Confluent framing: magic 0, schema id 5
+    fastavro.schemaless_writer(buf, v1, old)
+    assert serde.decode(buf.getvalue())["propensity"] is None  # v1 bytes read with v2
+    new = decide_retry(_decline(), Counters(), NetworkRules(), RetryParams(explore=0.1), T0)
+    assert serde.decode(serde.encode(new))["propensity"] == new["propensity"]
+
+
+def test_vectorized_payday_features_agree_with_the_engines_calendar_functions():
+    from app.retry.engine import _recovery, crosses_payday
+
+    table = dict(_recovery(), paydays_by_country={"GB": [25], "DE": [1, 15], "US": [28]})
+    rng = np.random.default_rng(11)
+    for cc in ("GB", "DE", "US", "FR"):
+        for _ in range(40):
+            t0 = T0 + int(rng.integers(0, 400 * DAY_MS))
+            whens = sorted(t0 + int(h) for h in rng.integers(0, 28 * DAY_MS, 6))
+            x = rm.Featurizer(table).rows(_decline(t0, issuer_country=cc), CardActivity(), whens)
+            want = [crosses_payday(t0, w, table, cc) for w in whens]
+            assert x[:, _col("crosses_payday")].tolist() == want
+            since = [rm.days_since_payday(w, table, cc) for w in whens]
+            np.testing.assert_allclose(x[:, _col("days_since_payday")], since)
