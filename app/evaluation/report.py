@@ -63,6 +63,9 @@ class Comparison:
     seeds: list[int]
     checks: list[dict[str, Any]]
     classes: list[dict[str, Any]] = field(default_factory=list)  # MIT retries by decline class
+    class_others: list[str] = field(default_factory=list)  # more retriers in that table
+    ceiling_mit: float | None = None  # MIT value the hindsight ceiling recovers, all seeds
+    fixed: str = ""  # the fixed-schedule pair the retriers are read against
 
 
 def compare(runs: list[PolicyRun], margin_bps: float, champion: str, single: str,
@@ -137,7 +140,16 @@ def compare(runs: list[PolicyRun], margin_bps: float, champion: str, single: str
     n = len(next(iter(cols.values()))["approval"]) if cols else 0
     classes = (by_decline_class(runs, fixed, champion, ceiling)
                if {champion, fixed} <= set(cols) else [])  # fmt: skip
-    return Comparison(pol, totals, n, sorted({r.seed for r in runs}), checks, classes)
+    others = _with_fixed_router(names, fixed, champion)
+    return Comparison(pol, totals, n, sorted({r.seed for r in runs}), checks, classes,
+                      others if classes else [],
+                      None if ceiling is None else float(ceiling.sum()), fixed)  # fmt: skip
+
+
+def _with_fixed_router(names: list[str], fixed: str, champion: str) -> list[str]:
+    """The other retriers run with the fixed schedule's router (the retry comparison)."""
+    router = fixed.partition("+")[0]
+    return [n for n in names if n not in (fixed, champion) and n.partition("+")[0] == router]
 
 
 def _decline_class(out: dict[str, Any]) -> str:
@@ -150,11 +162,11 @@ def _retriers_vs_ceiling(check: Any, totals: dict[str, dict[str, float]], fixed:
                          ceiling: float) -> None:  # fmt: skip
     """Issue 17's targets for every retrier run with the fixed schedule's router: the share of
     the hindsight ceiling's MIT gain over the schedule, at <= 75% of its MIT retry attempts."""
-    router = fixed.partition("+")[0]
     b = totals[fixed]
     mv, mr = b["mit_recovered_value"], b["mit_retries"]
-    for name, a in totals.items():
-        if name == fixed or name.partition("+")[0] != router or ceiling <= mv:
+    for name in _with_fixed_router(list(totals), fixed, ""):
+        a = totals[name]
+        if ceiling <= mv:
             continue
         share = (a["mit_recovered_value"] - mv) / (ceiling - mv)
         tries = a["mit_retries"] / mr if mr else math.nan
@@ -174,7 +186,8 @@ def by_decline_class(runs: list[PolicyRun], fixed: str, champion: str,
     retries and recovered value of the fixed schedule and the champion, and what the hindsight
     ceiling recovers (computed on the champion's declines): where the difference comes from."""
     rows: dict[str, dict[str, float]] = {}
-    for name, tag in ((fixed, "fixed"), (champion, "champion")):
+    others = _with_fixed_router(list(dict.fromkeys(r.policy for r in runs)), fixed, champion)
+    for name, tag in ((fixed, "fixed"), (champion, "champion"), *((n, n) for n in others)):
         offset = 0
         for r in sorted((r for r in runs if r.policy == name), key=lambda r: r.seed):
             for i, out in r.first_declines.items():
@@ -212,18 +225,30 @@ def markdown(c: Comparison, title: str, command: str) -> str:
         lines.append(f"| {name} | " + " | ".join(cells)
                      + f" | {t['retries']:.0f} | {t['violations']:.0f} |")  # fmt: skip
     if c.classes:
-        lines += ["", "## Scheduled retries (MIT) by first decline class", "",
-                  "Recovered value in major units; the ceiling is one clairvoyant retry per "
-                  "declined payment (see app/evaluation/ceiling.py).", "",
-                  "| first decline | declines | fixed: retries | fixed: recovered | "
-                  "engine: retries | engine: recovered | hindsight ceiling |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "## Scheduled retries (MIT) by first decline class",
+            "",
+            "Recovered value in major units; the ceiling is one clairvoyant retry per "
+            "declined payment (see app/evaluation/ceiling.py).",
+            "",
+            "| first decline | declines | fixed: retries | fixed: recovered | "
+            "engine: retries | engine: recovered | "
+            + "".join(
+                f"{o.partition('+')[2]}: retries | {o.partition('+')[2]}: recovered | "
+                for o in c.class_others
+            )
+            + "hindsight ceiling |",
+            "|---|---|---|---|---|---|" + "---|---|" * len(c.class_others) + "---|",
+        ]
         for k in c.classes:
             g = k.get
+            extra = "".join(f"{g(f'{o}_retries', 0):.0f} | {g(f'{o}_value', 0) / 100:,.0f} | "
+                            for o in c.class_others)  # fmt: skip
             lines.append(f"| {k['class']} | {g('champion_declines', 0):.0f} | "
                          f"{g('fixed_retries', 0):.0f} | {g('fixed_value', 0) / 100:,.0f} | "
                          f"{g('champion_retries', 0):.0f} | {g('champion_value', 0) / 100:,.0f} | "
-                         f"{g('ceiling_value', 0) / 100:,.0f} |")  # fmt: skip
+                         f"{extra}{g('ceiling_value', 0) / 100:,.0f} |")  # fmt: skip
     lines += ["", "## Targets", "", "| check | value | target | result |", "|---|---|---|---|"]
     for k in c.checks:
         verdict = "context" if k["pass"] is None else "PASS" if k["pass"] else "MISS"
@@ -263,6 +288,77 @@ def plot(c: Comparison, path: Path) -> None:
     plt.close(fig)
 
 
+def budget_curves(c: Comparison) -> dict[str, list[tuple[float, float, float, str]]]:
+    """Per retrier (its name without @cost), run with the fixed schedule's router: (attempt
+    cost, MIT retry attempts, MIT recovered value, pair) by cost; only when some pair ran at
+    a set cost (router+retrier@cost)."""
+    if not any("@" in n for n in c.totals) or not c.fixed:
+        return {}
+    out: dict[str, list[tuple[float, float, float, str]]] = {}
+    for name in _with_fixed_router(list(c.totals), c.fixed, ""):
+        base, at, cost = name.partition("+")[2].partition("@")
+        t = c.totals[name]
+        out.setdefault(base, []).append((float(cost) if at else math.nan, t["mit_retries"],
+                                         t["mit_recovered_value"], name))  # fmt: skip
+    return {k: sorted(v, key=lambda x: x[1]) for k, v in out.items()}
+
+
+def budget_markdown(c: Comparison) -> list[str]:
+    curves = budget_curves(c)
+    if not curves:
+        return []
+    f = c.totals[c.fixed]
+    cv = c.ceiling_mit
+    lines = ["", "## Retry budget: MIT value recovered against MIT retry attempts", "",
+             "Each engine retrier at several attempt costs (`router+retrier@cost`; no @ = "
+             "AUTHPILOT_RETRY_ATTEMPT_COST_MINOR): the cost moves its stop rule, so the points "
+             "trace value against attempts. Share = of the hindsight ceiling's gain over the "
+             "fixed schedule.", "",
+             "| retrier | attempt cost | MIT retries | vs fixed | recovered (major) | share |",
+             "|---|---|---|---|---|---|",
+             f"| {c.fixed.partition('+')[2]} | - | {f['mit_retries']:.0f} | 100% | "
+             f"{f['mit_recovered_value'] / 100:,.0f} | 0% |"]  # fmt: skip
+    for base, pts in curves.items():
+        for cost, tries, value, _ in pts:
+            share = ((value - f["mit_recovered_value"]) / (cv - f["mit_recovered_value"])
+                     if cv is not None and cv > f["mit_recovered_value"] else math.nan)  # fmt: skip
+            lines.append(f"| {base} | {'default' if math.isnan(cost) else f'{cost:g}'} | "
+                         f"{tries:.0f} | {tries / f['mit_retries']:.0%} | {value / 100:,.0f} | "
+                         f"{_pct_or_na(share)} |")  # fmt: skip
+    if cv is not None:
+        lines.append(f"| hindsight ceiling | - | - | - | {cv / 100:,.0f} | 100% |")
+    return lines
+
+
+def _pct_or_na(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x:.0%}"
+
+
+def plot_budget(c: Comparison, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for base, pts in budget_curves(c).items():
+        ax.plot([p[1] for p in pts], [p[2] / 100 for p in pts], "o-", label=base)
+        for cost, x, y, _ in pts:
+            ax.annotate("default" if math.isnan(cost) else f"{cost:g}", (x, y / 100), fontsize=7)
+    f = c.totals[c.fixed]
+    ax.scatter([f["mit_retries"]], [f["mit_recovered_value"] / 100], marker="s", color="k",
+               label=c.fixed.partition("+")[2], zorder=3)  # fmt: skip
+    if c.ceiling_mit is not None:
+        ax.axhline(c.ceiling_mit / 100, color="grey", ls="--", label="hindsight ceiling")
+    ax.set_xlabel("MIT retry attempts (all seeds)")
+    ax.set_ylabel("MIT declined value recovered (major units)")
+    ax.set_title("retry budget: value against attempts (labels: attempt cost)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write(c: Comparison, out: Path, title: str, command: str,
           adaptation: Adaptation | None = None) -> Path:  # fmt: skip
     """report.md, summary.json, policies.png; with `adaptation`, its section (and
@@ -270,6 +366,9 @@ def write(c: Comparison, out: Path, title: str, command: str,
     out.mkdir(parents=True, exist_ok=True)
     plot(c, out / "policies.png")
     md = markdown(c, title, command) + "\n![policies](policies.png)\n"
+    if budget_curves(c):
+        plot_budget(c, out / "retry_budget.png")
+        md += "\n".join(budget_markdown(c)) + "\n\n![retry budget](retry_budget.png)\n"
     summary: dict[str, Any] = {
         "payments": c.payments, "seeds": c.seeds, "checks": c.checks,
         "policies": {n: {k: e.__dict__ for k, e in m.items()} for n, m in c.policies.items()},

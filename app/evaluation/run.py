@@ -90,11 +90,20 @@ def learned_recovery(prep: Any, table: Any, say: Say) -> Any:
 
 
 def parse_pair(spec: str) -> tuple[str, str]:
-    """(router, retrier) of 'router+retrier'; ValueError for a name no registry holds."""
+    """(router, retrier) of 'router+retrier[@cost]'; ValueError for a name no registry holds.
+    `@cost` runs an engine retrier at that attempt cost (minor units): its stop rule trades
+    attempts for value, so a few costs draw the retrier's value-vs-attempt-budget curve."""
     r, _, t = spec.partition("+")
-    if r not in ROUTERS or t not in RETRIERS:
-        raise ValueError(f"unknown policy {spec!r}: use router+retrier with routers {ROUTERS} "
-                         f"and retriers {RETRIERS}")  # fmt: skip
+    base, at, cost = t.partition("@")
+    ok = r in ROUTERS and base in RETRIERS
+    if ok and at:
+        try:
+            ok = float(cost) >= 0 and base != fixed_schedule.POLICY_NAME
+        except ValueError:
+            ok = False
+    if not ok:
+        raise ValueError(f"unknown policy {spec!r}: use router+retrier[@cost] with routers "
+                         f"{ROUTERS} and retriers {RETRIERS} (@cost: engines only)")  # fmt: skip
     return r, t
 
 
@@ -118,14 +127,20 @@ def evaluate(cfg: EvalConfig, s: Settings, say: Say = print,
                          recovery=load_recovery(None, calendar),
                          explore=s.retry_explore)  # fmt: skip
     retriers = {n: retry_registry.build(n, rules, params) for n in retry_registry.NAMES}
-    if any(t == FITTED for _, t in pairs.values()):
+    engines = {engine.POLICY_NAME: params}  # the engine retriers' parameters, by name
+    bases = {t.partition("@")[0] for _, t in pairs.values()}
+    if FITTED in bases:
         fitted = fit_from_log(prep.log_dir, prior=load_recovery(None, calendar))
-        retriers[FITTED] = retry_registry.build(engine.POLICY_NAME, rules,
-                                                replace(params, recovery=fitted))  # fmt: skip
-    if any(t == LEARNED for _, t in pairs.values()):
-        model = learned_recovery(prep, params.recovery, say)
-        retriers[LEARNED] = retry_registry.build(engine.POLICY_NAME, rules,
-                                                 replace(params, model=model))  # fmt: skip
+        engines[FITTED] = replace(params, recovery=fitted)
+    if LEARNED in bases:
+        engines[LEARNED] = replace(params, model=learned_recovery(prep, params.recovery, say))
+    for name, ps in engines.items():
+        retriers[name] = retry_registry.build(engine.POLICY_NAME, rules, ps)
+    for _, t in pairs.values():
+        base, at, cost = t.partition("@")
+        if at:
+            at_cost = replace(engines[base], attempt_cost_minor=float(cost))
+            retriers[t] = retry_registry.build(engine.POLICY_NAME, rules, at_cost)
     oracle_p = true_p(prep.world)
     runs: list[PolicyRun] = []
     payments: dict[int, list[dict[str, Any]]] = {}

@@ -41,8 +41,20 @@ def test_acquirer_outage_is_detected_and_traffic_moves_away(worker, settings_for
     restored = [a for a in alerts if a["kind"] == "ROUTE_RESTORED" and a["event_time"] >= end]
     assert restored and restored[0]["subject"] == route, alerts
     back_min = (restored[0]["event_time"] - end) / 60000
-    print(f"restored {back_min:.1f} simulated minutes after the route healed")
-    assert back_min <= 30, back_min
+    # The harness draws an outcome at the simulated time it reaches the generator, so every
+    # outcome, the restoring probe's too, is stamped the loop's wall-clock lag x 600 late: 2 s
+    # of produce -> decision lag on a loaded CI machine is 20 simulated minutes (measured raw
+    # restores 5.7-37 min across suites). The router's restore is what the target judges: the
+    # lag at that moment (median produce -> decision latency of the decisions around it, x 600)
+    # is subtracted and both figures are printed.
+    lat = stats.latencies_us
+    assert len(lat) == len(seen)  # one latency per decision, in decision order
+    near = [lat[i] for i, (t, _) in enumerate(seen)
+            if restored[0]["event_time"] - 600_000 <= t <= restored[0]["event_time"]]  # fmt: skip
+    lag_min = sorted(near)[len(near) // 2] / 1e6 * 600 / 60 if near else 0.0
+    print(f"restored {back_min:.1f} simulated minutes after the route healed, of which "
+          f"{lag_min:.1f} the loop's lag: {back_min - lag_min:.1f} min")  # fmt: skip
+    assert back_min - lag_min <= 30, (back_min, lag_min)
 
     before = [r for t, r in seen if t < start]
     # a precondition, not a target: the route carried traffic before (measured 4.3-25%)

@@ -99,7 +99,8 @@ def test_evaluate_policy_command_writes_a_report(tmp_path, capsys):
     rc = cli(["evaluate-policy", "--seeds", "1", "--payments", "1500",
               "--history-attempts", "60000",
               "--policies", "best_single_route+engine,expected_value+fixed_schedule,"
-              "expected_value+engine,oracle+engine",
+              "expected_value+engine,expected_value+engine_learned,"
+              "expected_value+engine_learned@200,oracle+engine",
               "--work", str(tmp_path / "work"), "--out", str(out)])  # fmt: skip
     assert rc in (0, 1)  # 1 = some target missed at this tiny size; the report says which
     summary = json.loads((out / "summary.json").read_text())
@@ -115,13 +116,29 @@ def test_evaluate_policy_command_writes_a_report(tmp_path, capsys):
     # the per-class table adds up to the totals it breaks down
     rows = summary["mit_by_decline_class"]
     assert "## Scheduled retries (MIT) by first decline class" in md and rows
-    for tag, policy in (("champion", "expected_value+engine"),
+    learned = "expected_value+engine_learned"
+    for tag, policy in (("champion", "expected_value+engine"), (learned, learned),
                         ("fixed", "expected_value+fixed_schedule")):  # fmt: skip
         total = summary["totals"][policy]
         assert sum(r.get(f"{tag}_value", 0) for r in rows) == pytest.approx(
             total["mit_recovered_value"]
         )
         assert sum(r.get(f"{tag}_retries", 0) for r in rows) == pytest.approx(total["mit_retries"])
+    assert "engine_learned: retries | engine_learned: recovered" in md
+    # a retrier at a set attempt cost: the budget curve, a point per cost, and its plot
+    assert "## Retry budget" in md and "| engine_learned | 200 |" in md
+    assert "| engine_learned | default |" in md and "| hindsight ceiling |" in md
+    assert (out / "retry_budget.png").stat().st_size > 10_000
+    dear = summary["totals"]["expected_value+engine_learned@200"]["mit_retries"]
+    assert dear <= summary["totals"][learned]["mit_retries"]  # a dearer attempt: fewer of them
+    # every retrier with the schedule's router is read against the ceiling's gain and attempts
+    for name in ("expected_value+engine", learned):
+        share = checks[f"retries (MIT) {name}: share of the hindsight ceiling's gain over "
+                       "expected_value+fixed_schedule"]  # fmt: skip
+        assert share["target"] == ">= 70%" and share["value"].endswith("%")
+        tries = checks[f"retries (MIT) {name}: attempts vs expected_value+fixed_schedule"]
+        pct = int(tries["value"].split("%")[0])
+        assert tries["target"] == "<= 75%" and tries["pass"] == (pct <= 75)
     p = summary["policies"]
     # the learned router beats the merchant's single route even on a small run
     assert (
@@ -160,3 +177,13 @@ def test_the_attempt_log_matches_the_per_payment_results(world, payments):
     o = run_policy(world, payments, oracle(world, 2000), retry, RULES, seed=3)
     assert o.log is not None and np.isfinite(o.log.p).all()
     assert abs(o.log.p[o.log.first()].mean() - o.first_approved.mean()) < 0.02  # true p
+
+
+def test_a_retrier_at_a_set_cost_is_an_engine_parameterization():
+    from app.evaluation.run import parse_pair
+
+    assert parse_pair("expected_value+engine_learned@50") == ("expected_value", "engine_learned@50")
+    for bad in ("expected_value+fixed_schedule@10", "expected_value+engine@x",
+                "expected_value+engine@-1", "expected_value+nope@1"):  # fmt: skip
+        with pytest.raises(ValueError, match="unknown policy"):
+            parse_pair(bad)
