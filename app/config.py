@@ -265,7 +265,9 @@ class Settings(BaseSettings):
         "current", description="Visa reattempt regime: before or after April 2026"
     )
     retry_attempt_cost_minor: float = Field(
-        10.0, description="cost of one more attempt (fees, network charges), minor units"
+        10.0,
+        description="route cost of one more attempt, minor units (the network's fees for "
+        "a declined retry come from the rules data: decline_fees)",
     )
     # --- which policies run (names: app.routing.registry, app.retry.registry) -----------------
     routing_policy: RoutingPolicyName = Field(
@@ -291,12 +293,6 @@ class Settings(BaseSettings):
         description="share of the retry engine's scheduled retries sent at a time drawn "
         "uniformly from the worthwhile candidates, with its propensity in the RetryDecision: "
         "the retry model's training history then holds the waits the engine would not choose",
-    )
-    retry_model_dir: Path | None = Field(
-        None,
-        description="compiled recovery model (`authpilot train-retry`) the retry engine scores "
-        "candidate retry times with; unset, or refused at load (checksum, feature hash, "
-        "warm-up), the recovery table is used",
     )
     retry_pay_calendar: Path | None = Field(
         None,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.contracts.vocab import DAY_MS, HOUR_MS
 from app.features.definitions import FEATURE_NAMES, feature_hash
 from app.features.offline import build_matrix
 from app.harness.sample import write_sample_log
@@ -30,4 +31,48 @@ def build_versions(tmp: Path, versions: tuple[str, ...] = ("v1", "v2")) -> Path:
                       calibration=cal,
                       test_matrix=np.ascontiguousarray(split.test[list(FEATURE_NAMES)])[:16],
                       )  # fmt: skip
+    return root
+
+
+RETRY_T0 = 1_767_225_600_000 + 20 * HOUR_MS  # 2026-01-01 20:00 UTC, a Thursday
+
+
+def retry_decline(t: int = RETRY_T0, code: str = "05", **kw: object) -> dict[str, object]:
+    base = {"request_id": "r1", "payment_id": "p1", "attempt": 1, "event_time": t,
+            "request_time": t - 300, "card_fingerprint": "c1", "bin": "411111",
+            "network": "VISA", "issuer_country": "GB", "merchant_id": "m1",
+            "amount_minor": 5_000, "currency": "GBP", "initiator": "MIT", "route_id": "acq-gb",
+            "approved": False, "response_code": code, "advice_code": None, "latency_ms": 300,
+            "failure_side": "ISSUER", "three_ds": False}  # fmt: skip
+    return base | kw
+
+
+def retry_history(n: int, seed: int = 3) -> list[dict[str, object]]:
+    """Declines of MIT payments retried after a random wait; a retry approves with 0.6 when it
+    crossed a UTC midnight and 0.05 when it did not (an issuer's daily verdict)."""
+    rng = np.random.default_rng(seed)
+    out: list[dict[str, object]] = []
+    for i in range(n):
+        t = RETRY_T0 + i * 600_000
+        wait = int(rng.choice([1, 2, 4, 6, 12, 24, 48]) * HOUR_MS)
+        t1 = t + wait
+        p = 0.6 if t1 // DAY_MS > t // DAY_MS else 0.05
+        d = retry_decline(t, payment_id=f"p{i}", request_id=f"r{i}", card_fingerprint=f"c{i % 50}")
+        r = retry_decline(t1, payment_id=f"p{i}", request_id=f"r{i}b", attempt=2,
+                     card_fingerprint=f"c{i % 50}", request_time=t1,
+                     approved=bool(rng.random() < p))  # fmt: skip
+        out += [d, r]
+    return sorted(out, key=lambda o: int(o["event_time"]))  # type: ignore[call-overload]
+
+
+def build_retry_versions(tmp: Path, versions: tuple[str, ...] = ("r1", "r2")) -> Path:
+    """compiled_models-style root with retry/<version> for each version (trained on
+    retry_history, more trees each version); returns the root."""
+    from app.retry import recovery_model as rm
+
+    x, y, t = rm.observations(retry_history(3_000), rm.Featurizer())
+    root = tmp / "models"
+    for i, v in enumerate(versions):
+        model = rm.fit(x, y, t, rounds=20 + 20 * i)
+        rm.compile_to(model, np.ascontiguousarray(x[:16]), root / "retry" / v, v)
     return root

@@ -65,7 +65,8 @@ def cmd_train_retry(a: argparse.Namespace) -> int:
     print(f"{m['retries']:.0f} retries; test log loss {m['test_log_loss']:.4f} (base rate "
           f"{m['test_log_loss_base_rate']:.4f}), mean p {m['test_mean_p']:.3f} vs approval "
           f"{m['test_approval']:.3f}, {m['trees']:.0f} trees")  # fmt: skip
-    print(f"wrote {manifest} (serve it with AUTHPILOT_RETRY_MODEL_DIR={out})")
+    print(f"wrote {manifest} (serve it: authpilot promote retry {a.version} --role retry, "
+          f"with AUTHPILOT_MODEL_DIR={a.out})")  # fmt: skip
     return 0
 
 

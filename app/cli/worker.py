@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from app.config import get_settings
+from app.models.roles import ROLES
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -30,8 +31,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sub.add_parser("worker", help="run the stream worker").set_defaults(func=cmd_worker)
-    pr = sub.add_parser("promote", help="make a compiled model champion or challenger")
+    pr = sub.add_parser("promote", help="make a compiled model champion, challenger or the "
+                        "retry model (one from `authpilot train-retry`)")  # fmt: skip
     pr.add_argument("name")
     pr.add_argument("version")
-    pr.add_argument("--role", choices=["champion", "challenger"], default="champion")
+    pr.add_argument("--role", choices=ROLES, default="champion")
     pr.set_defaults(func=cmd_promote)

@@ -172,6 +172,7 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router,
         if out["approved"]:
             approved[i] = True
         else:
+            fees[i] += rules.decline_fee(out)  # the network's, for declines of some kinds
             rd = retrier.after_decline(out, card_counters(router.features, out, t), t)
             nxt = next_attempt(req, rd, out["route_id"], out["response_code"])
             if nxt is not None and attempts[i] < max_attempts:

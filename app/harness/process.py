@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from app.config import Settings
 from app.kafka.connection import bootstrap_servers
@@ -101,6 +101,17 @@ class WorkerProcess:
 
     def log_tail(self, n: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
+
+    def readiness(self) -> dict[str, Any]:
+        """The /readyz body (200 or 503: the checks say which are false)."""
+        import json
+        import urllib.error
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5) as r:
+                return dict(json.loads(r.read()))
+        except urllib.error.HTTPError as e:  # 503: not ready, the body names why
+            return dict(json.loads(e.read()))
 
     def metrics(self) -> str:
         """The Prometheus exposition text from /metrics."""

@@ -4,7 +4,8 @@
    time, with or without 3-D Secure.
 2. Technical failures on the route's side cascade at once to another route (avoid_route).
 3. SCA soft declines are answered by a 3-D Secure step-up, at once, never a blind retry.
-4. Otherwise the engine weighs candidate retry times by p_recover x value - attempt cost,
+4. Otherwise the engine weighs candidate retry times by p_recover x value - attempt cost -
+   (1 - p_recover) x the network's fee for such a decline (rules data: decline_fees),
    discounting waiting, and retries at the best one if it is worth it. p_recover comes from
    the recovery model when one is loaded (app.retry.recovery_model: a calibrated GBDT over the
    decline, the card's history and the candidate time, which also proposes the next UTC
@@ -33,6 +34,9 @@ from app.routing.choice import uniform_draws
 
 class RecoveryScorer(Protocol):
     """A compiled or native recovery model: rows of app.retry.recovery_model.FEATURES -> p."""
+
+    @property
+    def label(self) -> str: ...  # name/version, written to each RetryDecision it priced
 
     def predict(self, x: np.ndarray) -> np.ndarray: ...
 
@@ -161,7 +165,7 @@ def decide_retry(outcome: dict[str, Any], counters: Counters, rules: NetworkRule
     base = {"request_id": outcome["request_id"], "payment_id": outcome["payment_id"],
             "attempt": outcome["attempt"], "decided_at": now_ms, "route_id": None,
             "avoid_route": None, "three_ds": False, "p_recover": None,
-            "expected_value": None, "propensity": 1.0}  # fmt: skip
+            "expected_value": None, "propensity": 1.0, "model_version": None}  # fmt: skip
 
     table = params.recovery or _recovery()
 
@@ -203,13 +207,16 @@ def decide_retry(outcome: dict[str, Any], counters: Counters, rules: NetworkRule
         x = featurizer(table).rows(outcome, counters.card, whens)
         ps = [min(float(v), 0.99) for v in params.model.predict(x)]
         source = "MODEL"
+        base["model_version"] = params.model.label
     else:
         ps = [p_recover(code, t, w, k, table, country) for w in whens]
         source = "TABLE"
     worth: list[tuple[float, int, float]] = []  # (ev, when, p) of the worthwhile candidates
+    fee = rules.decline_fee(outcome)  # the network's, if the retry is declined the same way
     for when, p in zip(whens, ps, strict=True):
         wait_days = (when - t) / (24 * HOUR_MS)
-        ev = p * value * (1 - params.wait_discount_per_day * wait_days) - params.attempt_cost_minor
+        ev = (p * value * (1 - params.wait_discount_per_day * wait_days)
+              - params.attempt_cost_minor - (1 - p) * fee)  # fmt: skip
         if ev > 0:
             worth.append((ev, when, p))
         if best is None or ev > best[0]:

@@ -31,7 +31,7 @@ def fixed_schedule_retry(outcome: dict[str, Any], counters: Counters, rules: Net
     base = {"request_id": outcome["request_id"], "payment_id": outcome["payment_id"],
             "attempt": k, "decided_at": now_ms, "route_id": None, "avoid_route": None,
             "three_ds": False, "p_recover": None, "expected_value": None,
-            "propensity": 1.0}  # fmt: skip
+            "propensity": 1.0, "model_version": None}  # fmt: skip
     verdict = rules.check(outcome, counters)
     if outcome.get("initiator", "CIT") not in initiators:
         return {**base, "action": "STOP", "not_before": t, "reason_codes": ["FIXED_NOT_DUNNED"]}

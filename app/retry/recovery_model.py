@@ -209,6 +209,7 @@ class RecoveryModel:
     booster: Any  # lightgbm.Booster (imported where training happens, not in the worker)
     calibration: Calibration
     metrics: dict[str, float]
+    label: str = "retry/native"
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.calibration.apply(self.booster.predict(x))
@@ -278,7 +279,7 @@ class CompiledRecovery:
         from app.models.serving.scoring import CompiledModel
 
         self.model = CompiledModel(path, feature_hash(), max_batch=self.MAX_ROWS)
-        self.label = self.model.label
+        self.name, self.version, self.label = self.model.name, self.model.version, self.model.label
         self._x = np.empty((self.MAX_ROWS, len(FEATURES)))
         self._out = np.empty(self.MAX_ROWS)
 

@@ -120,8 +120,22 @@ class NetworkRules:
         self._mc_hard = set(mc["hard_codes"])
         self._mc_sca = set(mc["sca_codes"])
         self._mc_excessive = mc["excessive"]
+        self._decline_fees = {"VISA": visa.get("decline_fees", []),
+                              "MASTERCARD": mc.get("decline_fees", [])}  # fmt: skip
         # Other networks: Visa's category 1 list is the conservative common denominator.
         self._generic_hard = set(visa["categories"]["1"])
+
+    def decline_fee(self, decline: dict[str, Any]) -> float:
+        """The network's fee for a declined attempt like this one (minor units; 0 for most):
+        what a retry that is declined the same way costs on top of its route's fee."""
+        fee = 0.0
+        for f in self._decline_fees.get(decline["network"], ()):
+            code_ok = "codes" not in f or decline["response_code"] in f["codes"]
+            advice_ok = "advice_codes" not in f or decline.get("advice_code") in f["advice_codes"]
+            initiator_ok = "initiator" not in f or decline.get("initiator") == f["initiator"]
+            if code_ok and advice_ok and initiator_ok:
+                fee += float(f["fee_minor"])
+        return fee
 
     def visa_category(self, code: str) -> str:
         return self._visa_cat.get(code, self._visa_default)

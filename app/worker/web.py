@@ -84,8 +84,8 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
         """Ready: tables recovered, not rebalancing, the broker answered the last probe (every
-        second), and the promoted champion (if any) is the one served. Each false condition is
-        named in the body."""
+        second), and the promoted champion and retry model (if any) are the ones served. Each
+        false condition is named in the body."""
         # faust's TableManagerT omits .recovery, which its only implementation, TableManager, has
         recovery = app.tables.recovery  # type: ignore[attr-defined]
         registry = ctx.control.snapshot()
@@ -95,6 +95,7 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
             "broker_reachable": probe.reachable,
             "control_read": ctx.control.caught_up.is_set(),
             "champion_served": not ctx.models.champion_missing(registry),
+            "retry_model_served": not ctx.models.retry_missing(registry),
         }
         ready = all(checks.values())
         body: dict[str, Any] = {"ready": ready, "checks": checks}

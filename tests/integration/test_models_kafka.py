@@ -84,3 +84,77 @@ def test_hot_swap_under_traffic_then_refuse_a_corrupt_artifact(models_worker):
     assert all(0 < x["p_approve"] < 1 for d in ev for x in d["scores"])
     assert w.metric("authpilot_dead_letters_total") == 0.0
     assert "refused router/v3" in w.log_tail(20000)
+
+
+def test_retry_model_hot_swap_under_declines_then_refuse_a_corrupt_one(worker_env, settings_for,
+                                                                      tmp_path):  # fmt: skip
+    """The retry model is promoted and swapped like the router: every decline gets exactly one
+    RetryDecision, priced by the table until r1 is served, then r1, then r2; a corrupt r3 is
+    refused while r2 keeps serving and the worker stays ready."""
+    from app.kafka.topics import ensure_topics
+    from tests.modelkit import build_retry_versions, retry_decline
+
+    root = build_retry_versions(tmp_path)
+    s = settings_for.model_copy(update={"model_dir": root})
+    ensure_topics(s)
+    w = WorkerProcess(dict(worker_env, AUTHPILOT_MODEL_DIR=str(root)),
+                      tmp_path / "worker.log").start()  # fmt: skip
+    codec = Codec(s)
+    sent: list[str] = []
+    stop = threading.Event()
+
+    def declines() -> None:  # ~50 MIT soft declines/s until told to stop, one card each
+        i = 0
+        while not stop.is_set():
+            now = int(time.time() * 1000)
+            batch = [retry_decline(now, request_id=f"d{i + k}", payment_id=f"p{i + k}",
+                                   card_fingerprint=f"card{i + k}") for k in range(5)]  # fmt: skip
+            i += 5
+            produce(s, s.topic_outcomes, [(str(o["card_fingerprint"]), codec.outcome.encode(o))
+                                          for o in batch])  # fmt: skip
+            sent.extend(str(o["request_id"]) for o in batch)
+            time.sleep(0.1)
+
+    def serving(version: str) -> bool:
+        return (
+            w.metric(f'authpilot_model_info{{name="retry",role="retry",version="{version}"}}')
+            == 1.0
+        )
+
+    try:
+        t = threading.Thread(target=declines, daemon=True)
+        t.start()
+        time.sleep(2)
+        promote(s, "retry", "r1", "retry")
+        assert wait_until(lambda: serving("r1"), 30), w.log_tail()
+        time.sleep(2)
+        promote(s, "retry", "r2", "retry")
+        assert wait_until(lambda: serving("r2"), 30), w.log_tail()
+        time.sleep(2)
+        shutil.copytree(root / "retry" / "r2", root / "retry" / "r3")
+        lib = root / "retry" / "r3" / "model.so"
+        data = bytearray(lib.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        lib.write_bytes(bytes(data))
+        promote(s, "retry", "r3", "retry")
+        assert wait_until(lambda: w.metric('authpilot_model_load_failures_total{reason="checksum"}')
+                          == 1.0, 30), w.log_tail()  # fmt: skip
+        time.sleep(2)
+        stop.set()
+        t.join(5)
+        ready = w.readiness()
+        msgs = read_topic(s, s.topic_retry_decisions, expect=len(sent), settle=3.0)
+    finally:
+        stop.set()
+        w.stop()
+    retries = [codec.retry.decode(m.value()) for m in msgs]
+    counts = Counter(d["request_id"] for d in retries)
+    assert set(counts) == set(sent) and max(counts.values()) == 1, "lost or repeated retries"
+    order = [d["model_version"] for d in sorted(retries, key=lambda d: d["decided_at"])]
+    seen = [v for i, v in enumerate(order) if i == 0 or v != order[i - 1]]
+    assert seen == [None, "retry/r1", "retry/r2"], seen
+    for d in retries:  # the source of each price is named, and matches the version field
+        source = "RECOVERY:MODEL" if d["model_version"] else "RECOVERY:TABLE"
+        assert source in d["reason_codes"], d
+    assert ready["checks"]["retry_model_served"] is True, ready  # r3 refused, r2 serves
+    assert "refused retry/r3" in w.log_tail(20000)

@@ -1,13 +1,15 @@
 """Model registry on a compacted Kafka topic, and the worker side that hot-swaps models.
 
-`authpilot promote NAME VERSION --role champion|challenger` writes {name, version, role} to the
-control topic under the key "champion" or "challenger:<name>"; compaction keeps the latest per
-key, so a new worker learns the current champion by reading the topic from the start. Every
-worker reads the whole topic itself (a plain assigned consumer, no consumer group: each worker
-must see every promotion), loads the artifact from AUTHPILOT_MODEL_DIR off the event loop,
-verifies it (checksum, feature hash, warm-up) and swaps one reference: a request is scored
-entirely by the old or entirely by the new model, never dropped. A refused artifact leaves the
-old model serving, raises authpilot_model_load_failures_total{reason} and logs why.
+`authpilot promote NAME VERSION --role champion|challenger|retry` writes {name, version, role}
+to the control topic under the key "champion", "challenger:<name>" or "retry" (the recovery
+model the retry step prices retry times with, app.retry.recovery_model, verified against its
+own feature hash); compaction keeps the latest per key, so a new worker learns the current
+models by reading the topic from the start. Every worker reads the whole topic itself (a plain
+assigned consumer, no consumer group: each worker must see every promotion), loads the
+artifact from AUTHPILOT_MODEL_DIR off the event loop, verifies it (checksum, feature hash,
+warm-up) and swaps one reference: a request (or a decline) is scored entirely by the old or
+entirely by the new model, never dropped. A refused artifact leaves the old model serving,
+raises authpilot_model_load_failures_total{reason} and logs why.
 """
 
 from __future__ import annotations
@@ -17,24 +19,26 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from app.config import Settings
 from app.kafka.connection import confluent_config, worker_client_config
 from app.models.artifact import ModelRejected
+from app.models.roles import control_key
 from app.models.serving.scoring import CompiledModel
 from app.monitoring.metrics import MODEL_INFO, MODEL_LOAD_FAILURES
+
+if TYPE_CHECKING:
+    from app.retry.recovery_model import CompiledRecovery
 
 log = logging.getLogger(__name__)
 
 
 def promote(s: Settings, name: str, version: str, role: str) -> dict[str, Any]:
     """Publish a promotion to the control topic; returns the record written."""
-    if role not in ("champion", "challenger"):
-        raise ValueError("role must be champion or challenger")
-    key = "champion" if role == "champion" else f"challenger:{name}"
+    key = control_key(name, role)
     rec = {"name": name, "version": version, "role": role, "promoted_at": int(time.time() * 1000)}
     p = Producer({**confluent_config(s), "enable.idempotence": True})
     p.produce(s.topic_control, key=key.encode(), value=json.dumps(rec).encode())
@@ -91,13 +95,15 @@ class ControlWatcher:
 
 
 class ModelSlots:
-    """The models a worker serves; the score agent reads `champion` once per request."""
+    """The models a worker serves; the score agent reads `champion` once per request, the retry
+    step `retry` once per decline (None: the recovery table prices retries)."""
 
     def __init__(self, model_dir: Path, feature_hash: str) -> None:
         self.model_dir = model_dir
         self.feature_hash = feature_hash
         self.champion: CompiledModel | None = None
         self.challengers: dict[str, CompiledModel] = {}
+        self.retry: CompiledRecovery | None = None
         self._seen: dict[str, tuple[Any, ...]] = {}  # key -> (name, version) last attempted
 
     def pending(self, registry: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
@@ -112,20 +118,34 @@ class ModelSlots:
     def champion_missing(self, registry: dict[str, dict[str, Any]]) -> bool:
         """A champion is promoted but this worker does not serve it (not loaded yet, or refused
         with no champion to fall back to): /readyz says not ready, so a rollout stops here."""
-        rec = registry.get("champion")
+        return self._missing(registry, "champion", self.champion)
+
+    def retry_missing(self, registry: dict[str, dict[str, Any]]) -> bool:
+        """The same rule for the retry model (a refused first one leaves the table serving, and
+        the worker not ready: the rollout of a bad artifact stops on its first pod)."""
+        return self._missing(registry, "retry", self.retry)
+
+    def _missing(self, registry: dict[str, dict[str, Any]], key: str,
+                 served: CompiledModel | CompiledRecovery | None) -> bool:  # fmt: skip
+        rec = registry.get(key)
         if rec is None:
             return False
-        served = self.champion
         return served is None or (
             (served.name, served.version) != (rec["name"], rec["version"])
-            and self._seen.get("champion") != (rec["name"], rec["version"], rec.get("promoted_at"))
+            and self._seen.get(key) != (rec["name"], rec["version"], rec.get("promoted_at"))
         )
 
-    def load(self, rec: dict[str, Any]) -> CompiledModel:
+    def load(self, rec: dict[str, Any]) -> CompiledModel | CompiledRecovery:
         """Load and verify (blocking: run it off the event loop)."""
-        return CompiledModel(self.model_dir / rec["name"] / rec["version"], self.feature_hash)
+        path = self.model_dir / rec["name"] / rec["version"]
+        if rec["role"] == "retry":
+            from app.retry.recovery_model import CompiledRecovery
 
-    def install(self, key: str, rec: dict[str, Any], model: CompiledModel | None,
+            return CompiledRecovery(path)
+        return CompiledModel(path, self.feature_hash)
+
+    def install(self, key: str, rec: dict[str, Any],
+                model: CompiledModel | CompiledRecovery | None,
                 error: ModelRejected | None) -> None:  # fmt: skip
         """Swap in a loaded model, or record why it was refused (on the event loop thread)."""
         self._seen[key] = (rec["name"], rec["version"], rec.get("promoted_at"))
@@ -136,11 +156,15 @@ class ModelSlots:
             log.error("refused %s/%s as %s: %s; the current model keeps serving",
                       rec["name"], rec["version"], role, error)  # fmt: skip
             return
-        old = self.champion if role == "champion" else self.challengers.get(rec["name"])
-        if role == "champion":
-            self.champion = model  # one reference assignment: the swap is atomic
+        old: CompiledModel | CompiledRecovery | None
+        # load() chose the class by role: one reference assignment per slot, the swap is atomic
+        if role == "retry":
+            old, self.retry = self.retry, cast("CompiledRecovery", model)
+        elif role == "champion":
+            old, self.champion = self.champion, cast(CompiledModel, model)
         else:
-            self.challengers[rec["name"]] = model
+            old = self.challengers.get(rec["name"])
+            self.challengers[rec["name"]] = cast(CompiledModel, model)
         if old is not None:
             MODEL_INFO.labels(old.name, old.version, role).set(0)
         MODEL_INFO.labels(model.name, model.version, role).set(1)

@@ -2,16 +2,19 @@
 
 Called by the outcome agent on the card's partition, where the card's windows live. The policy
 comes from the retry registry (AUTHPILOT_RETRY_POLICY); the network rules are hard constraints
-inside every policy. Guarantee: at most one RetryDecision per declined request_id, read back
-like the score agent's decisions (app.state.decided): to the outcome's partition number, with its
-offset in a header.
+inside every policy. The engine prices retry times with the recovery model promoted with
+`--role retry` (the worker's ModelSlots hot-swap it like the router; a decline is priced
+entirely by one model or by the table, which serves until one is loaded).
+
+Guarantee: at most one RetryDecision per declined request_id, read back like the score agent's
+decisions (app.state.decided): to the outcome's partition number, with its offset in a header.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 from app.contracts.codec import Codec
@@ -22,6 +25,7 @@ from app.retry import registry as retry_registry
 from app.retry.counters import card_counters
 from app.retry.engine import RetryParams, load_recovery
 from app.retry.recovery_model import CompiledRecovery
+from app.retry.registry import RetryPolicy
 from app.retry.rules import NetworkRules
 from app.state.decided import OFFSET_HEADER, ReadBack
 from app.worker.context import WorkerContext
@@ -29,29 +33,18 @@ from app.worker.context import WorkerContext
 log = logging.getLogger(__name__)
 
 
-def load_retry_model(path: Path | None) -> CompiledRecovery | None:
-    """The compiled recovery model, or None (the table) when unset or refused at load."""
-    if path is None:
-        return None
-    try:
-        model = CompiledRecovery(path)
-    except Exception as exc:  # a refused artifact must not stop retries: the table serves
-        log.error("retry model %s refused (%s); the recovery table serves", path, exc)
-        return None
-    log.info("retry model %s serving", model.label)
-    return model
-
-
 class RetryDecider:
     def __init__(self, ctx: WorkerContext, card_features: FeatureState) -> None:
         s = ctx.settings
-        rules = NetworkRules(s.visa_rules_variant)
-        params = RetryParams(s.ev_margin_bps, s.retry_attempt_cost_minor,
-                             recovery=load_recovery(s.retry_recovery_file,
-                                                    s.retry_pay_calendar),
-                             model=load_retry_model(s.retry_model_dir),
-                             explore=s.retry_explore)  # fmt: skip
-        self.policy = retry_registry.build(s.retry_policy, rules, params)
+        self.rules = NetworkRules(s.visa_rules_variant)
+        self.params = RetryParams(s.ev_margin_bps, s.retry_attempt_cost_minor,
+                                  recovery=load_recovery(s.retry_recovery_file,
+                                                         s.retry_pay_calendar),
+                                  explore=s.retry_explore)  # fmt: skip
+        self.policy_name = s.retry_policy
+        self.models = ctx.models
+        self.served: CompiledRecovery | None = None
+        self.policy: RetryPolicy = retry_registry.build(s.retry_policy, self.rules, self.params)
         self.card_features = card_features
         self.topic = ctx.topics.retry_decisions
         self.serde = ctx.codec.retry
@@ -74,10 +67,19 @@ class RetryDecider:
             self.replayed.inc()
             return
         counters = card_counters(self.card_features, rec, rec["event_time"])
-        d = self.policy.after_decline(rec, counters, int(time.time() * 1000))
+        d = self._policy().after_decline(rec, counters, int(time.time() * 1000))
         value = self.serde.encode(d)
         await self.topic.send(key=rec["card_fingerprint"].encode(), value=value,
                               partition=partition,
                               headers=[(OFFSET_HEADER, b"%d" % offset)])  # fmt: skip
         self.decided.put(partition, rid, offset, value)
         self.out.inc()
+
+    def _policy(self) -> RetryPolicy:
+        """The policy over the retry model served now (rebuilt only when the slot changed)."""
+        model = self.models.retry
+        if model is not self.served:
+            self.served = model
+            self.policy = retry_registry.build(self.policy_name, self.rules,
+                                               replace(self.params, model=model))  # fmt: skip
+        return self.policy

@@ -1,17 +1,19 @@
 """`authpilot train-retry`: a compiled recovery model from a log's retries, which the worker's
-retry step serves, or refuses (then the table serves)."""
+model slots load for the retry role, or refuse (then the table, or the previous model, serves)."""
 
 from __future__ import annotations
 
 import shutil
 
 import numpy as np
+import pytest
 
 from app.cli.main import main as cli
 from app.contracts.ingest import EXIT_REFUSED
 from app.harness.sample import write_sample_log
+from app.models.artifact import ModelRejected
+from app.models.serving.registry import ModelSlots
 from app.retry.recovery_model import FEATURES, CompiledRecovery
-from app.worker.agents.retries import load_retry_model
 
 
 def test_train_retry_compiles_a_model_the_worker_serves(tmp_path, capsys):
@@ -19,17 +21,21 @@ def test_train_retry_compiles_a_model_the_worker_serves(tmp_path, capsys):
     root = tmp_path / "models"
     assert cli(["train-retry", "--log", str(log), "--out", str(root), "--version", "r1"]) == 0
     said = capsys.readouterr().out
-    assert "retries; test log loss" in said and "AUTHPILOT_RETRY_MODEL_DIR" in said
+    assert "retries; test log loss" in said and "--role retry" in said
     path = root / "retry" / "r1"
-    served = load_retry_model(path)
+    slots = ModelSlots(root, "the-router-hash")  # the retry role checks its own hash
+    rec = {"name": "retry", "version": "r1", "role": "retry"}
+    served = slots.load(rec)
     assert isinstance(served, CompiledRecovery) and served.label == "retry/r1"
     p = served.predict(np.zeros((3, len(FEATURES))))
     assert p.shape == (3,) and ((p > 0) & (p < 1)).all()
-    # a tampered artifact is refused at load and the table serves (None), retries go on
+    with pytest.raises(ModelRejected, match="feature"):  # not a router
+        slots.load(dict(rec, role="champion"))
+    # a tampered artifact is refused at load
     lib = next(f for f in path.iterdir() if f.suffix == ".so")
     lib.write_bytes(lib.read_bytes() + b"\0")
-    assert load_retry_model(path) is None
-    assert load_retry_model(None) is None
+    with pytest.raises(ModelRejected):
+        slots.load(rec)
 
 
 def test_train_retry_refuses_a_log_without_enough_retries(tmp_path, capsys):

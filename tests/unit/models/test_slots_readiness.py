@@ -41,3 +41,31 @@ def test_a_refused_upgrade_keeps_the_old_champion_ready() -> None:
     assert slots.champion_missing(reg)  # v2 promoted, not attempted yet
     slots.install("champion", _rec("v2"), None, ModelRejected("checksum", "bad"))
     assert not slots.champion_missing(reg)  # refused: v1 keeps serving
+
+
+def test_the_retry_model_has_its_own_slot_and_readiness() -> None:
+    from app.models.roles import control_key
+
+    slots = ModelSlots(Path("."), "h")
+    rec = {"name": "retry", "version": "r1", "role": "retry", "promoted_at": 1}
+    reg = {"retry": rec}
+    assert (
+        control_key("retry", "retry") == "retry"
+        and control_key("x", "challenger") == "challenger:x"
+    )
+    assert slots.retry_missing(reg) and not slots.champion_missing(reg)
+    model: Any = SimpleNamespace(name="retry", version="r1", label="retry/r1")
+    slots.install("retry", rec, model, None)
+    assert slots.retry is model and slots.champion is None and not slots.retry_missing(reg)
+    bad = dict(rec, version="r2", promoted_at=2)
+    slots.install("retry", bad, None, ModelRejected("feature_hash", "a router artifact"))
+    assert slots.retry is model and not slots.retry_missing({"retry": bad})  # r1 keeps serving
+
+
+def test_an_unknown_role_is_refused_before_anything_is_written() -> None:
+    import pytest
+
+    from app.models.roles import control_key
+
+    with pytest.raises(ValueError, match="role"):
+        control_key("router", "canary")

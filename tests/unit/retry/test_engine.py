@@ -1,5 +1,7 @@
 """Retry engine: rules first, cascades, 3DS step-up, value-weighed delays with paydays."""
 
+import pytest
+
 from app.contracts.vocab import DAY_MS, HOUR_MS
 from app.retry.engine import RetryParams, crosses_payday, decide_retry, p_recover
 from app.retry.rules import Counters, NetworkRules
@@ -99,3 +101,26 @@ def test_pay_calendar_by_issuer_country(tmp_path):
     bad.write_text(json.dumps({"DE": [31]}))
     with pytest.raises(ValueError, match=r"bad\.json"):
         load_recovery(None, bad)
+
+
+def test_a_networks_decline_fee_is_priced_into_the_retry(tmp_path):
+    """Mastercard charges recurring insufficient-funds declines carrying MAC 24-30 (rules data:
+    decline_fees): the engine charges (1 - p) x that fee on top of the attempt cost."""
+    import json
+
+    from app.retry.rules import RULES_DIR
+
+    for name in ("visa", "mastercard"):  # the same rules with no fee schedule
+        data = json.loads((RULES_DIR / f"{name}.json").read_text())
+        (tmp_path / f"{name}.json").write_text(json.dumps(dict(data, decline_fees=[])))
+    no_fees = NetworkRules(rules_dir=tmp_path)
+    fee_case = out("51", "MASTERCARD", "24")
+    fee = RULES.decline_fee(fee_case)
+    assert fee > 0 and no_fees.decline_fee(fee_case) == 0
+    assert RULES.decline_fee(out("51", "MASTERCARD", "24", initiator="CIT")) == 0
+    assert RULES.decline_fee(out("51", "MASTERCARD")) == 0 == RULES.decline_fee(out("51"))
+    with_fee = decide_retry(fee_case, Counters(), RULES, P, T)
+    free = decide_retry(fee_case, Counters(), no_fees, P, T)
+    assert with_fee["not_before"] == free["not_before"]  # same best time, same p
+    p = with_fee["p_recover"]
+    assert with_fee["expected_value"] == pytest.approx(free["expected_value"] - (1 - p) * fee)

@@ -12,19 +12,11 @@ from app.models.serving.scoring import CompiledModel
 from app.retry import recovery_model as rm
 from app.retry.engine import RetryParams, decide_retry
 from app.retry.rules import CardActivity, Counters, NetworkRules
+from tests.modelkit import RETRY_T0 as T0
+from tests.modelkit import retry_decline as _decline
+from tests.modelkit import retry_history as _history
 
-T0 = 1_767_225_600_000 + 20 * HOUR_MS  # 2026-01-01 20:00 UTC, a Thursday
 F = rm.Featurizer()
-
-
-def _decline(t: int = T0, code: str = "05", **kw: object) -> dict[str, object]:
-    base = {"request_id": "r1", "payment_id": "p1", "attempt": 1, "event_time": t,
-            "request_time": t - 300, "card_fingerprint": "c1", "bin": "411111",
-            "network": "VISA", "issuer_country": "GB", "merchant_id": "m1",
-            "amount_minor": 5_000, "currency": "GBP", "initiator": "MIT", "route_id": "acq-gb",
-            "approved": False, "response_code": code, "advice_code": None, "latency_ms": 300,
-            "failure_side": "ISSUER", "three_ds": False}  # fmt: skip
-    return base | kw
 
 
 def _col(name: str) -> int:
@@ -50,24 +42,6 @@ def test_days_since_payday_counts_from_the_start_of_the_last_one():
     table = {"paydays": [1, 15], "delays_hours": [0], "classes": {}}
     assert rm.days_since_payday(T0, table, None) == pytest.approx(20 / 24)  # the 1st, 20:00
     assert rm.days_since_payday(T0 + 13 * DAY_MS + 4 * HOUR_MS, table, None) == 0.0  # 15th 00:00
-
-
-def _history(n: int, seed: int = 3) -> list[dict[str, object]]:
-    """Declines of MIT payments retried after a random wait; a retry approves with 0.6 when it
-    crossed a UTC midnight and 0.05 when it did not (an issuer's daily verdict)."""
-    rng = np.random.default_rng(seed)
-    out: list[dict[str, object]] = []
-    for i in range(n):
-        t = T0 + i * 600_000
-        wait = int(rng.choice([1, 2, 4, 6, 12, 24, 48]) * HOUR_MS)
-        t1 = t + wait
-        p = 0.6 if t1 // DAY_MS > t // DAY_MS else 0.05
-        d = _decline(t, payment_id=f"p{i}", request_id=f"r{i}", card_fingerprint=f"c{i % 50}")
-        r = _decline(t1, payment_id=f"p{i}", request_id=f"r{i}b", attempt=2,
-                     card_fingerprint=f"c{i % 50}", request_time=t1,
-                     approved=bool(rng.random() < p))  # fmt: skip
-        out += [d, r]
-    return sorted(out, key=lambda o: int(o["event_time"]))  # type: ignore[call-overload]
 
 
 def test_observations_pair_each_retry_with_its_decline_and_the_card_windows():
@@ -110,6 +84,8 @@ def test_the_engine_retries_after_midnight_with_the_model_and_says_so(trained):
 
 def test_a_model_that_sees_no_value_stops():
     class Never:
+        label = "retry/never"
+
         def predict(self, x: np.ndarray) -> np.ndarray:
             return np.zeros(len(x))
 
@@ -179,6 +155,7 @@ def test_retry_decision_v2_adds_the_propensity_and_v1_records_still_decode():
     assert serde.decode(buf.getvalue())["propensity"] is None  # v1 bytes read with v2
     new = decide_retry(_decline(), Counters(), NetworkRules(), RetryParams(explore=0.1), T0)
     assert serde.decode(serde.encode(new))["propensity"] == new["propensity"]
+    assert serde.decode(serde.encode(new))["model_version"] is None  # the table priced it
 
 
 def test_vectorized_payday_features_agree_with_the_engines_calendar_functions():
