@@ -38,9 +38,6 @@ class RecoveryScorer(Protocol):
     @property
     def label(self) -> str: ...  # name/version, written to each RetryDecision it priced
 
-    @property
-    def max_wait_hours(self) -> float: ...  # the longest wait it was trained on (its support)
-
     def predict(self, x: np.ndarray) -> np.ndarray: ...
 
 
@@ -204,23 +201,13 @@ def decide_retry(outcome: dict[str, Any], counters: Counters, rules: NetworkRule
         candidates += [t + int(h * HOUR_MS) for h in MODEL_EXTRA_HOURS]
         candidates += [(t // DAY_MS + d) * DAY_MS + MIDNIGHT_SLACK_MS for d in (1, 2, 3)]
     whens = sorted({max(c, verdict.not_before_ms) for c in candidates})
-    model = params.model
-    if model is not None:  # a tree model is flat beyond the waits it saw: it would price a
-        # 14-day wait like a 7-day one, and the argmax over candidates seeks such errors out
-        horizon = t + int(model.max_wait_hours * HOUR_MS)
-        supported = [w for w in whens if w <= horizon]
-        if supported:
-            whens = supported
-        else:  # the rules' earliest time is beyond the model's support: the table prices it
-            model = None
-            reasons.append("OUTSIDE_MODEL_SUPPORT")
-    if model is not None:
+    if params.model is not None:
         from app.retry.recovery_model import featurizer
 
         x = featurizer(table).rows(outcome, counters.card, whens)
-        ps = [min(float(v), 0.99) for v in model.predict(x)]
+        ps = [min(float(v), 0.99) for v in params.model.predict(x)]
         source = "MODEL"
-        base["model_version"] = model.label
+        base["model_version"] = params.model.label
     else:
         ps = [p_recover(code, t, w, k, table, country) for w in whens]
         source = "TABLE"

@@ -23,7 +23,6 @@ router's toolchain (app.models.training.compile) under its own feature hash.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -212,10 +211,6 @@ class RecoveryModel:
     metrics: dict[str, float]
     label: str = "retry/native"
 
-    @property
-    def max_wait_hours(self) -> float:
-        return self.metrics.get("max_wait_hours", math.inf)
-
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.calibration.apply(self.booster.predict(x))
 
@@ -244,16 +239,8 @@ def fit(x: np.ndarray, y: np.ndarray, t: np.ndarray, rounds: int = 600) -> Recov
                      "test_log_loss": log_loss(yt, p),
                      "test_log_loss_base_rate": log_loss(yt, np.full(len(yt), base)),
                      "test_mean_p": float(p.mean()), "test_approval": float(yt.mean()),
-                     "trees": float(booster.num_trees()),
-                     # the support the engine may price: 99th percentile of the trained waits
-                     "max_wait_hours": support_hours(x[:a])}  # fmt: skip
+                     "trees": float(booster.num_trees())}  # fmt: skip
     return model
-
-
-def support_hours(x: np.ndarray) -> float:
-    """The 99th percentile of the waits in rows `x`: beyond it a tree model extrapolates flat."""
-    hours = np.expm1(x[:, FEATURES.index("log_wait_hours")])
-    return float(np.quantile(hours, 0.99))
 
 
 def compile_to(model: RecoveryModel, x_test: np.ndarray, out_dir: Path, version: str) -> Path:
@@ -293,8 +280,6 @@ class CompiledRecovery:
 
         self.model = CompiledModel(path, feature_hash(), max_batch=self.MAX_ROWS)
         self.name, self.version, self.label = self.model.name, self.model.version, self.model.label
-        manifest = json.loads((Path(path) / "manifest.json").read_text())
-        self.max_wait_hours = float(manifest["metrics"].get("max_wait_hours", math.inf))
         self._x = np.empty((self.MAX_ROWS, len(FEATURES)))
         self._out = np.empty(self.MAX_ROWS)
 

@@ -84,29 +84,13 @@ def test_the_engine_retries_after_midnight_with_the_model_and_says_so(trained):
 
 def test_a_model_that_sees_no_value_stops():
     class Never:
-        label, max_wait_hours = "retry/never", 1e9
+        label = "retry/never"
 
         def predict(self, x: np.ndarray) -> np.ndarray:
             return np.zeros(len(x))
 
     d = decide_retry(_decline(), Counters(), NetworkRules(), RetryParams(model=Never()), T0)
     assert d["action"] == "STOP" and any(r.startswith("NOT_WORTH_IT") for r in d["reason_codes"])
-
-
-def test_the_engine_prices_only_waits_the_model_was_trained_on(trained):
-    """The history waited 1-48 h: no candidate beyond its 99th percentile is priced by the
-    model, and a decline the rules hold back longer than that is priced by the table."""
-    model, _ = trained
-    assert 24 <= model.max_wait_hours <= 48
-    rules = NetworkRules()
-    for i in range(200):
-        d = decide_retry(_decline(request_id=f"s{i}"), Counters(), rules,
-                         RetryParams(model=model, explore=0.5), T0)  # fmt: skip
-        assert d["not_before"] - T0 <= model.max_wait_hours * HOUR_MS
-    held = _decline(network="MASTERCARD", advice_code="02")  # MAC 02: not before 72 h
-    d = decide_retry(held, Counters(), rules, RetryParams(model=model), T0)
-    assert d["action"] == "RETRY" and d["model_version"] is None
-    assert "OUTSIDE_MODEL_SUPPORT" in d["reason_codes"] and "RECOVERY:TABLE" in d["reason_codes"]
 
 
 def test_too_few_retries_are_refused():
