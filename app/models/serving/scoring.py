@@ -13,6 +13,10 @@ and the caller keeps the model it has):
    with the matching sizeof(union Entry) (float64: 8, LightGBM; float32: 4, XGBoost) and
    feature count;
 6. warmup: the manifest's rows score to the trainer's recorded outputs within 1e-6.
+The library probed and loaded is a private copy, checksummed again after the copy (what is
+verified is what runs) and unlinked once mapped: a version rewritten in place on the model
+volume while a worker serves it cannot change the code the worker runs (measured: a library
+rewritten under a process that had it mapped crashed that process in _dl_fini at exit).
 
 score_many(x, out) is one ctypes call for all candidate routes of a request: the C shim
 (app/models/training/shim.c) encodes NaN as Entry.missing = -1, applies the union-bug guard,
@@ -124,9 +128,14 @@ class CompiledModel:
         )
         self._warm_x, self._warm_y = warmup_arrays(m)
         self.num_feature = nf = self._warm_x.shape[1]
-        if probe:
-            self._probe()
-        self._open(path / LIBRARY, nf)
+        private = _private_copy(path / LIBRARY, m["files"][LIBRARY])
+        try:
+            if probe:
+                self._probe(private)
+            self._open(private, nf)
+        finally:  # mapped by now (or refused): the name is no longer needed
+            private.unlink(missing_ok=True)
+            private.parent.rmdir()
         self._lock = threading.Lock()
         self.max_batch = int(max_batch)
         self._xbuf = np.empty((self.max_batch, nf), dtype=np.float64)
@@ -141,10 +150,10 @@ class CompiledModel:
 
     # -- loading ---------------------------------------------------------------------------
 
-    def _probe(self) -> None:
+    def _probe(self, library: Path) -> None:
         """Load and run the library once in a child process: a crash there is a rejection."""
         rows = self.manifest["test_vector"]["rows"]
-        so, nf = str(self.path / LIBRARY), str(self.num_feature)
+        so, nf = str(library), str(self.num_feature)
         cmd = [sys.executable, "-I", _PROBE_SCRIPT, so, nf, str(SHIM_ABI)]
         try:
             res = subprocess.run(
@@ -355,3 +364,18 @@ def _check_offsets(offsets: np.ndarray) -> None:
     """The C entry point's offsets rule, for the copy path (which scores with authpilot_score)."""
     if offsets[0] != 0 or np.any(np.diff(offsets) < 0):
         raise ValueError("offsets must start at 0 and never decrease")
+
+
+def _private_copy(library: Path, digest: str) -> Path:
+    """A copy of `library` only this process knows, checked against the manifest's digest."""
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="authpilot-model-"))
+    copy = d / LIBRARY
+    shutil.copyfile(library, copy)
+    if sha256(copy) != digest:
+        copy.unlink()
+        d.rmdir()
+        raise ModelRejected("checksum", f"{library} changed while it was being loaded")
+    return copy

@@ -61,6 +61,19 @@ def test_a_good_model_loads(built):
     assert np.max(np.abs(m.predict_raw(x, np.empty(len(x))) - b.predict(x))) < 1e-6
 
 
+def test_a_version_rewritten_in_place_does_not_change_the_code_that_serves(built, tmp_path):
+    """The worker runs a private, re-checksummed copy of model.so: overwriting the version's
+    library after the load (a bad rsync onto the model volume) changes nothing it runs."""
+    _, x, _ = built
+    d = _copy(built[-1], tmp_path)
+    m = CompiledModel(d, HASH)
+    before = m.predict_raw(x, np.empty(len(x))).copy()
+    (d / "model.so").write_bytes(b"\x7fELF overwritten" * 500)
+    assert np.array_equal(m.predict_raw(x, np.empty(len(x))), before)
+    m.warmup_check()
+    _rejected(d, "checksum")  # and a new load of that version is refused
+
+
 def test_tampered_model_txt_is_refused(built, tmp_path):
     d = _copy(built[-1], tmp_path)
     with open(d / "model.txt", "a") as f:
