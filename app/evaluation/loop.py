@@ -104,6 +104,11 @@ class PolicyRun:
     first_declines: dict[int, dict[str, Any]] = field(default_factory=dict)
     log: AttemptLog | None = None
     alerts: list[dict[str, Any]] = field(default_factory=list)  # the router's, event-time order
+    # scheduled MIT retries (no cascade, no step-up): the retrier's p_recover at the time it
+    # chose, and whether that retry approved. An argmax over noisy candidates is optimistic
+    # where it chooses; this pair measures by how much.
+    retry_p: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    retry_ok: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
 def run_policy(world: World, payments: list[dict[str, Any]], router: Router,
@@ -140,6 +145,9 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router,
     ]
     heapq.heapify(heap)
     done = 0
+    priced: dict[tuple[int, int], float] = {}  # (payment, attempt) -> p_recover it was sent at
+    rp: list[float] = []
+    rok: list[bool] = []
     while heap:
         t, _, kind, i, req, extra = heapq.heappop(heap)
         if kind == 0:  # an attempt is sent
@@ -165,6 +173,10 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router,
         h = histories.setdefault(req["card_fingerprint"], CardHistory())
         h.add(Attempt(t, req["merchant_id"], req["amount_minor"], req["initiator"],
                       out["approved"], req["attempt"] > 1))  # fmt: skip
+        p_sent = priced.pop((i, req["attempt"]), None)
+        if p_sent is not None:
+            rp.append(p_sent)
+            rok.append(out["approved"])
         if req["attempt"] == 1:
             first[i] = out["approved"]
             if not out["approved"]:
@@ -176,6 +188,9 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router,
             rd = retrier.after_decline(out, card_counters(router.features, out, t), t)
             nxt = next_attempt(req, rd, out["route_id"], out["response_code"])
             if nxt is not None and attempts[i] < max_attempts:
+                scheduled = rd.get("avoid_route") is None and not rd.get("three_ds")
+                if mit[i] and scheduled and rd.get("p_recover") is not None:
+                    priced[(i, nxt["attempt"])] = float(rd["p_recover"])
                 heapq.heappush(heap, (nxt["event_time"], next(seq), 0, i, nxt, out))
                 continue
         done += 1
@@ -188,7 +203,8 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router,
                      tuple(world.route_ids))  # fmt: skip
     return PolicyRun(label or f"{router.name}+{retrier.name}", seed, amount, first, approved,
                      attempts, fees, violations, mit, first_declines, log,
-                     list(getattr(router, "alerts", [])))  # fmt: skip
+                     list(getattr(router, "alerts", [])), np.array(rp, float),
+                     np.array(rok, bool))  # fmt: skip
 
 
 def _violations(rules: NetworkRules, prev: dict[str, Any], req: dict[str, Any],

@@ -134,6 +134,16 @@ def compare(runs: list[PolicyRun], margin_bps: float, champion: str, single: str
         context(f"all retries incl. in-session 3DS step-ups and cascades, which the schedule "
                 f"never makes: recovered value {ov:+.0%}, attempts saved {ot:+.0%}",
                 f"{ov:+.0%} / {ot:+.0%}")  # fmt: skip
+    for name in names:  # where the retrier chose, was it right about p? (engines: p_recover)
+        sent = [r for r in runs if r.policy == name]
+        p_at = np.concatenate([r.retry_p for r in sent])
+        if len(p_at):
+            ok = np.concatenate([r.retry_ok for r in sent]).astype(float)
+            real = mean_ci(ok)
+            shown = (f"{p_at.mean():.3f} vs {real.mean:.3f} [{real.lo:.3f}, {real.hi:.3f}] "
+                     f"(n={len(p_at)})")  # fmt: skip
+            context(f"retry calibration (MIT scheduled retries) {name}: mean p_recover at "
+                    f"the chosen times vs realized approval", shown)  # fmt: skip
     if champion in totals:
         v = totals[champion]["violations"]
         check(f"network-rule violations of {champion}", f"{v:.0f}", v == 0, "0")

@@ -62,6 +62,28 @@ def test_engine_retries_never_break_network_rules_and_the_check_can_fail(world, 
     assert reckless.attempts.max() == 16  # the loop guard stops a runaway retrier
 
 
+def test_the_retry_calibration_pairs_each_priced_retry_with_its_outcome(world, payments):
+    """One (p_recover, approved) pair per scheduled MIT retry of the engine: a table whose
+    estimates are all 0.99 is shown to be optimistic; the fixed schedule prices nothing."""
+    from app.retry.engine import load_recovery
+
+    routes = {m.merchant_id: m.default_route for m in world.merchants}
+    run = run_policy(world, payments, best_single(routes), EngineRetry(RULES, RetryParams()),
+                     RULES, seed=5)  # fmt: skip
+    mit_retries = int((run.attempts[run.mit] - 1).sum())
+    assert 0 < len(run.retry_p) == len(run.retry_ok) < mit_retries  # cascades are not priced
+    assert ((run.retry_p > 0) & (run.retry_p < 1)).all()
+    table = dict(load_recovery(None))
+    table["classes"] = {k: dict(c, p=[0.99] * len(c["p"]), payday_boost=0.0, repeat_decay=1.0)
+                        for k, c in table["classes"].items()}  # fmt: skip
+    sure = run_policy(world, payments, best_single(routes),
+                      EngineRetry(RULES, RetryParams(recovery=table)), RULES, seed=5)  # fmt: skip
+    assert sure.retry_p.mean() > 0.9 > sure.retry_ok.mean()
+    fixed = run_policy(world, payments, best_single(routes), FixedScheduleRetry(RULES), RULES,
+                       seed=5)  # fmt: skip
+    assert len(fixed.retry_p) == 0
+
+
 def test_same_seed_same_draws_and_the_oracle_wins_paired(world, payments):
     routes = {m.merchant_id: m.default_route for m in world.merchants}
     retry = EngineRetry(RULES, RetryParams())
@@ -113,6 +135,8 @@ def test_evaluate_policy_command_writes_a_report(tmp_path, capsys):
     ceiling = next(c for k, c in checks.items() if k.startswith("hindsight ceiling"))
     assert ceiling["pass"] is None and ceiling["value"].startswith("+")  # context, not a target
     assert "| context |" in md
+    calib = [c for c in summary["checks"] if c["check"].startswith("retry calibration")]
+    assert calib and all(" vs " in c["value"] and c["pass"] is None for c in calib)
     # the per-class table adds up to the totals it breaks down
     rows = summary["mit_by_decline_class"]
     assert "## Scheduled retries (MIT) by first decline class" in md and rows
