@@ -47,6 +47,18 @@ def test_train_retry_refuses_a_log_without_enough_retries(tmp_path, capsys):
     assert cli(["train-retry", "--log", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
 
 
+def test_train_retry_writes_nothing_worse_than_the_base_rate(tmp_path, capsys):
+    """2,063 retries of a small simulated history: the fit loses to one constant rate on its
+    test split (log loss 0.88 vs 0.66), so no artifact is written to be promoted."""
+    log = tmp_path / "log"
+    assert cli(["simulate", "--scenario", "steady", "--attempts", "20000", "--seed", "1",
+                "--out", str(log)]) == 0  # fmt: skip
+    rc = cli(["train-retry", "--log", str(log), "--out", str(tmp_path / "m")])
+    said = capsys.readouterr()
+    assert rc == 2 and "does not beat the base rate" in said.err, said.err
+    assert not (tmp_path / "m" / "retry").exists()
+
+
 def test_train_retry_refuses_a_bad_log(tmp_path, capsys):
     log = write_sample_log(tmp_path / "log", n=300, seed=5)
     bad = tmp_path / "bad"
