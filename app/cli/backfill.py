@@ -110,7 +110,7 @@ def cmd_backfill(a: argparse.Namespace) -> int:
     from app.state.backfill.load import LoadError
 
     try:
-        loaded = load(state, settings, a.outcomes_from, progress)
+        loaded = load(state, settings, a.outcomes_from, progress, a.connect_timeout)
     except LoadError as exc:
         print(f"authpilot backfill: not loaded: {exc}", file=sys.stderr)
         return 1
@@ -141,5 +141,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="end (default): the log includes the outcomes already in the outcomes "
                         "topic, workers start after them; start: the log precedes the topic, "
                         "workers learn every retained outcome on top")  # fmt: skip
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=15.0,
+        help="seconds to wait for the broker before refusing the load (default 15)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=cmd_backfill)

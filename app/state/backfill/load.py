@@ -123,8 +123,10 @@ def load(
     settings: Settings,
     outcomes_from: OutcomesFrom = "end",
     progress: Callable[[str], None] | None = None,
+    connect_timeout_s: float = 15.0,
 ) -> LoadReport:
-    """Write `state` where the workers of `settings` recover it from (see the module doc)."""
+    """Write `state` where the workers of `settings` recover it from (see the module doc).
+    No broker answering within `connect_timeout_s` is a LoadError before anything is written."""
     from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -136,7 +138,7 @@ def load(
     conf: dict[str, str | int | float | bool] = dict(confluent_config(s))
     admin = AdminClient(conf)
     try:
-        meta = admin.list_topics(timeout=15)
+        meta = admin.list_topics(timeout=connect_timeout_s)
     except KafkaException as exc:
         raise LoadError(f"no broker at {conf['bootstrap.servers']}: {exc}") from exc
     tables = [*TABLES, *(g for g in TABLES.values() if g is not None)]

@@ -47,7 +47,7 @@ def test_without_a_broker_the_load_is_refused_with_a_clear_error(log, capsys, mo
 
     get_settings.cache_clear()
     try:
-        assert main(["backfill", "--log", str(log), "--quiet"]) == 1
+        assert main(["backfill", "--log", str(log), "--quiet", "--connect-timeout", "2"]) == 1
     finally:
         get_settings.cache_clear()
     assert "not loaded: no broker at 127.0.0.1:1" in capsys.readouterr().err
