@@ -50,24 +50,7 @@ def test_hot_swap_under_traffic_then_refuse_a_corrupt_artifact(models_worker):
     t = threading.Thread(target=traffic, daemon=True)
     t.start()
     time.sleep(2)
-    promote(s, "router", "v1", "champion")
-    assert wait_until(lambda: w.metric('authpilot_model_info{name="router",role="champion",'
-                                         'version="v1"}') == 1.0, 30), w.log_tail()  # fmt: skip
-    time.sleep(2)
-    promote(s, "router", "v2", "champion")
-    assert wait_until(lambda: w.metric('authpilot_model_info{name="router",role="champion",'
-                                         'version="v2"}') == 1.0, 30), w.log_tail()  # fmt: skip
-    time.sleep(2)
-    # a corrupt artifact: v3 is v2 with a flipped byte in the library
-    shutil.copytree(root / "router" / "v2", root / "router" / "v3")
-    lib = root / "router" / "v3" / "model.so"
-    data = bytearray(lib.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    lib.write_bytes(bytes(data))
-    promote(s, "router", "v3", "champion")
-    assert wait_until(lambda: w.metric('authpilot_model_load_failures_total{reason="checksum"}')
-                      == 1.0, 30), w.log_tail()  # fmt: skip
-    time.sleep(2)
+    _swap_twice_then_refuse_a_corrupt_copy(w, s, root, "router", "champion", ("v1", "v2", "v3"))
     stop.set()
     t.join(5)
 
@@ -115,31 +98,11 @@ def test_retry_model_hot_swap_under_declines_then_refuse_a_corrupt_one(worker_en
             sent.extend(str(o["request_id"]) for o in batch)
             time.sleep(0.1)
 
-    def serving(version: str) -> bool:
-        return (
-            w.metric(f'authpilot_model_info{{name="retry",role="retry",version="{version}"}}')
-            == 1.0
-        )
-
     try:
         t = threading.Thread(target=declines, daemon=True)
         t.start()
         time.sleep(2)
-        promote(s, "retry", "r1", "retry")
-        assert wait_until(lambda: serving("r1"), 30), w.log_tail()
-        time.sleep(2)
-        promote(s, "retry", "r2", "retry")
-        assert wait_until(lambda: serving("r2"), 30), w.log_tail()
-        time.sleep(2)
-        shutil.copytree(root / "retry" / "r2", root / "retry" / "r3")
-        lib = root / "retry" / "r3" / "model.so"
-        data = bytearray(lib.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        lib.write_bytes(bytes(data))
-        promote(s, "retry", "r3", "retry")
-        assert wait_until(lambda: w.metric('authpilot_model_load_failures_total{reason="checksum"}')
-                          == 1.0, 30), w.log_tail()  # fmt: skip
-        time.sleep(2)
+        _swap_twice_then_refuse_a_corrupt_copy(w, s, root, "retry", "retry", ("r1", "r2", "r3"))
         stop.set()
         t.join(5)
         ready = w.readiness()
@@ -158,3 +121,29 @@ def test_retry_model_hot_swap_under_declines_then_refuse_a_corrupt_one(worker_en
         assert source in d["reason_codes"], d
     assert ready["checks"]["retry_model_served"] is True, ready  # r3 refused, r2 serves
     assert "refused retry/r3" in w.log_tail(20000)
+
+
+def _swap_twice_then_refuse_a_corrupt_copy(w, s, root, name: str, role: str,
+                                           versions: tuple[str, str, str]) -> None:  # fmt: skip
+    """Promote versions[0], then versions[1], waiting until each serves; then promote
+    versions[2], a copy of versions[1] with a flipped byte in its library, and wait for the
+    checksum refusal. Two seconds of traffic between steps."""
+    first, second, corrupt = versions
+
+    def serving(v: str) -> bool:
+        label = f'authpilot_model_info{{name="{name}",role="{role}",version="{v}"}}'
+        return w.metric(label) == 1.0
+
+    for v in (first, second):
+        promote(s, name, v, role)
+        assert wait_until(lambda v=v: serving(v), 30), w.log_tail()
+        time.sleep(2)
+    shutil.copytree(root / name / second, root / name / corrupt)
+    lib = root / name / corrupt / "model.so"
+    data = bytearray(lib.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    lib.write_bytes(bytes(data))
+    promote(s, name, corrupt, role)
+    assert wait_until(lambda: w.metric('authpilot_model_load_failures_total{reason="checksum"}')
+                      == 1.0, 30), w.log_tail()  # fmt: skip
+    time.sleep(2)
