@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     model_dir: Path = Field(
         REPO_ROOT / "compiled_models", description="compiled models: <name>/<version>/"
     )
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking and registry server (http://host:5000); unset = the "
+        "embedded store under mlflow_dir (sqlite + an artifact folder, nothing to start)",
+    )
+    mlflow_dir: Path = Field(
+        Path("var/mlflow"), description="the embedded MLflow store: mlflow.db and artifacts/"
+    )
     kernel_dir: Path = Field(
         Path.home() / ".cache" / "authpilot" / "kernels",
         description="the compiled ring kernel (app.state.windows.kernel), built here with gcc "

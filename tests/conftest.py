@@ -23,12 +23,14 @@ TEST_KAFKA_PORT = int(os.environ.get("AUTHPILOT_TEST_KAFKA_PORT", "29092"))
 
 
 @pytest.fixture(autouse=True)
-def _fresh_process_settings() -> Iterator[None]:
+def _fresh_process_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test reads AUTHPILOT_* as it set them: get_settings() is cached per process, and
     code deep in a call (the ring kernel's build dir, a CLI command) would otherwise hand a
-    test the settings an earlier test's environment produced."""
+    test the settings an earlier test's environment produced. A CLI command that tracks to
+    MLflow writes to the test's own embedded store, never the checkout's var/mlflow."""
     from app.config import get_settings
 
+    monkeypatch.setenv("AUTHPILOT_MLFLOW_DIR", str(tmp_path / "mlflow"))
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

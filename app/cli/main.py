@@ -17,6 +17,7 @@ from app.cli import (
     chaos,
     evaluate,
     features,
+    lifecycle,
     models,
     report,
     retry,
@@ -26,7 +27,7 @@ from app.cli import (
 )
 
 # Order of `authpilot --help`: run the system, then the ML lifecycle, then analysis.
-GROUPS = (broker, worker, backfill, traffic, features, simulate, models, bench, report, retry,
+GROUPS = (broker, worker, backfill, traffic, features, simulate, models, lifecycle, bench, report, retry,
           evaluate, chaos)  # fmt: skip
 
 

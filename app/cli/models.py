@@ -49,6 +49,11 @@ def cmd_train(a: argparse.Namespace) -> int:
               "`features build`; --log DIR checks it now")  # fmt: skip
     run(a.matrix, a.out, a.name, a.version, a.decline_weight, a.champion, trainer=a.trainer,
         rounds=a.rounds)  # fmt: skip
+    if not a.no_track:
+        from app.lifecycle import tracking
+
+        ref = tracking.log_train_dir(get_settings(), a.out)
+        print(f"MLflow run {ref.run_id} in {tracking.store_of(get_settings()).describe()}")
     return 0
 
 
@@ -80,6 +85,17 @@ def cmd_compile(a: argparse.Namespace) -> int:
         return 2
     out = manifest.parent
     print(f"compiled {out.parent.name}/{out.name} -> {out}")
+    if not a.no_register:
+        from app.lifecycle.registry import RegistryError, register
+
+        run_id = json.loads((a.model / "metrics.json").read_text()).get("mlflow_run_id")
+        try:
+            reg = register(get_settings(), out, run_id)
+        except RegistryError as exc:
+            print(f"authpilot compile: {exc}", file=sys.stderr)
+            return 2
+        print(f"registered {reg.name}/{reg.version} as MLflow model version "
+              f"{reg.name} {reg.mlflow_version}")  # fmt: skip
     return 0
 
 
@@ -110,6 +126,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     t.add_argument("--rounds", type=int, default=1000, help="boosting rounds before early stopping")
     t.add_argument("--champion", type=Path, help="a previous --out directory to compare with")
+    t.add_argument("--no-track", action="store_true",
+                   help="do not log the run to MLflow (AUTHPILOT_MLFLOW_TRACKING_URI)")  # fmt: skip
     t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("compile", help="compile a trained model to a shared library")
@@ -127,4 +145,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     c.add_argument("--out", type=Path, default=None, help="default: AUTHPILOT_MODEL_DIR")
     c.add_argument("--parallel-comp", type=int, default=None)
     c.add_argument("--no-quantize", action="store_true")
+    c.add_argument("--no-register", action="store_true",
+                   help="do not register the compiled model in the MLflow registry")  # fmt: skip
     c.set_defaults(func=cmd_compile)

@@ -73,6 +73,18 @@ def cmd_train_retry(a: argparse.Namespace) -> int:
     manifest = rm.compile_to(model, np.ascontiguousarray(x[-64:]), out, a.version)
     print(f"wrote {manifest} (serve it: authpilot promote retry {a.version} --role retry, "
           f"with AUTHPILOT_MODEL_DIR={a.out})")  # fmt: skip
+    if not a.no_track:
+        from app.config import get_settings
+        from app.lifecycle import registry, tracking
+
+        s = get_settings()
+        with tracking.run(s, "retry", f"train retry/{a.version}",
+                          {"authpilot.kind": "retry", "authpilot.version": a.version}) as (c, ref):  # fmt: skip
+            tracking.log_all(c, ref.run_id, {"log": str(a.log), "version": a.version},
+                             tracking.flatten("test", m))  # fmt: skip
+            reg = registry.register(s, out, ref.run_id, kind="retry")
+        print(f"MLflow run {ref.run_id}; registered retry/{a.version} as version "
+              f"{reg.mlflow_version}")  # fmt: skip
     return 0
 
 
@@ -98,4 +110,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--version", default="v1", help="version directory name")
     p.add_argument("--pay-calendar", type=Path, default=None,
                    help="pay calendar JSON (default: the bundled table's paydays)")  # fmt: skip
+    p.add_argument("--no-track", action="store_true",
+                   help="neither log the run to MLflow nor register the model")  # fmt: skip
     p.set_defaults(func=cmd_train_retry)

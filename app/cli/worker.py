@@ -18,14 +18,31 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
+    """Move the registry alias (champion, challenger, retry) to NAME/VERSION, then write the
+    control topic; the alias is moved back when the topic write fails. A version not in the
+    registry is promoted on the topic alone, with a warning (workers must have its directory)."""
+    from app.lifecycle.registry import RegistryError, record_fields, restore_alias, set_alias
     from app.models.serving.registry import promote
 
     s = get_settings()
     path = s.model_dir / args.name / args.version / "manifest.json"
-    if not path.exists():
+    reg = before = None
+    if not args.no_registry:
+        try:
+            reg, before = set_alias(s, args.name, args.version, args.role)
+        except RegistryError as exc:
+            print(f"warning: {exc}; promoting on the control topic only", file=sys.stderr)
+    if reg is None and not path.exists():
         print(f"warning: {path} is not on this machine; workers must have it", file=sys.stderr)
-    rec = promote(s, args.name, args.version, args.role)
-    print(f"promoted {rec['name']}/{rec['version']} as {rec['role']} on {s.topic_control}")
+    try:
+        rec = promote(s, args.name, args.version, args.role,
+                      record_fields(reg) if reg is not None else None)  # fmt: skip
+    except Exception:
+        if reg is not None:
+            restore_alias(s, args.name, args.role, before)
+        raise
+    where = f" and alias @{args.role} (MLflow version {reg.mlflow_version})" if reg else ""
+    print(f"promoted {rec['name']}/{rec['version']} as {rec['role']} on {s.topic_control}{where}")
     return 0
 
 
@@ -36,4 +53,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     pr.add_argument("name")
     pr.add_argument("version")
     pr.add_argument("--role", choices=ROLES, default="champion")
+    pr.add_argument("--no-registry", action="store_true",
+                    help="write the control topic only, leave the MLflow aliases as they are")  # fmt: skip
     pr.set_defaults(func=cmd_promote)

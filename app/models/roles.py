@@ -17,3 +17,16 @@ def control_key(name: str, role: str) -> str:
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, not {role!r}")
     return f"challenger:{name}" if role == "challenger" else role
+
+
+# Workers report what they serve on the same topic, one compacted key per worker; readers of
+# promotions skip these keys (app.models.serving.registry, app.lifecycle.status).
+SERVING_PREFIX = "serving:"
+
+
+def serving_key(worker: str) -> str:
+    return SERVING_PREFIX + worker
+
+
+def is_promotion(key: str) -> bool:
+    return not key.startswith(SERVING_PREFIX)

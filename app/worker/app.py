@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from functools import partial
 from typing import Any
 
 import faust
@@ -21,6 +22,7 @@ from app.features.online import FeatureState
 from app.kafka.connection import faust_broker, faust_credentials
 from app.kafka.deadletter import DeadLetterSink
 from app.kafka.offsets import guard_offsets, start_new_group_at_end
+from app.lifecycle.registry import fetch_to
 from app.models.serving.registry import ControlWatcher, ModelSlots
 from app.monitoring.health import HealthMonitor
 from app.monitoring.logs import quiet_repeats
@@ -203,7 +205,7 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
             }
         ),
         latency=RouteLatency(),
-        models=ModelSlots(s.model_dir, feature_hash()),
+        models=ModelSlots(s.model_dir, feature_hash(), fetch=partial(fetch_to, s)),
         control=ControlWatcher(s),
         monitoring=Monitoring(HealthMonitor()) if s.drift_monitor else None,
         estimates=Recent(),
@@ -233,10 +235,16 @@ def _register_models(app: faust.App, ctx: WorkerContext) -> None:
     s = ctx.settings
     watcher = ctx.control
 
+    from app.lifecycle.status import StatusReporter
+
+    reporter = StatusReporter(s)
+    reported = [False]
+
     @app.timer(s.model_poll_seconds)
     async def reconcile_models() -> None:
         loop = asyncio.get_running_loop()
-        for key, rec in ctx.models.pending(watcher.snapshot()):
+        pending = ctx.models.pending(watcher.snapshot())
+        for key, rec in pending:
             try:
                 model = await loop.run_in_executor(None, ctx.models.load, rec)
                 ctx.models.install(key, rec, model, None)
@@ -244,6 +252,13 @@ def _register_models(app: faust.App, ctx: WorkerContext) -> None:
                 ctx.models.install(key, rec, None, exc)
             except Exception as exc:  # never let a bad artifact take the worker down
                 ctx.models.install(key, rec, None, ModelRejected("load", repr(exc)))
+        if pending or (not reported[0] and watcher.caught_up.is_set()):
+            reported[0] = True  # what this worker serves, for `authpilot models`
+            try:
+                await loop.run_in_executor(None, reporter.report, ctx.models.serving(),
+                                           dict(ctx.models.refused))  # fmt: skip
+            except Exception as exc:  # a report is informational: never stop serving for it
+                log.warning("serving report not written: %r", exc)
 
 
 def run_worker(s: Settings) -> None:

@@ -6,7 +6,8 @@ model the retry step prices retry times with, app.retry.recovery_model, verified
 own feature hash); compaction keeps the latest per key, so a new worker learns the current
 models by reading the topic from the start. Every worker reads the whole topic itself (a plain
 assigned consumer, no consumer group: each worker must see every promotion), loads the
-artifact from AUTHPILOT_MODEL_DIR off the event loop, verifies it (checksum, feature hash,
+artifact from AUTHPILOT_MODEL_DIR (downloading it from the MLflow artifact store first when the
+record names a registry source and the directory is not there) off the event loop, verifies it (checksum, feature hash,
 warm-up) and swaps one reference: a request (or a decline) is scored entirely by the old or
 entirely by the new model, never dropped. A refused artifact leaves the old model serving,
 raises authpilot_model_load_failures_total{reason} and logs why.
@@ -18,6 +19,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -25,8 +27,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 from app.config import Settings
 from app.kafka.connection import confluent_config, worker_client_config
-from app.models.artifact import ModelRejected
-from app.models.roles import control_key
+from app.models.artifact import MANIFEST, ModelRejected
+from app.models.roles import control_key, is_promotion
 from app.models.serving.scoring import CompiledModel
 from app.monitoring.metrics import MODEL_INFO, MODEL_LOAD_FAILURES
 
@@ -36,10 +38,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def promote(s: Settings, name: str, version: str, role: str) -> dict[str, Any]:
-    """Publish a promotion to the control topic; returns the record written."""
+def promote(s: Settings, name: str, version: str, role: str,
+            registry: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Publish a promotion to the control topic; returns the record written. `registry`: the
+    MLflow version and artifact source (app.lifecycle.registry.record_fields), which a worker
+    without the directory downloads it from."""
     key = control_key(name, role)
-    rec = {"name": name, "version": version, "role": role, "promoted_at": int(time.time() * 1000)}
+    rec = {"name": name, "version": version, "role": role, "promoted_at": int(time.time() * 1000),
+           **(registry or {})}  # fmt: skip
     p = Producer({**confluent_config(s), "enable.idempotence": True})
     p.produce(s.topic_control, key=key.encode(), value=json.dumps(rec).encode())
     if p.flush(30) != 0:
@@ -98,18 +104,23 @@ class ModelSlots:
     """The models a worker serves; the score agent reads `champion` once per request, the retry
     step `retry` once per decline (None: the recovery table prices retries)."""
 
-    def __init__(self, model_dir: Path, feature_hash: str) -> None:
+    def __init__(self, model_dir: Path, feature_hash: str,
+                 fetch: Callable[[str, Path], Path] | None = None) -> None:  # fmt: skip
         self.model_dir = model_dir
         self.feature_hash = feature_hash
+        self._fetch = fetch  # (source URI, destination dir): app.lifecycle.registry.fetch_to
         self.champion: CompiledModel | None = None
         self.challengers: dict[str, CompiledModel] = {}
         self.retry: CompiledRecovery | None = None
         self._seen: dict[str, tuple[Any, ...]] = {}  # key -> (name, version) last attempted
+        self.refused: dict[str, str] = {}  # key -> "name/version: reason" of its last refusal
 
     def pending(self, registry: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
         """Promotions not yet attempted (a refused one is not retried until re-promoted)."""
         out = []
         for key, rec in registry.items():
+            if not is_promotion(key):
+                continue  # a worker's serving report
             ident = (rec["name"], rec["version"], rec.get("promoted_at"))
             if self._seen.get(key) != ident:
                 out.append((key, rec))
@@ -136,8 +147,16 @@ class ModelSlots:
         )
 
     def load(self, rec: dict[str, Any]) -> CompiledModel | CompiledRecovery:
-        """Load and verify (blocking: run it off the event loop)."""
+        """Load and verify (blocking: run it off the event loop). A directory missing here is
+        downloaded first from the record's registry source, then verified the same way."""
         path = self.model_dir / rec["name"] / rec["version"]
+        source = rec.get("source")
+        if not (path / MANIFEST).exists() and source and self._fetch is not None:
+            try:
+                self._fetch(str(source), path)
+            except Exception as exc:  # a registry or network error: refused, old model serves
+                raise ModelRejected("fetch", f"{source}: {exc}") from exc
+            log.warning("downloaded %s/%s from %s", rec["name"], rec["version"], source)
         if rec["role"] == "retry":
             from app.retry.recovery_model import CompiledRecovery
 
@@ -153,9 +172,11 @@ class ModelSlots:
         if error is not None or model is None:
             reason = error.reason if error else "unknown"
             MODEL_LOAD_FAILURES.labels(reason).inc()
+            self.refused[key] = f"{rec['name']}/{rec['version']}: {reason}"
             log.error("refused %s/%s as %s: %s; the current model keeps serving",
                       rec["name"], rec["version"], role, error)  # fmt: skip
             return
+        self.refused.pop(key, None)
         old: CompiledModel | CompiledRecovery | None
         # load() chose the class by role: one reference assignment per slot, the swap is atomic
         if role == "retry":
@@ -169,3 +190,11 @@ class ModelSlots:
             MODEL_INFO.labels(old.name, old.version, role).set(0)
         MODEL_INFO.labels(model.name, model.version, role).set(1)
         log.warning("now serving %s as %s", model.label, role)
+
+    def serving(self) -> dict[str, str]:
+        """role (challenger: challenger:<name>) -> name/version this worker serves now."""
+        out = {"champion": self.champion.label} if self.champion is not None else {}
+        out.update({f"challenger:{n}": m.label for n, m in self.challengers.items()})
+        if self.retry is not None:
+            out["retry"] = self.retry.label
+        return out

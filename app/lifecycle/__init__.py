@@ -1,0 +1,1 @@
+"""The model lifecycle: MLflow tracking and registry, production history export, retraining."""
