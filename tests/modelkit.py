@@ -76,3 +76,46 @@ def build_retry_versions(tmp: Path, versions: tuple[str, ...] = ("r1", "r2")) ->
         model = rm.fit(x, y, t, rounds=20 + 20 * i)
         rm.compile_to(model, np.ascontiguousarray(x[:16]), root / "retry" / v, v)
     return root
+
+
+def slice_log(src: Path, dst: Path, until_ms: int) -> Path:
+    """The event log's requests, outcomes and attempts of requests before until_ms: the
+    history as it stood at that time (a champion trained before a world's drift)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    dst.mkdir(parents=True, exist_ok=True)
+    req = pq.read_table(src / "requests.parquet")
+    keep = pc.less(req["event_time"], until_ms)
+    ids = pc.filter(req["request_id"], keep)
+    pq.write_table(req.filter(keep), dst / "requests.parquet")
+    for name in ("outcomes", "attempts"):
+        if (src / f"{name}.parquet").exists():
+            t = pq.read_table(src / f"{name}.parquet")
+            pq.write_table(t.filter(pc.is_in(t["request_id"], ids)), dst / f"{name}.parquet")
+    return dst
+
+
+def sabotage_log(src: Path, dst: Path, before_ms: int, seed: int = 0) -> Path:
+    """A copy of the log whose outcomes before before_ms are shuffled among themselves (the
+    approval, response code, advice code and failure side move together, so every outcome is
+    still a valid one): a training set broken the way a join on the wrong key breaks it, with
+    the latest window left true."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("requests", "attempts"):
+        if (src / f"{name}.parquet").exists():
+            pq.write_table(pq.read_table(src / f"{name}.parquet"), dst / f"{name}.parquet")
+    t = pq.read_table(src / "outcomes.parquet")
+    early = np.flatnonzero(t["request_time"].to_numpy() < before_ms)
+    perm = np.arange(t.num_rows)
+    perm[early] = np.random.default_rng(seed).permutation(early)
+    cols = {c: t[c] for c in t.column_names}
+    for c in ("approved", "response_code", "advice_code", "failure_side"):
+        if c in cols:
+            cols[c] = t[c].take(pa.array(perm))
+    pq.write_table(pa.table(cols), dst / "outcomes.parquet")
+    return dst

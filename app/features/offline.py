@@ -55,8 +55,14 @@ def _needed(e: Entity, w: Window) -> list[str]:
 
 
 def build_matrix(log_dir: Path, con: duckdb.DuckDBPyConnection | None = None,
-                 progress: bool = False) -> duckdb.DuckDBPyRelation:  # fmt: skip
-    """The training matrix as a DuckDB relation (call .df() / .arrow() / write_parquet)."""
+                 progress: bool = False, candidates_since_ms: int | None = None,
+                 ) -> duckdb.DuckDBPyRelation:  # fmt: skip
+    """The training matrix as a DuckDB relation (call .df() / .arrow() / write_parquet).
+
+    candidates_since_ms: instead, one row per candidate route of every answered attempt from
+    that time on (route_id the candidate, `approved` the attempt's label, plus taken_route,
+    amount_minor and fee_minor): what another policy would have scored, for off-policy
+    estimates (app.lifecycle.evaluate). Features are the same point-in-time definitions."""
     con = con or duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"CREATE OR REPLACE VIEW req AS {table_sql(log_dir, 'requests')}")
@@ -70,21 +76,29 @@ def build_matrix(log_dir: Path, con: duckdb.DuckDBPyConnection | None = None,
 
     # One training row per outcome: the request as it was sent, the route it took, and for
     # each entity its key and for each window the first millisecond of its oldest bucket.
+    each = candidates_since_ms is not None
+    route = "r.cand.route_id" if each else "r.taken_route"
     key_cols, start_cols = [], []
     for e in ENTITIES:
-        key_cols.append(f"{_key_sql(e, 'r', 'o.route_id')} AS k_{e.name}")
+        key_cols.append(f"{_key_sql(e, 'r', route)} AS k_{e.name}")
         for w in e.windows:
             width = w.width_s * 1000
             start_cols.append(
                 f"(r.event_time // {width} - {w.buckets - 1}) * {width} AS s_{e.name}_{w.name}"
             )
+    cand = (
+        "unnest(r.candidates) AS cand"
+        if each
+        else "list_filter(r.candidates, lambda c: c.route_id = o.route_id)[1] AS cand"
+    )
+    where = f"WHERE r.event_time >= {int(candidates_since_ms)}" if each else ""
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE rows AS
-        SELECT row_number() OVER (ORDER BY o.event_time, o.request_id) AS row_id,
-               r.*, o.route_id AS taken_route, o.approved AS label,
-               list_filter(r.candidates, lambda c: c.route_id = o.route_id)[1] AS cand,
-               {", ".join(key_cols)}, {", ".join(start_cols)}
-        FROM o JOIN req r USING (request_id)"""
+        SELECT row_number() OVER (ORDER BY r.o_time, r.request_id, {route}) AS row_id,
+               r.*, {", ".join(key_cols)}, {", ".join(start_cols)}
+        FROM (SELECT r.*, o.event_time AS o_time, o.route_id AS taken_route,
+                     o.approved AS label, {cand}
+              FROM o JOIN req r USING (request_id) {where}) r"""
     )
     tick("training rows")
     # Per entity: running totals of every needed metric over the entity's outcomes in time
@@ -160,15 +174,17 @@ def build_matrix(log_dir: Path, con: duckdb.DuckDBPyConnection | None = None,
         "(r.event_time - ld.t) / 1000.0 AS secs_since_last_decline",
         "ld.hard AS last_decline_hard",
     ]
-    sql = f"""SELECT r.row_id, r.request_id, r.taken_route AS route_id, r.event_time,
-                     CAST(r.label AS INTEGER) AS approved, {", ".join(select)}
+    extra = ", r.taken_route, r.amount_minor, r.cand.fee_minor AS fee_minor" if each else ""
+    sql = f"""SELECT r.row_id, r.request_id, {route} AS route_id, r.event_time,
+                     CAST(r.label AS INTEGER) AS approved, {", ".join(select)}{extra}
               FROM rows r
               {" ".join(f"JOIN f_{e.name} USING (row_id)" for e in ENTITIES)}
               ASOF LEFT JOIN lastdec ld
                 ON ld.card_fingerprint = r.card_fingerprint AND r.event_time > ld.t
               ORDER BY r.row_id"""
     rel = con.sql(sql)
-    assert tuple(rel.columns[5:]) == FEATURE_NAMES, "SQL column order differs from FEATURE_NAMES"
+    names = tuple(rel.columns[5 : 5 + len(FEATURE_NAMES)])
+    assert names == FEATURE_NAMES, "SQL column order differs from FEATURE_NAMES"
     return rel
 
 
