@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         description="MLflow tracking and registry server (http://host:5000); unset = the "
         "embedded store under mlflow_dir (sqlite + an artifact folder, nothing to start)",
     )
+    model_cache_dir: Path = Field(
+        Path("var/model-cache"),
+        description="where a worker (or retrain) downloads a promoted model that model_dir "
+        "lacks, from the MLflow artifact store: writable, unlike an image's model_dir",
+    )
     mlflow_dir: Path = Field(
         Path("var/mlflow"), description="the embedded MLflow store: mlflow.db and artifacts/"
     )

@@ -31,6 +31,7 @@ def _fresh_process_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     from app.config import get_settings
 
     monkeypatch.setenv("AUTHPILOT_MLFLOW_DIR", str(tmp_path / "mlflow"))
+    monkeypatch.setenv("AUTHPILOT_MODEL_CACHE_DIR", str(tmp_path / "model-cache"))
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

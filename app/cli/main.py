@@ -16,6 +16,7 @@ from app.cli import (
     broker,
     chaos,
     evaluate,
+    export,
     features,
     lifecycle,
     models,
@@ -27,8 +28,8 @@ from app.cli import (
 )
 
 # Order of `authpilot --help`: run the system, then the ML lifecycle, then analysis.
-GROUPS = (broker, worker, backfill, traffic, features, simulate, models, lifecycle, bench, report, retry,
-          evaluate, chaos)  # fmt: skip
+GROUPS = (broker, worker, backfill, traffic, features, simulate, models, lifecycle, bench, report,
+          export, retry, evaluate, chaos)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

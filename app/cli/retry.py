@@ -78,8 +78,12 @@ def cmd_train_retry(a: argparse.Namespace) -> int:
         from app.lifecycle import registry, tracking
 
         s = get_settings()
-        with tracking.run(s, "retry", f"train retry/{a.version}",
-                          {"authpilot.kind": "retry", "authpilot.version": a.version}) as (c, ref):  # fmt: skip
+        with tracking.run(
+            s,
+            "retry",
+            f"train retry/{a.version}",
+            {"authpilot.kind": "retry", "authpilot.version": a.version},
+        ) as (c, ref):
             tracking.log_all(c, ref.run_id, {"log": str(a.log), "version": a.version},
                              tracking.flatten("test", m))  # fmt: skip
             reg = registry.register(s, out, ref.run_id, kind="retry")

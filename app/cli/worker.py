@@ -53,6 +53,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     pr.add_argument("name")
     pr.add_argument("version")
     pr.add_argument("--role", choices=ROLES, default="champion")
-    pr.add_argument("--no-registry", action="store_true",
-                    help="write the control topic only, leave the MLflow aliases as they are")  # fmt: skip
+    pr.add_argument(
+        "--no-registry",
+        action="store_true",
+        help="write the control topic only, leave the MLflow aliases as they are",
+    )
     pr.set_defaults(func=cmd_promote)

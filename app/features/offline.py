@@ -91,7 +91,7 @@ def build_matrix(log_dir: Path, con: duckdb.DuckDBPyConnection | None = None,
         if each
         else "list_filter(r.candidates, lambda c: c.route_id = o.route_id)[1] AS cand"
     )
-    where = f"WHERE r.event_time >= {int(candidates_since_ms)}" if each else ""
+    where = f"WHERE r.event_time >= {int(candidates_since_ms or 0)}" if each else ""
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE rows AS
         SELECT row_number() OVER (ORDER BY r.o_time, r.request_id, {route}) AS row_id,

@@ -2,16 +2,12 @@
 fire since the last run?
 
 Reads the alerts topic (Alert.avsc, written by the worker's drift monitor) from the offsets the
-previous run stopped at, kept in a small JSON file beside the pipeline's work folder, to its
-end. The offsets are saved after the read whatever it found, so an alert triggers one retrain,
-not one per schedule tick; the first run starts at the topic's beginning (retention: 7 days).
+consumer group `<app_id>-retrain-alerts` committed last time, to its end, then commits the end:
+an alert triggers one retrain, not one per schedule tick, and a CronJob pod keeps no state of
+its own. The first run reads from the topic's beginning (retention: 7 days).
 """
 
 from __future__ import annotations
-
-import json
-import os
-from pathlib import Path
 
 from app.config import Settings
 
@@ -21,20 +17,32 @@ from app.config import Settings
 TRIGGERS = frozenset({"MODEL_FALLBACK", "CALIBRATION_DRIFT", "FEATURE_DRIFT"})
 
 
-def fired_since_last_run(s: Settings, state: Path) -> list[str]:
-    """'KIND subject: message' of every triggering alert since the offsets saved in state."""
+def group_id(s: Settings) -> str:
+    return f"{s.app_id}-retrain-alerts"
+
+
+def fired_since_last_run(s: Settings) -> list[str]:
+    """'KIND subject: message' of every triggering alert since the group's committed offsets."""
+    from confluent_kafka import Consumer, TopicPartition
+
     from app.contracts.codec import Codec
-    from app.experiments.kafka_log import read_topic
+    from app.experiments.kafka_log import end_offsets, read_topic
     from app.kafka.connection import confluent_config
 
-    start = None
-    if state.exists():
-        start = {int(k): int(v) for k, v in json.loads(state.read_text()).items()}
-    got = read_topic(confluent_config(s), s.topic_alerts, Codec(s).serde("Alert").decode,
-                     optional=True, start=start)  # fmt: skip
-    state.parent.mkdir(parents=True, exist_ok=True)
-    tmp = state.with_suffix(".tmp")
-    tmp.write_text(json.dumps({str(p): o for p, o in {**(start or {}), **got.end}.items()}))
-    os.replace(tmp, state)
+    conf = confluent_config(s)
+    ends = end_offsets(conf, s.topic_alerts, optional=True)
+    if not ends:
+        return []
+    c = Consumer({**conf, "group.id": group_id(s), "enable.auto.commit": False})
+    try:
+        committed = c.committed([TopicPartition(s.topic_alerts, p) for p in ends], timeout=15)
+        start = {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
+        got = read_topic(conf, s.topic_alerts, Codec(s).serde("Alert").decode, optional=True,
+                         start=start or None)  # fmt: skip
+        if got.end:
+            c.commit(offsets=[TopicPartition(s.topic_alerts, p, o) for p, o in got.end.items()],
+                     asynchronous=False)  # fmt: skip
+    finally:
+        c.close()
     return [f"{a['kind']} {a['subject']}: {a['message']}" for a in got.rows
             if a.get("kind") in TRIGGERS]  # fmt: skip

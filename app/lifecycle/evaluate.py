@@ -3,11 +3,11 @@
 Both models are scored through their compiled artifacts (what would serve), on the same rows:
 the test window of the candidate's training split (the latest 15% of attempts by time, which
 the candidate never trained on). Log loss and ECE on the attempts as logged; value per attempt
-of each model's greedy expected-value policy by inverse propensity weighting over the logged
-attempts, from the log's `attempts` table (the logging policy's exact propensities), doubly robust: the
-reward of an attempt is approved x amount x margin - the taken route's fee, the target policy
-puts probability 1 on the candidate route with the highest p x amount x margin - fee (ties to
-the cheaper), and the reward model is the two models' mean p. The candidate-minus-champion
+of each model's greedy expected-value policy, doubly robust, over the logged attempts, from
+the log's `attempts` table (the logging policy's exact propensities): the reward of an
+attempt is approved x amount x margin - the taken route's fee, the target policy puts
+probability 1 on the candidate route with the highest p x amount x margin - fee (ties to the
+cheaper), and the reward model is the two models' mean p. The candidate-minus-champion
 difference is estimated on paired terms (zero where the two pick the same route), so its
 interval is narrower than the two levels' intervals would suggest. Measured on a 60k-attempt
 simulated steady log (9,000 attempts in the window, a candidate whose log loss was 0.054

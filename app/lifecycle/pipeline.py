@@ -83,7 +83,7 @@ def retrain(s: Settings, o: RetrainOptions) -> RetrainResult:
     if o.if_alert:
         from app.lifecycle.alerts import fired_since_last_run
 
-        fired = fired_since_last_run(s, o.work / "alerts-offsets.json")
+        fired = fired_since_last_run(s)
         if not fired:
             return RetrainResult(True, "skipped", None, "no model-fallback or drift alert "
                                  "since the last run; nothing to do")  # fmt: skip
@@ -114,8 +114,12 @@ def _train(s: Settings, o: RetrainOptions) -> RetrainResult:
 
     version = o.version or time.strftime("r%Y%m%d%H%M%S", time.gmtime())
     work = o.work / "runs" / version
-    with tracking.run(s, "retrain", f"retrain {o.name}/{version}",
-                      {"authpilot.stage": "train", "authpilot.version": version}) as (c, ref):  # fmt: skip
+    with tracking.run(
+        s,
+        "retrain",
+        f"retrain {o.name}/{version}",
+        {"authpilot.stage": "train", "authpilot.version": version},
+    ) as (c, ref):
         log_dir = o.log if o.log is not None else _export(s, o.work / "export")
         tracking.log_all(c, ref.run_id, {"log": str(log_dir), "trainer": o.trainer,
                                          "rounds": o.rounds, **o.gates.to_dict()})  # fmt: skip
@@ -191,8 +195,7 @@ def _load_champion(s: Settings, reg: registry.Registered | None) -> CompiledMode
     from app.models.artifact import ModelRejected
     from app.models.serving.scoring import CompiledModel
 
-    path = s.model_dir / reg.name / reg.version
-    registry.fetch_to(s, reg.source, path)
+    path = registry.local_copy(s, reg.source, reg.name, reg.version)
     try:
         return CompiledModel(path, feature_hash())
     except ModelRejected as exc:
@@ -248,8 +251,12 @@ def _judge_shadow(s: Settings, o: RetrainOptions, ch: registry.Registered,
     from app.experiments.shadow import shadow_report
 
     label = f"{ch.name}/{ch.version}"
-    with tracking.run(s, "retrain", f"shadow gate {label}",
-                      {"authpilot.stage": "shadow", "authpilot.version": ch.version}) as (c, ref):  # fmt: skip
+    with tracking.run(
+        s,
+        "retrain",
+        f"shadow gate {label}",
+        {"authpilot.stage": "shadow", "authpilot.version": ch.version},
+    ) as (c, ref):
         try:
             log = read_kafka(s, need_shadow=True, progress=_say)
         except ReportError as exc:
@@ -270,26 +277,43 @@ def _judge_shadow(s: Settings, o: RetrainOptions, ch: registry.Registered,
             "shadow.ece": f.ece, "shadow.approval": f.approval,
             "shadow.logged_approval": f.logged_approval, "shadow.effective_n": f.effective_n,
             "gate2.passed": float(verdict.passed)})  # fmt: skip
-        report = f"# Gate 2: {label} after {time.time() - since:.0f} s in shadow\n\n" + verdict.render()
+        report = (
+            f"# Gate 2: {label} after {time.time() - since:.0f} s in shadow\n\n" + verdict.render()
+        )
         c.log_text(ref.run_id, report, "gate2.md")
         _tag_version(s, ch.name, ch.mlflow_version, {"authpilot.gate2": verdict.render()[:5000]})
         if not f.attempts >= o.gates.min_shadow_attempts and verdict.reasons() == [
             f"shadow attempts: {f.attempts} (need {o.gates.min_shadow_attempts})"
         ]:
-            return RetrainResult(True, "waiting", ch.version,
-                                 f"{label}: not enough shadow traffic yet\n{report}", ref.run_id)  # fmt: skip
+            return RetrainResult(
+                True,
+                "waiting",
+                ch.version,
+                f"{label}: not enough shadow traffic yet\n{report}",
+                ref.run_id,
+            )
         if not verdict.passed:
             if o.promote:
                 registry.delete_alias(s, ch.name, "challenger")
                 _tag_version(s, ch.name, ch.mlflow_version, {GATE_TAG: "retired"})
-            return RetrainResult(False, "retired", ch.version, f"retired {label}: "
-                                 + "; ".join(verdict.reasons()) + f"\n{report}", ref.run_id)  # fmt: skip
+            return RetrainResult(
+                False,
+                "retired",
+                ch.version,
+                f"retired {label}: " + "; ".join(verdict.reasons()) + f"\n{report}",
+                ref.run_id,
+            )
         if o.promote:
             _promote(s, ch.name, ch.version, "champion")
             registry.delete_alias(s, ch.name, "challenger")
             _tag_version(s, ch.name, ch.mlflow_version, {GATE_TAG: "champion"})
-        return RetrainResult(True, "champion", ch.version,
-                             f"{label} passed gate 2 and is champion\n{report}", ref.run_id)
+        return RetrainResult(
+            True,
+            "champion",
+            ch.version,
+            f"{label} passed gate 2 and is champion\n{report}",
+            ref.run_id,
+        )
 
 
 def _shadow_figures(stats: ChallengerStats | None) -> ShadowFigures:

@@ -14,7 +14,9 @@ from the record's `source` (fetch_to) and verifies it as it verifies a local one
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
+log = logging.getLogger(__name__)
 VERSION_TAG = "authpilot.version"
 ARTIFACT_PATH = "compiled"
 # The run metrics `authpilot models` shows, by the keys tracking.flatten gives them.
@@ -95,6 +98,10 @@ def register(s: Settings, model_dir: Path, run_id: str | None = None,
     tags = {VERSION_TAG: version, "authpilot.kind": kind, "authpilot.library_sha256": sha,
             "authpilot.feature_hash": m["feature_hash"],
             "authpilot.trainer": str(m.get("trainer", ""))}  # fmt: skip
+    if run_id is not None and not _run_exists(c, run_id):
+        log.warning("training run %s is not in %s; registering %s/%s under a new run", run_id,
+                    tracking.store_of(s).describe(), name, version)  # fmt: skip
+        run_id = None
     if run_id is None:
         with tracking.run(s, name, f"register {name}/{version}", {"authpilot.kind": kind}) as (
             _,
@@ -111,13 +118,21 @@ def register(s: Settings, model_dir: Path, run_id: str | None = None,
     try:
         c.create_registered_model(name, description=f"authpilot {kind} models")
     except MlflowException as exc:
-        if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(
-            exc
-        ):
+        if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
             raise
     mv = c.create_model_version(name, f"{base}/{ARTIFACT_PATH}", run_id, tags=tags,
                                 description=f"compiled {name}/{version}")  # fmt: skip
     return _registered(mv)
+
+
+def _run_exists(c: MlflowClient, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        c.get_run(run_id)
+    except MlflowException:
+        return False
+    return True
 
 
 def aliases_of(c: MlflowClient, name: str) -> dict[str, str]:
@@ -155,10 +170,8 @@ def restore_alias(s: Settings, name: str, alias: str, mlflow_version: str | None
 def delete_alias(s: Settings, name: str, alias: str) -> None:
     from mlflow.exceptions import MlflowException
 
-    try:
+    with contextlib.suppress(MlflowException):  # already unset
         tracking.client(s).delete_registered_model_alias(name, alias)
-    except MlflowException:
-        pass  # already unset
 
 
 def by_alias(s: Settings, name: str, alias: str) -> Registered | None:
@@ -188,6 +201,15 @@ def listing(s: Settings) -> list[Registered]:
                 metrics = {k: got[key] for k, key in SHOWN_METRICS.items() if key in got}
             out.append(_registered(mv, tuple(sorted(inverse.get(str(mv.version), []))), metrics))
     return out
+
+
+def local_copy(s: Settings, source: str, name: str, version: str) -> Path:
+    """name/version's directory: model_dir's when there, else downloaded (once) to
+    model_cache_dir from `source`. What workers and retrain load models from."""
+    shipped = s.model_dir / name / version
+    if (shipped / "manifest.json").exists():
+        return shipped
+    return fetch_to(s, source, s.model_cache_dir / name / version)
 
 
 def fetch_to(s: Settings, source: str, dest: Path) -> Path:

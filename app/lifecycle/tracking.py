@@ -96,15 +96,13 @@ def flatten(prefix: str, value: Any, out: dict[str, float] | None = None) -> dic
     if isinstance(value, Mapping):
         for k, v in value.items():
             flatten(f"{prefix}.{_key(str(k))}" if prefix else _key(str(k)), v, out)
-    elif isinstance(value, bool):
-        out[prefix] = float(value)
-    elif isinstance(value, int | float) and math.isfinite(float(value)):
+    elif isinstance(value, int | float) and math.isfinite(float(value)):  # bools are ints
         out[prefix] = float(value)
     return out
 
 
 def _key(k: str) -> str:
-    """"model (calibrated)" -> "model_calibrated": runs of other characters become one "_"."""
+    """ "model (calibrated)" -> "model_calibrated": runs of other characters become one "_"."""
     return re.sub(r"[^A-Za-z0-9_\-.]+", "_", k).strip("_")
 
 
@@ -116,8 +114,9 @@ class RunRef:
 
 
 @contextmanager
-def run(s: Settings, experiment: str, run_name: str,
-        tags: Mapping[str, str] | None = None) -> Iterator[tuple[MlflowClient, RunRef]]:  # fmt: skip
+def run(
+    s: Settings, experiment: str, run_name: str, tags: Mapping[str, str] | None = None
+) -> Iterator[tuple[MlflowClient, RunRef]]:
     """A run that ends FINISHED when the block completes and FAILED when it raises."""
     c = client(s)
     eid = experiment_id(c, s, experiment)
@@ -143,8 +142,12 @@ def log_all(c: MlflowClient, run_id: str, params: Mapping[str, Any] | None = Non
     ts = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
     # The REST API's limits per call: 1,000 metrics, 100 params, 100 tags.
     for i in range(max(-(-len(ms) // 1000), -(-len(ps) // 100), -(-len(ts) // 100))):
-        c.log_batch(run_id, metrics=ms[i * 1000 : (i + 1) * 1000],
-                    params=ps[i * 100 : (i + 1) * 100], tags=ts[i * 100 : (i + 1) * 100])  # fmt: skip
+        c.log_batch(
+            run_id,
+            metrics=ms[i * 1000 : (i + 1) * 1000],
+            params=ps[i * 100 : (i + 1) * 100],
+            tags=ts[i * 100 : (i + 1) * 100],
+        )
 
 
 def _now_ms() -> int:

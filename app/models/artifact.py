@@ -90,7 +90,8 @@ class Manifest(TypedDict):
 
 class ModelRejected(Exception):
     """A model that must not serve. `reason` is a short label for metrics: manifest, checksum,
-    feature_hash, probe, load, warmup or fetch (a registry download failed); `detail` says what was wrong."""
+    feature_hash, probe, load, warmup or fetch (a registry download failed); `detail` says what
+    was wrong."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)

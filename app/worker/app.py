@@ -22,7 +22,7 @@ from app.features.online import FeatureState
 from app.kafka.connection import faust_broker, faust_credentials
 from app.kafka.deadletter import DeadLetterSink
 from app.kafka.offsets import guard_offsets, start_new_group_at_end
-from app.lifecycle.registry import fetch_to
+from app.lifecycle.registry import local_copy
 from app.models.serving.registry import ControlWatcher, ModelSlots
 from app.monitoring.health import HealthMonitor
 from app.monitoring.logs import quiet_repeats
@@ -205,7 +205,7 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
             }
         ),
         latency=RouteLatency(),
-        models=ModelSlots(s.model_dir, feature_hash(), fetch=partial(fetch_to, s)),
+        models=ModelSlots(s.model_dir, feature_hash(), fetch=partial(local_copy, s)),
         control=ControlWatcher(s),
         monitoring=Monitoring(HealthMonitor()) if s.drift_monitor else None,
         estimates=Recent(),

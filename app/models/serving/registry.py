@@ -6,11 +6,12 @@ model the retry step prices retry times with, app.retry.recovery_model, verified
 own feature hash); compaction keeps the latest per key, so a new worker learns the current
 models by reading the topic from the start. Every worker reads the whole topic itself (a plain
 assigned consumer, no consumer group: each worker must see every promotion), loads the
-artifact from AUTHPILOT_MODEL_DIR (downloading it from the MLflow artifact store first when the
-record names a registry source and the directory is not there) off the event loop, verifies it (checksum, feature hash,
-warm-up) and swaps one reference: a request (or a decline) is scored entirely by the old or
-entirely by the new model, never dropped. A refused artifact leaves the old model serving,
-raises authpilot_model_load_failures_total{reason} and logs why.
+artifact from AUTHPILOT_MODEL_DIR off the event loop (or, when the directory is not there and
+the record names a registry source, from the MLflow artifact store into
+AUTHPILOT_MODEL_CACHE_DIR), verifies it (checksum, feature hash, warm-up) and swaps one
+reference: a request (or a decline) is scored entirely by the old or entirely by the new
+model, never dropped. A refused artifact leaves the old model serving, raises
+authpilot_model_load_failures_total{reason} and logs why.
 """
 
 from __future__ import annotations
@@ -105,10 +106,11 @@ class ModelSlots:
     step `retry` once per decline (None: the recovery table prices retries)."""
 
     def __init__(self, model_dir: Path, feature_hash: str,
-                 fetch: Callable[[str, Path], Path] | None = None) -> None:  # fmt: skip
+                 fetch: Callable[[str, str, str], Path] | None = None) -> None:  # fmt: skip
         self.model_dir = model_dir
         self.feature_hash = feature_hash
-        self._fetch = fetch  # (source URI, destination dir): app.lifecycle.registry.fetch_to
+        # (source URI, name, version) -> a local copy: app.lifecycle.registry.local_copy
+        self._fetch = fetch
         self.champion: CompiledModel | None = None
         self.challengers: dict[str, CompiledModel] = {}
         self.retry: CompiledRecovery | None = None
@@ -153,7 +155,7 @@ class ModelSlots:
         source = rec.get("source")
         if not (path / MANIFEST).exists() and source and self._fetch is not None:
             try:
-                self._fetch(str(source), path)
+                path = self._fetch(str(source), rec["name"], rec["version"])
             except Exception as exc:  # a registry or network error: refused, old model serves
                 raise ModelRejected("fetch", f"{source}: {exc}") from exc
             log.warning("downloaded %s/%s from %s", rec["name"], rec["version"], source)

@@ -183,10 +183,16 @@ def run(matrix: Path, out: Path, name: str, version: str, decline_weight: float 
             int(split.train.event_time.max()),
         ],
         "test_window_ms": [int(split.test.event_time.min()), int(split.test.event_time.max())],
-        "params": {"rounds": rounds, "rows_train": len(split.train),
-                   "rows_valid": len(split.valid), "rows_test": len(split.test)},  # fmt: skip
-        "segments": {c: {str(r[c]): {k: r[k] for k in t.columns if k != c}
-                         for r in t.to_dict("records")} for c, t in seg.items()},  # fmt: skip
+        "params": {
+            "rounds": rounds,
+            "rows_train": len(split.train),
+            "rows_valid": len(split.valid),
+            "rows_test": len(split.test),
+        },
+        "segments": {
+            c: {str(r[c]): {k: r[k] for k in t.columns if k != c} for r in t.to_dict("records")}
+            for c, t in seg.items()
+        },
         "seconds": time.monotonic() - t0,
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=1, default=float))

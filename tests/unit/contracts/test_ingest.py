@@ -128,6 +128,17 @@ def test_the_sample_log_meets_the_contract(good):
     assert require_valid_log(good).ok
 
 
+def test_a_log_without_retries_meets_the_contract(good, tmp_path):
+    """No payment with a second attempt: the attempt-order rules have nothing to judge (their
+    count was NULL, and check_log crashed on int(None))."""
+    for table in ("requests", "outcomes"):
+        rows = [r for r in _rows(good, table) if r["attempt"] == 1]
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / f"{table}.parquet")
+    report = check_log(tmp_path)
+    assert report.ok, report.render()
+    assert report.rows["requests"] == report.rows["outcomes"] == len(rows) > 0
+
+
 @pytest.mark.parametrize("scenario", list_scenarios())
 def test_every_simulator_scenario_writes_a_log_that_meets_the_contract(tmp_path, scenario):
     simulate(scenario, 3000, 5, tmp_path)

@@ -26,8 +26,9 @@ def _log(tmp_path, scenario):
 
 
 def _opts(tmp_path, log, version, **kw):
-    return RetrainOptions(log=log, work=tmp_path / "work", promote=False, version=version,
-                          rounds=200, **kw)
+    return RetrainOptions(
+        log=log, work=tmp_path / "work", promote=False, version=version, rounds=200, **kw
+    )
 
 
 def test_a_drifted_world_gets_a_passing_challenger(tmp_path, monkeypatch):
