@@ -46,6 +46,19 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retire(args: argparse.Namespace) -> int:
+    """Remove the @challenger alias of NAME and tell workers to stop shadowing it."""
+    from app.lifecycle.registry import delete_alias
+    from app.models.serving.registry import retire
+
+    s = get_settings()
+    if not args.no_registry:
+        delete_alias(s, args.name, "challenger")
+    retire(s, args.name)
+    print(f"retired the challenger of {args.name} on {s.topic_control}")
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sub.add_parser("worker", help="run the stream worker").set_defaults(func=cmd_worker)
     pr = sub.add_parser("promote", help="make a compiled model champion, challenger or the "
@@ -59,3 +72,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="write the control topic only, leave the MLflow aliases as they are",
     )
     pr.set_defaults(func=cmd_promote)
+    rt = sub.add_parser("retire", help="stop shadowing a model's challenger (alias and topic)")
+    rt.add_argument("name")
+    rt.add_argument("--no-registry", action="store_true", help="leave the MLflow alias as is")
+    rt.set_defaults(func=cmd_retire)

@@ -223,6 +223,13 @@ def _promote(s: Settings, name: str, version: str, role: str) -> None:
     _say(f"{name}/{version} is @{role} and promoted on {s.topic_control}")
 
 
+def _retire(s: Settings, ch: registry.Registered) -> None:
+    from app.models.serving.registry import retire
+
+    registry.delete_alias(s, ch.name, "challenger")
+    retire(s, ch.name)
+
+
 def _report(name: str, version: str, e: Evaluation, verdict: Verdict,
             champ: registry.Registered | None) -> str:  # fmt: skip
     def row(who: str, f: ModelFigures) -> str:
@@ -294,7 +301,7 @@ def _judge_shadow(s: Settings, o: RetrainOptions, ch: registry.Registered,
             )
         if not verdict.passed:
             if o.promote:
-                registry.delete_alias(s, ch.name, "challenger")
+                _retire(s, ch)
                 _tag_version(s, ch.name, ch.mlflow_version, {GATE_TAG: "retired"})
             return RetrainResult(
                 False,
@@ -305,7 +312,7 @@ def _judge_shadow(s: Settings, o: RetrainOptions, ch: registry.Registered,
             )
         if o.promote:
             _promote(s, ch.name, ch.version, "champion")
-            registry.delete_alias(s, ch.name, "challenger")
+            _retire(s, ch)  # the champion now: shadowing it against itself would waste a score
             _tag_version(s, ch.name, ch.mlflow_version, {GATE_TAG: "champion"})
         return RetrainResult(
             True,

@@ -591,3 +591,39 @@ def test_dashboard_queries_are_valid_promql(tools, tmp_path):
     path.write_text(yaml.safe_dump(rules))
     out = run([tools["PROMTOOL"], "check", "rules", str(path)]).stdout
     assert f"SUCCESS: {len(exprs)} rules found" in out, out
+
+
+def test_retrain_cronjobs_and_the_model_cache(tools):
+    """retrain.enabled renders the scheduled and the alert-triggered pipeline as CronJobs that
+    validate offline; workers get the MLflow server and a writable cache for fetched models;
+    without a tracking URI the render fails with the reason."""
+    sets = ("retrain.enabled=true", "mlflow.trackingUri=http://mlflow.ml:5000",
+            "retrain.extraArgs={--trainer,xgboost}")  # fmt: skip
+    text = template(tools, sets=sets).stdout
+    summary = _summary(kubeconform(tools, text))
+    assert summary["invalid"] == summary["errors"] == summary["skipped"] == 0, summary
+    docs = docs_of(text)
+    jobs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "CronJob"}
+    assert set(jobs) == {"rel-authpilot-retrain", "rel-authpilot-retrain-on-alert"}
+    for name, job in jobs.items():
+        pod = job["spec"]["jobTemplate"]["spec"]["template"]
+        (c,) = pod["spec"]["containers"]
+        assert c["args"][:3] == ["retrain", "--from-topics", "--work"]
+        assert ("--if-alert" in c["args"]) == name.endswith("on-alert")
+        assert c["args"][-2:] == ["--trainer", "xgboost"]
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert {m["mountPath"] for m in c["volumeMounts"]} >= {"/work", "/tmp"}
+        # not selected by the workers' PDB / Services / NetworkPolicy
+        assert pod["metadata"]["labels"]["app.kubernetes.io/name"] == "authpilot-retrain"
+        assert job["spec"]["concurrencyPolicy"] == "Forbid"
+    cm = next(
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "rel-authpilot"
+    )
+    assert cm["data"]["AUTHPILOT_MLFLOW_TRACKING_URI"] == "http://mlflow.ml:5000"
+    sts = next(d for d in docs if d["kind"] == "StatefulSet")
+    (w,) = sts["spec"]["template"]["spec"]["containers"]
+    cache = cm["data"]["AUTHPILOT_MODEL_CACHE_DIR"]
+    assert {m["mountPath"]: m["name"] for m in w["volumeMounts"]}[cache] == "model-cache"
+    assert not [d for d in docs_of(template(tools).stdout) if d["kind"] == "CronJob"]
+    res = template(tools, sets=("retrain.enabled=true",), check=False)
+    assert res.returncode != 0 and "needs mlflow.trackingUri" in res.stderr

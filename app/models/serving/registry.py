@@ -44,13 +44,23 @@ def promote(s: Settings, name: str, version: str, role: str,
     """Publish a promotion to the control topic; returns the record written. `registry`: the
     MLflow version and artifact source (app.lifecycle.registry.record_fields), which a worker
     without the directory downloads it from."""
-    key = control_key(name, role)
-    rec = {"name": name, "version": version, "role": role, "promoted_at": int(time.time() * 1000),
-           **(registry or {})}  # fmt: skip
+    rec = {"name": name, "version": version, "role": role, **(registry or {})}
+    return _publish(s, control_key(name, role), rec)
+
+
+def retire(s: Settings, name: str) -> dict[str, Any]:
+    """Stop shadowing model `name`'s challenger: a record with `retired` under its key (the
+    key stays, compaction keeps this record, and a new worker learns there is none)."""
+    rec = {"name": name, "version": None, "role": "challenger", "retired": True}
+    return _publish(s, control_key(name, "challenger"), rec)
+
+
+def _publish(s: Settings, key: str, rec: dict[str, Any]) -> dict[str, Any]:
+    rec = {**rec, "promoted_at": int(time.time() * 1000)}
     p = Producer({**confluent_config(s), "enable.idempotence": True})
     p.produce(s.topic_control, key=key.encode(), value=json.dumps(rec).encode())
     if p.flush(30) != 0:
-        raise RuntimeError("promotion not acknowledged by Kafka within 30 s")
+        raise RuntimeError(f"control record {key} not acknowledged by Kafka within 30 s")
     return rec
 
 
@@ -148,9 +158,12 @@ class ModelSlots:
             and self._seen.get(key) != (rec["name"], rec["version"], rec.get("promoted_at"))
         )
 
-    def load(self, rec: dict[str, Any]) -> CompiledModel | CompiledRecovery:
+    def load(self, rec: dict[str, Any]) -> CompiledModel | CompiledRecovery | None:
         """Load and verify (blocking: run it off the event loop). A directory missing here is
-        downloaded first from the record's registry source, then verified the same way."""
+        downloaded first from the record's registry source, then verified the same way. None
+        for a retired challenger (nothing to load)."""
+        if rec.get("retired"):
+            return None
         path = self.model_dir / rec["name"] / rec["version"]
         source = rec.get("source")
         if not (path / MANIFEST).exists() and source and self._fetch is not None:
@@ -171,6 +184,13 @@ class ModelSlots:
         """Swap in a loaded model, or record why it was refused (on the event loop thread)."""
         self._seen[key] = (rec["name"], rec["version"], rec.get("promoted_at"))
         role = rec["role"]
+        if rec.get("retired"):
+            gone = self.challengers.pop(rec["name"], None)
+            self.refused.pop(key, None)
+            if gone is not None:
+                MODEL_INFO.labels(gone.name, gone.version, role).set(0)
+                log.warning("stopped shadowing %s (challenger retired)", gone.label)
+            return
         if error is not None or model is None:
             reason = error.reason if error else "unknown"
             MODEL_LOAD_FAILURES.labels(reason).inc()

@@ -41,6 +41,67 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "authpilot.dataDir" -}}/var/lib/authpilot{{- end -}}
 {{- define "authpilot.modelDir" -}}/compiled_models{{- end -}}
 {{- define "authpilot.kafkaTlsDir" -}}/etc/authpilot/kafka-tls{{- end -}}
+{{- define "authpilot.modelCacheDir" -}}/var/cache/authpilot/models{{- end -}}
+
+{{/* Credentials from existing Secrets, for every pod that talks to Kafka or the registry. */}}
+{{- define "authpilot.secretEnv" -}}
+{{- if .Values.kafka.sasl.existingSecret }}
+- name: AUTHPILOT_KAFKA_SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.kafka.sasl.existingSecret }}
+      key: {{ .Values.kafka.sasl.usernameKey }}
+- name: AUTHPILOT_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.kafka.sasl.existingSecret }}
+      key: {{ .Values.kafka.sasl.passwordKey }}
+{{- end }}
+{{- if .Values.schemaRegistry.existingSecret }}
+- name: AUTHPILOT_SCHEMA_REGISTRY_USER_INFO
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.schemaRegistry.existingSecret }}
+      key: {{ .Values.schemaRegistry.userInfoKey }}
+{{- end }}
+{{- end -}}
+
+{{- define "authpilot.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "authpilot.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+{{- end -}}
+
+{{- define "authpilot.kafkaTlsMount" -}}
+{{- if .Values.kafka.tls.existingSecret }}
+- name: kafka-tls
+  mountPath: {{ include "authpilot.kafkaTlsDir" . }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "authpilot.kafkaTlsVolume" -}}
+{{- if .Values.kafka.tls.existingSecret }}
+- name: kafka-tls
+  secret:
+    secretName: {{ .Values.kafka.tls.existingSecret }}
+    items:
+      - key: {{ .Values.kafka.tls.caKey }}
+        path: {{ .Values.kafka.tls.caKey }}
+{{- end }}
+{{- end -}}
 
 {{/* Settings the chart derives from its own values; config.* may not repeat them. */}}
 {{- define "authpilot.managedConfig" -}}
@@ -49,6 +110,10 @@ AUTHPILOT_WEB_PORT: {{ .Values.webPort | quote }}
 AUTHPILOT_WEB_HOST: "0.0.0.0"
 AUTHPILOT_DATA_DIR: {{ include "authpilot.dataDir" . | quote }}
 AUTHPILOT_MODEL_DIR: {{ include "authpilot.modelDir" . | quote }}
+AUTHPILOT_MODEL_CACHE_DIR: {{ include "authpilot.modelCacheDir" . | quote }}
+{{- with .Values.mlflow.trackingUri }}
+AUTHPILOT_MLFLOW_TRACKING_URI: {{ . | quote }}
+{{- end }}
 AUTHPILOT_TABLE_STANDBY_REPLICAS: {{ .Values.standbyReplicas | quote }}
 AUTHPILOT_CONSUMER_SESSION_TIMEOUT_MS: {{ .Values.consumer.sessionTimeoutMs | quote }}
 AUTHPILOT_CONSUMER_HEARTBEAT_MS: {{ .Values.consumer.heartbeatMs | quote }}
@@ -78,6 +143,9 @@ AUTHPILOT_SCHEMA_REGISTRY_URL: {{ . | quote }}
 {{- end -}}
 {{- if and .Values.kafka.tls.existingSecret (not (has .Values.kafka.securityProtocol (list "SSL" "SASL_SSL"))) -}}
 {{- fail "kafka.tls.existingSecret is set but kafka.securityProtocol is not SSL or SASL_SSL" -}}
+{{- end -}}
+{{- if and .Values.retrain.enabled (not .Values.mlflow.trackingUri) -}}
+{{- fail "retrain.enabled needs mlflow.trackingUri: the pipeline registers models and workers fetch them from the MLflow server" -}}
 {{- end -}}
 {{- if and (gt (int .Values.standbyReplicas) 0) (le (int .Values.replicaCount) (int .Values.standbyReplicas)) -}}
 {{- fail (printf "standbyReplicas=%d needs replicaCount > %d: a standby lives on another worker" (int .Values.standbyReplicas) (int .Values.standbyReplicas)) -}}

@@ -69,3 +69,22 @@ def test_an_unknown_role_is_refused_before_anything_is_written() -> None:
 
     with pytest.raises(ValueError, match="role"):
         control_key("router", "canary")
+
+
+def test_a_retired_challenger_stops_shadowing_and_serving_reports_say_so() -> None:
+    slots = ModelSlots(Path("."), "h")
+    ch: Any = SimpleNamespace(name="router", version="v2", label="router/v2")
+    rec = {"name": "router", "version": "v2", "role": "challenger", "promoted_at": 1}
+    slots.install("challenger:router", rec, ch, None)
+    slots.install("champion", _rec("v1"), SimpleNamespace(name="router", version="v1",
+                                                           label="router/v1"), None)  # fmt: skip
+    assert slots.serving() == {"champion": "router/v1", "challenger:router": "router/v2"}
+    retired = {"name": "router", "version": None, "role": "challenger", "retired": True,
+               "promoted_at": 2}  # fmt: skip
+    assert slots.pending({"challenger:router": retired}) == [("challenger:router", retired)]
+    assert slots.load(retired) is None
+    slots.install("challenger:router", retired, None, None)
+    assert slots.challengers == {} and slots.serving() == {"champion": "router/v1"}
+    assert slots.pending({"challenger:router": retired}) == []  # done once
+    # serving reports on the control topic are not promotions
+    assert slots.pending({"serving:w1": {"worker": "w1", "models": {}}}) == []
