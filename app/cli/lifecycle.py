@@ -62,6 +62,7 @@ def cmd_retrain(a: argparse.Namespace) -> int:
     opts = RetrainOptions(
         log=a.log,
         from_topics=a.from_topics,
+        history=tuple(a.history),
         work=a.work,
         name=a.name,
         trainer=a.trainer,
@@ -99,6 +100,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--from-topics",
         action="store_true",
         help="export the worker's own history from Kafka first (the default)",
+    )
+    r.add_argument(
+        "--history",
+        type=Path,
+        action="append",
+        default=[],
+        help="another event log trained on together with --log or the export (repeatable): "
+        "e.g. the history backfilled before the workers logged their own",
     )
     r.add_argument("--work", type=Path, default=Path("var/retrain"),
                    help="export, matrices, trained and compiled models")  # fmt: skip

@@ -53,4 +53,9 @@ class SimulatedTraffic:
 
     def outcome(self, request: dict[str, Any], route_id: str, now_ms: int) -> dict[str, Any]:
         t = max(self.sim_time(now_ms), request["event_time"] + 1)
-        return draw_outcome(self.world, request, route_id, t, self.rng)
+        out = draw_outcome(self.world, request, route_id, t, self.rng)
+        # The world answers at the decision's time t, but the outcome names the request it
+        # answers: request_time is that request's event_time (the ingest contract's rule; an
+        # export of closed-loop traffic was refused on all 15,303 outcomes without this).
+        out["request_time"] = request["event_time"]
+        return out

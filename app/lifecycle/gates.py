@@ -33,7 +33,7 @@ class Gates:
     # Off-policy value per attempt (doubly robust, minor units): refuse when the candidate is
     # significantly worse than the champion, i.e. the upper end of the 95% interval of the
     # difference is below -value_tolerance x the champion's value. A point estimate alone does
-    # not refuse: its noise is several percent of the value (measured below in the module doc).
+    # not refuse: its noise is several percent of the value (app.lifecycle.evaluate measured it).
     value_tolerance: float = 0.0
     # Below this many informative attempts (logged on one model's pick and not the other's) the
     # estimate is reported but does not decide: ~3% exploration leaves a few hundred per window.
@@ -42,7 +42,11 @@ class Gates:
     min_shadow_attempts: int = 200
     min_agreement: float = 0.2  # below: a broken model (a shifted world moves ~10-40%)
     max_shadow_ece: float = 0.04
-    approval_tolerance: float = 0.005  # off-policy approval may trail the logged one by this
+    # Refuse when the shadow's off-policy approval is significantly below the logged one: the
+    # upper end of its 95% interval under logged - approval_tolerance. Not the point estimate:
+    # measured in the closed-loop test, 6,068 shadow attempts with 76% agreement rest on an
+    # effective n of ~200, and read 0.848 [0.779, 0.917] against a logged 0.887.
+    approval_tolerance: float = 0.0
 
     @classmethod
     def from_file(cls, path: Path) -> Gates:
@@ -156,8 +160,7 @@ def shadow_gate(g: Gates, f: ShadowFigures) -> Verdict:
         Check("shadow calibration", math.isfinite(f.ece) and f.ece <= g.max_shadow_ece,
               f"ECE {f.ece:.4f} where it agreed (max {g.max_shadow_ece:g})"),
         Check("shadow off-policy approval",
-              f.approval >= f.logged_approval - g.approval_tolerance
-              and f.approval_hi >= f.logged_approval,
+              f.approval_hi >= f.logged_approval - g.approval_tolerance,
               f"{f.approval:.3f} [{f.approval_lo:.3f}, {f.approval_hi:.3f}] vs logged "
               f"{f.logged_approval:.3f}, effective n {f.effective_n:.0f}",
               decisive=f.effective_n >= g.min_effective_n),

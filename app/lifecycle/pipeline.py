@@ -54,6 +54,7 @@ class PipelineError(RuntimeError):
 class RetrainOptions:
     log: Path | None = None
     from_topics: bool = False
+    history: tuple[Path, ...] = ()  # more event logs trained on with the log or the export
     work: Path = Path("var/retrain")
     name: str = "router"
     trainer: str = "lightgbm"
@@ -121,6 +122,8 @@ def _train(s: Settings, o: RetrainOptions) -> RetrainResult:
         {"authpilot.stage": "train", "authpilot.version": version},
     ) as (c, ref):
         log_dir = o.log if o.log is not None else _export(s, o.work / "export")
+        if o.history:
+            log_dir = union_log((*o.history, log_dir), work / "log")
         tracking.log_all(c, ref.run_id, {"log": str(log_dir), "trainer": o.trainer,
                                          "rounds": o.rounds, **o.gates.to_dict()})  # fmt: skip
         _say(f"features from {log_dir}")
@@ -169,6 +172,26 @@ def _train(s: Settings, o: RetrainOptions) -> RetrainResult:
         return RetrainResult(True, role if o.promote else "registered", version,
                              f"{o.name}/{version} passed gate 1: {what}\n{report}",
                              ref.run_id)  # fmt: skip
+
+
+def union_log(sources: tuple[Path, ...], out: Path) -> Path:
+    """One event log of several (a backfilled history and the export, say): every source's
+    table files symlinked as parts of out/<table>/, which readers search recursively. The
+    ingest check then sees the union, duplicates across sources included."""
+    from app.contracts.ingest import TABLE_NAMES
+
+    for table in TABLE_NAMES:
+        for i, src in enumerate(sources):
+            single = src / f"{table}.parquet"
+            parts = [single] if single.is_file() else sorted((src / table).rglob("*.parquet"))
+            for j, part in enumerate(parts):
+                if part.name.startswith(("_", ".")):
+                    continue
+                link = out / table / f"s{i}-{j:05d}.parquet"
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.unlink(missing_ok=True)
+                link.symlink_to(part.resolve())
+    return out
 
 
 def _train_run_id(train_dir: Path) -> str | None:
