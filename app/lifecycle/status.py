@@ -58,52 +58,26 @@ class Serving:
 
 def read_serving(s: Settings, timeout: float = 15.0
                  ) -> tuple[dict[str, dict[str, Any]], dict[str, Serving]]:  # fmt: skip
-    """(promotions by key, serving reports by worker): the control topic read to its end."""
-    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+    """(promotions by key, serving reports by worker): the control topic read to its end by
+    the workers' own reader (app.models.serving.registry.ControlWatcher)."""
+    from app.models.serving.registry import ControlWatcher
 
-    from app.kafka.connection import confluent_config
-
-    c = Consumer({**confluent_config(s), "group.id": "authpilot-models-cli",
-                  "enable.auto.commit": False, "enable.partition.eof": True})  # fmt: skip
-    promoted: dict[str, dict[str, Any]] = {}
-    serving: dict[str, Serving] = {}
-    now = time.time() * 1000
+    w = ControlWatcher(s).start()
     try:
-        try:
-            lo, hi = c.get_watermark_offsets(TopicPartition(s.topic_control, 0), timeout=timeout)
-        except KafkaException as exc:
-            raise RuntimeError(f"cannot read {s.topic_control}: {exc}") from exc
-        if hi <= lo:
-            return promoted, serving
-        c.assign([TopicPartition(s.topic_control, 0, lo)])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = c.poll(0.5)
-            if m is None:
-                continue
-            err = m.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    break
-                raise RuntimeError(f"{s.topic_control}: {err}")
-            key, value = m.key(), m.value()
-            if key is None or value is None:
-                continue
-            try:
-                rec = json.loads(value)
-            except ValueError:
-                continue
-            k = key.decode()
-            if is_promotion(k):
-                promoted[k] = rec
-            else:
-                serving[k[len(SERVING_PREFIX) :]] = Serving(
-                    dict(rec.get("models", {})),
-                    dict(rec.get("refused", {})),
-                    (now - float(rec.get("at", now))) / 1000,
-                )
-            if (m.offset() or 0) >= hi - 1:
-                break
+        if not w.caught_up.wait(timeout):
+            raise RuntimeError(f"not read to its end within {timeout:.0f} s (is Kafka up?)")
+        latest = w.snapshot()
     finally:
-        c.close()
+        w.stop()
+    now = time.time() * 1000
+    promoted = {k: rec for k, rec in latest.items() if is_promotion(k)}
+    serving = {
+        k[len(SERVING_PREFIX) :]: Serving(
+            dict(rec.get("models", {})),
+            dict(rec.get("refused", {})),
+            (now - float(rec.get("at", now))) / 1000,
+        )
+        for k, rec in latest.items()
+        if not is_promotion(k)
+    }
     return promoted, serving

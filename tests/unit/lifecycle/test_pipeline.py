@@ -40,6 +40,7 @@ def test_a_drifted_world_gets_a_passing_challenger(tmp_path, monkeypatch):
     assert registry.by_alias(s, "router", "champion") is None  # --no-promote moved nothing
     registry.set_alias(s, "router", "pre", "champion")
     got = retrain(s, _opts(tmp_path, log, "post"))
+    print(got.summary)
     assert got.ok, got.summary
     assert "champion pre" in got.summary and "informative attempts" in got.summary
     run = tracking.client(s).get_run(got.run_id).data
@@ -57,6 +58,7 @@ def test_a_sabotaged_training_set_is_refused(tmp_path, monkeypatch):
     registry.set_alias(s, "router", "good", "champion")
     bad = sabotage_log(log, tmp_path / "bad", int(np.quantile(t, 0.85)))
     got = retrain(s, _opts(tmp_path, bad, "bad"))
+    print(got.summary)
     assert not got.ok and got.action == "trained-refused"
     assert "log loss: REFUSE" in got.summary or "calibration: REFUSE" in got.summary
     assert registry.by_alias(s, "router", "champion").version == "good"
