@@ -58,7 +58,35 @@ def _synthetic(rows: int, features: int, seed: int) -> tuple[np.ndarray, np.ndar
     return x, y
 
 
-def _measure(
+def raw_reference(library: Path, req: np.ndarray) -> tuple[Callable[[], None], np.ndarray]:
+    """(b): the generated predict() through ctypes on a preallocated Entry buffer (8-byte
+    union: the doubles' bytes as they are, NaN as missing = -1 set once in a pristine copy),
+    one call per row; only a memmove of the rows into it (quantized code rewrites its input)
+    and a memset of the results (predict adds to them). Returns (call, its raw output)."""
+    nrow, nf = req.shape
+    lib = ctypes.PyDLL(str(library))
+    predict = lib.predict
+    predict.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+    predict.restype = None
+    pristine = np.ascontiguousarray(req, dtype=np.float64).copy()
+    pristine.view(np.int64)[np.isnan(req)] = -1  # low word -1: Entry.missing
+    entries = np.empty_like(pristine)
+    res = np.zeros(nrow)
+    src, dst, rp, nbytes = pristine.ctypes.data, entries.ctypes.data, res.ctypes.data, req.nbytes
+    row_ptrs = [(dst + 8 * nf * r, rp + 8 * r) for r in range(nrow)]
+    memmove, memset = ctypes.memmove, ctypes.memset
+
+    def raw() -> None:
+        memmove(dst, src, nbytes)
+        memset(rp, 0, 8 * nrow)
+        for ep, op in row_ptrs:
+            predict(ep, 0, op)
+
+    raw.keep = (lib, pristine, entries)  # type: ignore[attr-defined]  # alive with the closure
+    return raw, res
+
+
+def measure(
     fns: dict[str, Callable[[], object]], reps: int, block: int = 50
 ) -> dict[str, np.ndarray]:
     """Per-call microseconds. Variants run in blocks of `block` calls, the block order rotating
@@ -142,31 +170,8 @@ def run(
         offsets = np.arange(0, cap + 1, 4, dtype=np.int32)  # request i: rows 4i .. 4i+4
         want = cal.apply(np.asarray(booster.predict(req)))
 
-        # (b) raw: preallocated Entry buffer (8-byte union: the doubles' bytes as they are,
-        # NaN as missing = -1 set once in the pristine copy), 4 predict() calls.
-        lib = ctypes.PyDLL(str(out / "model.so"))
-        predict = lib.predict
-        predict.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
-        predict.restype = None
-        pristine = req.copy()
-        pristine.view(np.int64)[np.isnan(req)] = -1  # low word -1: Entry.missing
-        entries = np.empty_like(pristine)
-        res = np.zeros(4)
-        src, dst, rp, nbytes = (
-            pristine.ctypes.data,
-            entries.ctypes.data,
-            res.ctypes.data,
-            req.nbytes,
-        )
-        row_ptrs = [(dst + 8 * nf * r, rp + 8 * r) for r in range(4)]
-        memmove, memset = ctypes.memmove, ctypes.memset
-
-        def raw() -> None:
-            memmove(dst, src, nbytes)
-            memset(rp, 0, 32)
-            for ep, op in row_ptrs:
-                predict(ep, 0, op)
-
+        raw, res = raw_reference(out / "model.so", req)
+        predict = raw.keep[0].predict  # type: ignore[attr-defined]  # (a3) calls it per row
         raw()
         assert np.max(np.abs(res - booster.predict(req))) < 1e-9, "raw reference is wrong"
 
@@ -261,7 +266,7 @@ def run(
             **single_fns,
         }
         print(f"timing {reps} requests per variant, in rotating blocks of 50 ...")
-        times = _measure(fns, reps)
+        times = measure(fns, reps)
         model.close()
 
     ref = float(np.median(times["(b) raw C predict x4 (ref)"]))

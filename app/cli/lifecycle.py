@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from app.config import get_settings
 
@@ -59,14 +60,25 @@ def cmd_retrain(a: argparse.Namespace) -> int:
     from app.lifecycle.gates import Gates
     from app.lifecycle.pipeline import PipelineError, RetrainOptions, retrain
 
+    trainer, rounds = a.trainer, a.rounds
+    params: dict[str, Any] = {}
+    if a.sweep is not None:
+        from app.models.frontier.sweep import recommended_training
+
+        try:
+            trainer, rounds, params = recommended_training(a.sweep)
+        except ValueError as exc:
+            print(f"authpilot retrain: {exc}", file=sys.stderr)
+            return 2
     opts = RetrainOptions(
         log=a.log,
         from_topics=a.from_topics,
         history=tuple(a.history),
         work=a.work,
         name=a.name,
-        trainer=a.trainer,
-        rounds=a.rounds,
+        trainer=trainer,
+        rounds=rounds,
+        params=params,
         shadow_window_s=a.shadow_window_s,
         stage=a.stage,
         promote=not a.no_promote,
@@ -114,6 +126,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     r.add_argument("--name", default="router")
     r.add_argument("--trainer", default="lightgbm", choices=("lightgbm", "xgboost"))
     r.add_argument("--rounds", type=int, default=1000)
+    r.add_argument("--sweep", type=Path,
+                   help="train the configuration `authpilot sweep` recommended (its sweep.json) "
+                   "instead of --trainer/--rounds")  # fmt: skip
     r.add_argument("--gates", type=Path, help="JSON of gate thresholds (app.lifecycle.gates)")
     r.add_argument(
         "--stage",

@@ -23,13 +23,14 @@ from app.cli import (
     report,
     retry,
     simulate,
+    sweep,
     traffic,
     worker,
 )
 
 # Order of `authpilot --help`: run the system, then the ML lifecycle, then analysis.
-GROUPS = (broker, worker, backfill, traffic, features, simulate, models, lifecycle, bench, report,
-          export, retry, evaluate, chaos)  # fmt: skip
+GROUPS = (broker, worker, backfill, traffic, features, simulate, models, lifecycle, sweep, bench,
+          report, export, retry, evaluate, chaos)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

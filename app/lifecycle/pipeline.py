@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from app.config import Settings
 from app.lifecycle import registry, tracking
@@ -59,6 +59,7 @@ class RetrainOptions:
     name: str = "router"
     trainer: str = "lightgbm"
     rounds: int = 1000
+    params: dict[str, Any] = field(default_factory=dict)  # over the trainer's defaults
     shadow_window_s: float = 3600.0
     stage: Stage = "auto"
     promote: bool = True
@@ -134,7 +135,7 @@ def _train(s: Settings, o: RetrainOptions) -> RetrainResult:
                                 ) from exc  # fmt: skip
         _say(f"{built.rows:,} training rows; training {o.trainer}")
         summary = train_run(built.path, work / "train", o.name, version, trainer=o.trainer,
-                            rounds=o.rounds)  # fmt: skip
+                            rounds=o.rounds, params=o.params)  # fmt: skip
         tracking.log_train_dir(s, work / "train")
         manifest = compile_from_train_dir(work / "train", s.model_dir, matrix=built.path)
         cand_dir = manifest.parent

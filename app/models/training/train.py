@@ -129,17 +129,18 @@ TRAINERS: dict[str, Callable[..., Any]] = {"lightgbm": fit, "xgboost": fit_xgboo
 def run(matrix: Path, out: Path, name: str, version: str, decline_weight: float = 1.0,
         champion: Path | None = None, value_minor: float = 300.0,
         attempt_cost_minor: float = 12.0, trainer: str = "lightgbm",
-        rounds: int = 1000) -> dict[str, Any]:  # fmt: skip
-    """Train, calibrate, evaluate; writes model.txt (LightGBM) or model.json (XGBoost),
-    calibration.json, metrics.json (with the trainer, which `authpilot compile` reads),
-    report.md and PNGs."""
+        rounds: int = 1000, params: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Train, calibrate, evaluate (`params` over the trainer's defaults, e.g. a sweep's pick);
+    writes model.txt (LightGBM) or model.json (XGBoost), calibration.json, metrics.json (with
+    the trainer, which `authpilot compile` reads), report.md and PNGs."""
     t0 = time.monotonic()
     fw = FRAMEWORKS[trainer]
     out.mkdir(parents=True, exist_ok=True)
     df = pd.read_parquet(matrix)
     split = time_split(df)
     _say(f"rows: train {len(split.train)} valid {len(split.valid)} test {len(split.test)}")
-    booster = TRAINERS[trainer](split, rounds=rounds, decline_weight=decline_weight)
+    booster = TRAINERS[trainer](split, rounds=rounds, params=params,
+                                decline_weight=decline_weight)  # fmt: skip
     _say(f"{trainer}: {fw.num_trees(booster)} trees in {time.monotonic() - t0:.1f}s")
     raw_va = fw.predict(booster, features(split.valid))
     cal, cal_scores = choose(raw_va, split.valid.approved.to_numpy().astype(float))
@@ -184,6 +185,7 @@ def run(matrix: Path, out: Path, name: str, version: str, decline_weight: float 
         ],
         "test_window_ms": [int(split.test.event_time.min()), int(split.test.event_time.max())],
         "params": {
+            **(params or {}),
             "rounds": rounds,
             "rows_train": len(split.train),
             "rows_valid": len(split.valid),

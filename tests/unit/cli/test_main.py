@@ -14,7 +14,7 @@ from app.cli.main import build_parser, main
 COMMANDS = {
     "kafka", "topics", "worker", "backfill", "promote", "loadgen", "demo", "bench-e2e", "features",
     "simulate", "train", "compile", "bench-model", "bench-capacity", "report", "fit-retry",
-    "train-retry", "export", "models", "retrain", "retire",
+    "train-retry", "export", "models", "retrain", "retire", "sweep",
     "evaluate-policy", "chaos", "chaos-verify",
 }  # fmt: skip
 NESTED = {"features": {"build", "check", "bench", "kernel"}, "report": {"experiment", "shadow"}}

@@ -1,0 +1,1 @@
+"""Model complexity against inference latency: the sweep, its models and its frontier."""
