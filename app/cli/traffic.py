@@ -1,16 +1,15 @@
-"""`authpilot loadgen`, `authpilot demo` and `authpilot bench-e2e`: simulated traffic against
-a worker, with live results or a throughput/latency report."""
+"""`authpilot loadgen`, `authpilot demo` (app.demo.run) and `authpilot bench-e2e`: simulated
+traffic against a worker, with live results or a throughput/latency report."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from app.cli.broker import ensure_kafka
 from app.config import get_settings
-from app.harness.process import running_worker
 
 if TYPE_CHECKING:
     from app.harness.traffic import TrafficSource
@@ -55,45 +54,21 @@ def cmd_loadgen(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from app.harness.loadgen import LoadGenerator
-    from app.kafka.topics import ensure_topics
+    """The story of app.demo.run; the report's path is the last line."""
+    from app.demo.run import ARMS, DemoOptions, run
 
-    s = get_settings()
-    print("== authpilot demo: local broker, one worker, closed-loop traffic ==", flush=True)
-    ensure_kafka(s)
-    ensure_topics(s)
-    shown = [0]
-
-    def show(d: dict[str, Any]) -> None:
-        if shown[0] < args.show_decisions:
-            shown[0] += 1
-            sc = " ".join(
-                f"{x['route_id']}={x['p_approve']:.2f}/{x['samples']}" for x in d["scores"]
-            )
-            print(
-                f"decision {d['request_id']}: -> {d['chosen_route']} "
-                f"(p={d['propensity']:.3f}, {','.join(d['reason_codes'][:1])}) {sc}",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    with running_worker(s, "demo-worker"):
-        gen = LoadGenerator(
-            s,
-            _traffic(args),
-            args.rate,
-            args.duration,
-            on_decision=show,
-        )
-        st = gen.run(show=True)
-    p50, p99 = st.percentiles()
-    print(
-        f"\nsummary: {st.decided}/{st.produced} requests decided, approval "
-        f"{st.approved / max(st.outcomes, 1):.2%}, e2e latency p50 {p50 / 1000:.2f} ms "
-        f"p99 {p99 / 1000:.2f} ms, routes {dict(sorted(st.by_route.items()))}",
-        flush=True,
-    )
-    return 0 if st.decided == st.produced + st.retries_sent else 1
+    arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown or not arms:
+        print(f"authpilot demo: --arms takes {', '.join(ARMS)}; not {unknown}", file=sys.stderr)
+        return 2
+    o = DemoOptions(rate=args.rate, duration=args.duration, scenario=args.scenario,
+                    no_model=args.no_model, arms=arms, holdout_pct=args.holdout_pct,
+                    out=args.out, history_attempts=args.history_attempts, seed=args.seed,
+                    live=not args.plain)  # fmt: skip
+    path = run(o, get_settings())
+    print(f"report: {path}")
+    return 0
 
 
 def cmd_bench_e2e(args: argparse.Namespace) -> int:
@@ -127,9 +102,30 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     c.add_argument("--produce-only", action="store_true", help="measure producing requests only")
     c.set_defaults(func=cmd_loadgen)
 
-    d = sub.add_parser("demo", help="broker + worker + traffic + live results")
-    _traffic_arguments(d, duration=30.0)
-    d.add_argument("--show-decisions", type=int, default=5)
+    d = sub.add_parser("demo", help="the product on one machine: models, arms, an incident, live",
+                       description="Broker, champion + shadow challenger, experiment arms, "
+                       "closed-loop traffic through an outage and an issuer shift, a live view "
+                       "and a report (app.demo.run).")  # fmt: skip
+    d.add_argument("--rate", type=float, default=60.0, help="payments per second")
+    d.add_argument("--duration", type=float, default=180.0, help="seconds of traffic")
+    d.add_argument("--scenario", default="demo_story",
+                   help="simulator scenario; its events are the incidents (demo_story: an "
+                   "acquirer outage, then an issuer shift)")  # fmt: skip
+    d.add_argument("--arms", default="ev,sr",
+                   help="experiment arms beside the holdout: ev (expected value with the "
+                   "champion), sr (success rate), oracle (the simulator's truth)")  # fmt: skip
+    d.add_argument("--holdout-pct", type=int, default=10, help="best-single-route holdout")
+    d.add_argument("--no-model", action="store_true",
+                   help="no champion: every arm shows the success-rate fallback")  # fmt: skip
+    d.add_argument("--history-attempts", type=int, default=60_000,
+                   help="simulated history the models are trained on (cached)")  # fmt: skip
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--out", type=Path, default=Path("var/demo"))
+    d.add_argument(
+        "--plain",
+        action="store_true",
+        help="a line every 5 s instead of the live view (also when not a terminal)",
+    )
     d.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("bench-e2e", help="worker throughput/latency vs a raw Kafka round trip")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import sys
 import threading
 import time
@@ -63,7 +64,11 @@ class LoadGenerator:
         group_id: str | None = None,
         on_decision: Callable[[dict[str, Any]], None] | None = None,
         outcomes: bool = True,
+        on_outcome: Callable[[dict[str, Any], dict[str, Any], float], None] | None = None,
+        client_logger: logging.Logger | None = None,
     ) -> None:
+        """on_outcome(decision, outcome, produce->decision us) per outcome drawn; client_logger
+        receives librdkafka's log lines (default: stderr, as librdkafka prints them)."""
         self.s = settings
         self.source = source
         self.rate = rate
@@ -72,6 +77,7 @@ class LoadGenerator:
         self.stats = LoadStats()
         self.on_decision = on_decision
         self.send_outcomes = outcomes
+        self.on_outcome = on_outcome
         self._group = group_id or f"authpilot-loadgen-{int(time.time() * 1000)}"
         self._codec = Codec(settings)
         self._pending: dict[str, tuple[dict[str, Any], float]] = {}
@@ -83,7 +89,9 @@ class LoadGenerator:
         self._lock = threading.Lock()
         self._done_producing = threading.Event()
         self._stop = threading.Event()
-        conf = confluent_config(settings)
+        conf: dict[str, Any] = dict(confluent_config(settings))
+        if client_logger is not None:
+            conf["logger"] = client_logger
         self._producer = Producer({**conf, "linger.ms": 2, "enable.idempotence": True})
         self._consumer = Consumer(
             {
@@ -216,6 +224,8 @@ class LoadGenerator:
                 out = self.source.outcome(req, route, int(time.time() * 1000))
                 self.stats.outcomes += 1
                 self.stats.approved += out["approved"]
+                if self.on_outcome:
+                    self.on_outcome(d, out, self.stats.latencies_us[-1])
                 if req["attempt"] > 1:
                     self.stats.retries_approved += out["approved"]
                 if not out["approved"]:
