@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -133,9 +134,9 @@ def run(o: DemoOptions, s: Settings) -> Path:
     logger.addHandler(logging.FileHandler(o.out / "clients.log"))
     world = load_world(o.scenario)
     starts = [e.start_day for e in world.events] or [world.days / 2]
-    ends = [getattr(e, "end_day", e.start_day) for e in world.events] or starts
+    ends = [d for e in world.events if math.isfinite(d := getattr(e, "end_day", e.start_day))]
     start_day = min(starts) - 0.12  # a quiet phase first
-    end_day = max(max(ends), max(starts)) + 0.3
+    end_day = max(ends + starts) + 0.3  # an issuer shift has no end: its start
     speedup = (end_day - start_day) * DAY_MS / 1000 / o.duration
     _say(f"scenario {o.scenario}: simulated days {start_day:.2f}-{end_day:.2f} in "
          f"{o.duration:.0f} s ({speedup:,.0f}x)")  # fmt: skip
@@ -167,6 +168,8 @@ def run(o: DemoOptions, s: Settings) -> Path:
         assert got is not None
         root, prep = got
         env["AUTHPILOT_MODEL_DIR"] = str(root.resolve())
+        # one MLflow store per history: a version string names one artifact in a registry
+        env["AUTHPILOT_MLFLOW_DIR"] = str((root.parent / "mlflow").resolve())
         env["AUTHPILOT_BEST_ROUTES"] = json.dumps(prep.best_routes)
     with _env(env):
         s2 = Settings()
@@ -176,8 +179,11 @@ def run(o: DemoOptions, s: Settings) -> Path:
     with _env(env), running_worker(s2, run_id) as w:
         if prep is not None:
             _promote(s2, prep.model_dir.parent.name, w)
+            from app.lifecycle.tracking import store_of
+
             facts["models"] = (f"champion {prep.model_dir.parent.name}/v1 (LightGBM), challenger "
-                               "v2 (XGBoost) in shadow, via the MLflow registry")  # fmt: skip
+                               "v2 (XGBoost) in shadow, via the MLflow registry "
+                               f"(`{store_of(s2).ui_command()}`)")  # fmt: skip
         else:
             facts["models"] = "none (--no-model): every arm falls back to success-rate routing"
         facts["time to first live view"] = f"{time.monotonic() - t_start:.0f} s from the command"
@@ -211,6 +217,7 @@ def _events(world: Any) -> list[tuple[str, int, int | None]]:
     for e in world.events:
         t0 = world.start_ms + int(e.start_day * DAY_MS)
         end = getattr(e, "end_day", None)
+        end = end if end is not None and math.isfinite(end) else None
         label = f"{type(e).__name__} {getattr(e, 'route_id', '') or ''}".strip()
         out.append((label, t0, world.start_ms + int(end * DAY_MS) if end else None))
     return out

@@ -1,0 +1,31 @@
+"""`authpilot demo` for a short run on the real broker (small history, low rate): the report
+names every arm with its figures, the incident is detected (the outage route is demoted), the
+challenger shadowed, and the plots are written. The last line names the report."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.cli.main import main as cli
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]  # ~70 s: over the default suite's budget
+
+
+def test_demo_short_run_writes_the_report(kafka_bootstrap, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AUTHPILOT_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    monkeypatch.setenv("AUTHPILOT_WEB_PORT", "16166")
+    monkeypatch.chdir(tmp_path)  # the worker's var/ and the MLflow store land here
+    out = tmp_path / "demo"
+    assert cli(["demo", "--duration", "45", "--rate", "60", "--history-attempts", "15000",
+                "--out", str(out), "--plain"]) == 0  # fmt: skip
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"report: {out / 'report.md'}"
+    text = (out / "report.md").read_text()
+    for arm in ("| ev |", "| sr |", "| holdout |"):
+        assert arm in text, text
+    assert "ROUTE_DEMOTED** acq-de" in text, text  # the outage, detected
+    assert "challenger v2 (XGBoost) in shadow" in text
+    assert "Shadow challenger agreement with the champion's route: " in text
+    assert "of 0 requests" not in text
+    for png in ("approval_by_arm.png", "route_shares.png", "latency.png"):
+        assert (out / png).stat().st_size > 10_000, png
