@@ -2,7 +2,7 @@
 # first target run creates $(VENV) and installs the pinned dependencies from PyPI, the first
 # broker start resolves the Kafka jars from Maven Central.
 #
-#   make demo   ARGS="--rate 50 --world acquirer_outage"   broker + worker + traffic + results
+#   make demo   ARGS="--rate 50 --scenario acquirer_outage" models, arms, an incident, live view
 #   make test   ARGS="-k foo"                               the default suite (starts a broker)
 #   make run    ARGS="kafka status"                         any `authpilot` subcommand
 #
