@@ -18,6 +18,7 @@ from app.sim.world import build_world
 
 PRESETS = [
     "acquirer_outage",
+    "demo_story",
     "holiday_surge",
     "issuer_shift",
     "monthly_pay",
