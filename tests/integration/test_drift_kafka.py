@@ -1,6 +1,6 @@
 """Drift monitoring through the real broker: an acquirer outage is detected within 20 attempts on
 the route, traffic moves away, the route is probed and restored within 30 simulated minutes of
-healing."""
+healing (measured after the probe schedule halved on issuer answers: see route_health)."""
 
 from __future__ import annotations
 
@@ -25,9 +25,14 @@ def test_acquirer_outage_is_detected_and_traffic_moves_away(worker, settings_for
     start = world.world.start_ms + int(ev.start_day * DAY_MS)
     end = world.world.start_ms + int(ev.end_day * DAY_MS)
     seen: list[tuple[int, str]] = []  # (simulated decision time, chosen route)
-    gen = LoadGenerator(s, world, rate=100, duration=97,
-                        on_decision=lambda d: seen.append((world.sim_time(d["decided_at"]),
-                                                           d["chosen_route"])))  # fmt: skip
+    probes: set[int] = set()  # indexes in `seen` of the decisions that were probes
+
+    def on_decision(d):  # type: ignore[no-untyped-def]
+        if any(c.startswith("PROBE:") for c in d["reason_codes"]):
+            probes.add(len(seen))
+        seen.append((world.sim_time(d["decided_at"]), d["chosen_route"]))
+
+    gen = LoadGenerator(s, world, rate=100, duration=97, on_decision=on_decision)
     stats = gen.run(show=False)
     assert stats.decided > 7000, stats
 
@@ -64,11 +69,16 @@ def test_acquirer_outage_is_detected_and_traffic_moves_away(worker, settings_for
     print(f"outage detected after {exposed} decisions on {route}, "
           f"{(detected - start) / 60000:.1f} simulated minutes")  # fmt: skip
     assert exposed <= 20, exposed  # issue 16: demoted within 20 attempts on the route
-    # after the demotion only probes reach the route (at most one a minute, fewer as they fail)
-    after = [r for t, r in seen if detected + 60_000 <= t < end]
+    # after the demotion only probes reach the route, on their backed-off schedule: ~14 an hour
+    # on a route failing 60% (Monte Carlo of the schedule), 120 if it never backed off
+    after = [i for i, (t, _) in enumerate(seen) if detected + 60_000 <= t < end]
     assert len(after) > 500
-    share = after.count(route) / len(after)
-    assert share < 0.02, share
+    on_route = [i for i in after if seen[i][1] == route]
+    assert all(i in probes for i in on_route), "a demoted route got traffic that was no probe"
+    hours = (end - detected - 60_000) / 3_600_000
+    print(f"{len(on_route)} probes in {hours:.1f} simulated hours of the outage, "
+          f"{len(on_route) / len(after):.1%} of the traffic")  # fmt: skip
+    assert len(on_route) / hours <= 25, (len(on_route), hours)
     text = worker.metrics()
     assert 'authpilot_alerts_total{kind="ROUTE_DEMOTED"}' in text
     assert 'authpilot_alerts_total{kind="ROUTE_RESTORED"}' in text

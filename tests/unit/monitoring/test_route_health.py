@@ -118,7 +118,7 @@ def test_a_calibrated_steady_route_is_not_demoted_over_100k_outcomes():
 
 
 # ---------------------------------------------------------------- probes
-def test_probe_interval_doubles_on_failed_probes_up_to_10_min_and_resets_on_two_approvals():
+def test_probe_interval_doubles_on_failed_probes_up_to_8_min_halves_when_answered():
     half = MINUTE_MS // 2
     rh = RouteHealth(CFG)
     t = 10 * MINUTE_MS
@@ -133,18 +133,25 @@ def test_probe_interval_doubles_on_failed_probes_up_to_10_min_and_resets_on_two_
         rh.last_probe = t
         assert not rh.observe_probe(False, True, 0.85)
         assert not rh.probe_due(t)
-    assert intervals == [0.5, 1, 2, 4, 8, 10, 10]  # minutes
-    t += 10 * MINUTE_MS
+    assert intervals == [0.5, 1, 2, 4, 8, 8, 8]  # minutes
+    t += 8 * MINUTE_MS
     assert rh.probe_due(t)
     rh.last_probe = t
+    assert not rh.observe_probe(False, False, 0.85)  # an issuer decline: the route answered
+    assert rh.interval_ms == 4 * MINUTE_MS
+    t += 4 * MINUTE_MS
+    rh.last_probe = t
     assert not rh.observe_probe(True, False, 0.85)  # one approved probe: half the wait
-    assert rh.interval_ms == 5 * MINUTE_MS
-    t += 5 * MINUTE_MS
+    assert rh.interval_ms == 2 * MINUTE_MS
+    t += 2 * MINUTE_MS
     assert rh.probe_due(t)
     rh.last_probe = t
     assert not rh.observe_probe(True, False, 0.85)  # two in a row: every 30 s again
     assert rh.interval_ms == half
     assert not rh.probe_due(t + half - 1) and rh.probe_due(t + half)
+    rh.last_probe = t + half
+    assert not rh.observe_probe(False, True, 0.85)  # a route failure doubles it again
+    assert rh.interval_ms == 2 * half
 
 
 def _demoted() -> RouteHealth:
