@@ -26,14 +26,14 @@ it one request when `probe_due`, so recovery is seen within minutes at any traff
 probe interval starts at `probe_interval_ms`, doubles after every probe with a route failure
 up to `probe_max_interval_ms`, halves after a probe the issuer answered (approved or declined
 on issuer codes: the route carried it there and back) and drops back to the start after two
-approved in a row: a dead route at 60% route failures costs ~14 probes an hour (resetting on
+approved in a row: a dead route at 60% route failures costs ~12 probes an hour (resetting on
 every approval, a route approving 22% during its outage was probed every 1-2 min, a large
 share of the evaluator's ~200 payments an hour). Every outcome on a demoted route counts as a
 probe (in-flight ones included). Restored when the last `probe_window` probes have route
 failures not above baseline (P(X >= failures) >= `restore_alpha`) and approvals at least
 `restore_ratio` x expected: at most 8 minutes to the first probe after healing, then halving
 waits (`python -m app.bench.drift_replay --scenario acquirer_outage --attempts 120000 --days 7
-12 --seeds 1..20`, ~175 payments an hour: restored 10-25 min after healing, one flap in 20;
+12 --seeds 1 2 ... 20`, ~175 payments an hour: restored 10-25 min after healing, one flap in 20;
 the schedule that kept its wait on issuer declines, 10 min at most: 15-44 min on seeds 1-10,
 3 over 30). Ten probes of a route at 60% route failures and -2 logits pass with probability
 ~0.003%; a false restore is demoted again in ~10 attempts.
@@ -88,20 +88,20 @@ class RouteHealthConfig:
     approval_z: float = 5.0
     # 30 s after a passed probe: ten probes see a healed route back within ~5 min
     probe_interval_ms: int = MINUTE_MS // 2
-    # 8 min: a dead route (60% route failures, -2 logits) costs ~14.5 probes an hour (a failed
-    # probe loses ~0.25 approvals: its route failures cascade to another route); a healed one
-    # waits <= 8 min for its first probe, then halving waits. Monte Carlo of this state machine
-    # (2,000 outages): restore p50 11, p99 20, max 29 simulated min; 10 min and a wait that
-    # stayed on issuer declines: p99 35, max 59, 2.1% over 30 min at ~9 probes an hour.
+    # 8 min: a dead route (60% route failures, -2 logits) got 138 probes in 11.4 simulated
+    # hours on the broker (tests/integration/test_drift_kafka.py; a failed probe loses ~0.25
+    # approvals: its route failures cascade to another route); a healed one waits <= 8 min for
+    # its first probe, then halving waits: restored 10-25 min after healing at ~175 payments an
+    # hour (drift_replay, see the module docstring). 10 min with a wait that stayed on issuer
+    # declines: 15-44 min, 3 of 10 seeds over 30.
     probe_max_interval_ms: int = 8 * MINUTE_MS
     # 10 probes, none failing at a 0.5% baseline (P(X >= 1 | 10, 0.005) = 4.9% < restore_alpha)
     # and approvals >= 0.8 x expected: a route at 60% route failures and -2 logits passes a
     # group with ~3e-5 (a 12 h outage sees ~80-170 probes, clustered: every answered probe
-    # brings the next one closer; Monte Carlo: 6.5 false restores in 1,000 outages under this
-    # schedule, 2.5 under the slower one, each demoted again within ~10 attempts; 12 probes
-    # would make it 1 but tolerate one failure at a 0.5% baseline). 4 probes tolerating one
-    # failure let ~1.8% through and flapped in 2 of 3 replays, 8 clean probes in 2 of 3 (runs
-    # of 9 clean probes at a 40% clean rate). A healed route at p 0.9 passes a group with ~0.9.
+    # brings the next one closer; drift_replay at ~175 payments an hour: 1 flap in 20 seeds,
+    # demoted again within ~10 attempts). 4 probes tolerating one failure let ~1.8% through and
+    # flapped in 2 of 3 replays, 8 clean probes in 2 of 3 (runs of 9 clean probes at a 40% clean
+    # rate). A healed route at p 0.9 passes a group with ~0.9.
     probe_window: int = 10
     restore_alpha: float = 0.05
     restore_ratio: float = 0.8
@@ -232,9 +232,9 @@ class RouteHealth:
         elif approved and again:  # two approvals in a row: probe at full speed
             self.interval_ms = c.probe_interval_ms
         else:  # answered by the issuer (approved, or declined on issuer codes): the route
-            # carried the request there and back, so halve the wait. Keeping it on an issuer
-            # decline left a healed route at the 10 min maximum for another round (restores of
-            # 32-53 simulated min in 2 of 5 broker-test runs).
+            # carried the request there and back, so halve the wait (keeping it on an issuer
+            # decline left a healed route at the maximum for another round: restores of 32 and
+            # 53 simulated min in 2 of 5 full-suite runs of the broker outage test).
             self.interval_ms = max(c.probe_interval_ms, self.interval_ms // 2)
         if len(self.probes) < c.probe_window:
             return False
