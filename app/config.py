@@ -263,6 +263,14 @@ class Settings(BaseSettings):
     correction_max_offset: float = Field(
         4.0, gt=0, description="the offset is clamped to +- this many logits"
     )
+    correction_dispersion_z: float = Field(
+        2.0,
+        gt=0,
+        description="a route x segment (network x issuer country) whose residual is off its "
+        "route's by more than this many standard errors sets the request's segment dispersion: "
+        "the width posterior exploration draws every candidate's segment offset from "
+        "(app.routing.correction)",
+    )
     ev_eliminate_below: float = Field(
         0.05, description="routes with p_approve under this are skipped unless all are"
     )

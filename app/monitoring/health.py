@@ -32,9 +32,6 @@ class MonitorConfig:
     alarm_hold_ms: int = 60 * vocab.MINUTE_MS
 
 
-_SIGNAL_KIND = {"score": "SCORE_DRIFT", "calibration": "CALIBRATION_DRIFT"}
-
-
 class HealthMonitor:
     """What the score and outcome agents call: one per worker, single-threaded, pure.
 
@@ -168,8 +165,8 @@ class HealthMonitor:
         ]
         if p_chosen is not None and self.model.state is ModelState.OK:
             a = self.drift.update_score(p_chosen)
-            if a is not None:
-                alerts += self._model_alarm(a, event_time)
+            if a is not None:  # informational: the routes moving move the chosen p (model_health)
+                alerts.append(self._from_alarm("SCORE_DRIFT", a, event_time))
         return alerts
 
     def set_model(self, model_version: str) -> None:
@@ -193,7 +190,7 @@ class HealthMonitor:
     def _model_alarm(self, a: Alarm, event_time: int) -> list[dict[str, Any]]:
         self.model.fall_back(event_time)
         return [
-            self._from_alarm(_SIGNAL_KIND[a.signal], a, event_time),
+            self._from_alarm("CALIBRATION_DRIFT", a, event_time),
             self._alert(
                 "MODEL_FALLBACK", self.model_version, a.detector, a.value, a.baseline,
                 event_time, f"model {self.model_version} -> success-rate fallback: {a.signal} "

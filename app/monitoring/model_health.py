@@ -1,8 +1,6 @@
-"""Model health: OK / FALLBACK of the serving model, driven by the score and calibration
-detectors.
+"""Model health: OK / FALLBACK of the serving model, driven by the calibration detector.
 
-    OK --(score or calibration alarm)--> FALLBACK            SCORE_DRIFT / CALIBRATION_DRIFT,
-                                                             MODEL_FALLBACK
+    OK --(calibration alarm)--> FALLBACK                     CALIBRATION_DRIFT, MODEL_FALLBACK
     FALLBACK --(cooldown elapsed and |mean(y - p)| <= tolerance
                 over a window of `calibration_window` outcomes)--> OK     MODEL_RESTORED
 
@@ -10,7 +8,13 @@ In FALLBACK the agent routes by success rate but keeps scoring in shadow and pas
 model's p with each outcome so calibration can be seen to come back. Outcomes on demoted
 routes never feed the model's checks: the route explains them, not the model.
 
-Feature alarms (FEATURE_DRIFT) are informational and change no state.
+Score alarms (SCORE_DRIFT: the chosen route's mean p moved) and feature alarms (FEATURE_DRIFT)
+are informational and change no state. The chosen p moves whenever the routes do: in
+`acquirer_outage` (evaluate-policy, seeds 1-3) the score alarm put the model into fallback in
+every seed (no calibration alarm fired), success-rate routing then served the outage at
+-0.99 points of first-attempt approval against the static router, and 10,000 payments were
+not enough for the 4000-outcome restore window to bring it back. Whether the model still
+decides well is what the calibration of the p it decides with says, so only that falls back.
 """
 
 from __future__ import annotations

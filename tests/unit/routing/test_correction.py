@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from app.routing.correction import (
@@ -133,13 +134,64 @@ def test_offsets_are_per_route():
     assert eu.weight > 300 and new.weight == 0.0
 
 
-def test_exploration_sd_is_the_country_levels_shared_by_every_bin():
+def _learn_cc(store: dict[bytes, bytes], route: str, n: int, rate: float, p: float,
+              cc: str, seed: int | None = None) -> None:  # fmt: skip
+    """n outcomes of route x (VISA, cc) over 50 BINs; approvals evenly at `rate`, or drawn."""
+    rng = np.random.default_rng(seed) if seed is not None else None
+    for i in range(n):
+        if rng is None:
+            approved = math.floor((i + 1) * rate) > math.floor(i * rate)
+        else:
+            approved = bool(rng.random() < rate)
+        out = {"route_id": route, "bin": f"4{i % 50:05d}", "network": "VISA",
+               "issuer_country": cc, "approved": approved,
+               "event_time": T0 - (n - i) * 1_000}  # fmt: skip
+        update_residuals(store, out, p, P.decay)
+
+
+def test_calibrated_segments_have_no_dispersion_and_draw_nothing():
     store: dict[bytes, bytes] = {}
-    _learn(store, "acq-eu", 400, 0.8, 0.8, bin_="477777")  # another BIN of the same country
-    corr = Correction(store.get, P)
-    (o,) = corr.offsets(_req(), ["acq-eu"])  # BIN 411111: no outcomes of its own
-    assert o.weight == 0.0 and o.n == pytest.approx(P.prior_segment)  # the BIN level is thin
-    assert o.shared > 200  # the country level is not (400 outcomes, half-life 300: ~260)
-    assert o.explore_sd(0.8) < 0.5 * o.sd(0.8)
-    (fresh,) = Correction({}.get, P).offsets(_req(), ["acq-eu"])
-    assert fresh.shared == pytest.approx(P.prior_segment)  # nothing seen: the prior's width
+    for r in ("acq-eu", "acq-us"):
+        _learn_cc(store, r, 400, 0.8, 0.8, "DE")
+    offs = Correction(store.get, P).offsets(_req(), ["acq-eu", "acq-us", "proc-x"])
+    assert [o.tau2 for o in offs] == [0.0] * 3
+    assert [o.explore_sd(0.8) for o in offs] == [0.0] * 3  # proc-x unmeasured, but no reason
+
+
+def test_noise_alone_rarely_sets_a_dispersion():
+    """Binomial noise on calibrated routes: tau^2 > 0 needs a segment beyond 2 standard errors
+    of its route (under 5% of keys per route, less as the route level shares the noise;
+    measured 1 request in 200 over 3 routes), and then it is small."""
+    hits, taus = 0, []
+    for seed in range(200):
+        store: dict[bytes, bytes] = {}
+        for j, r in enumerate(("acq-eu", "acq-us", "proc-global")):
+            _learn_cc(store, r, 600, 0.8, 0.8, "GB", seed=seed * 6 + j)  # the route's bulk
+            _learn_cc(store, r, 150, 0.8, 0.8, "DE", seed=seed * 6 + 3 + j)
+        (o,) = Correction(store.get, P).offsets(_req(), ["acq-eu"])
+        if o.tau2 > 0:
+            hits += 1
+            taus.append(math.sqrt(o.tau2))
+    assert hits / 200 < 0.08, hits
+    assert all(t < 0.5 for t in taus), taus
+
+
+def test_a_moved_segment_widens_every_candidates_segment_prior():
+    """An issuer shift: route acq-eu's French cards approve at 1 logit under the model. The
+    other routes' estimates for French cards are suspect too: their exploration sd becomes
+    ~tau (~1 logit) where they have no outcomes, and the moved segment's own offset follows
+    its evidence sooner than under the fixed 20-outcome prior."""
+    store: dict[bytes, bytes] = {}
+    rate = sigmoid(logit(0.8) - 1.0)  # 0.595
+    _learn_cc(store, "acq-eu", 60, rate, 0.8, "FR")
+    _learn_cc(store, "acq-eu", 600, 0.8, 0.8, "DE")  # the rest of the route is fine
+    fr = _req(bin_="499999", cc="FR")  # a BIN without outcomes: the country level decides
+    eu, gb = Correction(store.get, P).offsets(fr, ["acq-eu", "acq-gb"])
+    assert eu.tau2 == gb.tau2 and 0.3 < math.sqrt(eu.tau2) < 1.3, eu.tau2
+    assert gb.explore_sd(0.8) == pytest.approx(math.sqrt(gb.tau2))  # nothing measured: tau
+    assert eu.explore_sd(0.8) < 0.6 * gb.explore_sd(0.8)  # 60 outcomes of its own
+    fixed = offset([EMPTY, _level(store, "acq-eu", b"cc:VISA:FR"),
+                    _level(store, "acq-eu", b"all")], P)  # fmt: skip
+    assert -1.0 < eu.b < fixed.b < 0.0  # closer to the true -1 than the fixed prior's
+    de = Correction(store.get, P).offsets(_req(), ["acq-eu", "acq-gb"])
+    assert [o.tau2 for o in de] == [0.0, 0.0]  # German cards: nothing moved there

@@ -38,12 +38,14 @@ def test_a_strongly_negative_offset_loses_the_argmax():
     assert decide(dict(REQ, request_id="a"), p, "m", P, offsets=up)["chosen_route"] == "acq-us"
 
 
-# acq-eu: the best (0.90, EV 213), sure (n = 1e5: sd 0.011 logits, -3.2 sd is EV 212.2);
-# acq-us: close (0.88, EV 210) with the evidence of a new segment (n = 20: sd 0.69 logits);
-# proc-global: close (0.89, EV 207.5) but sure (n = 1e5: +3.2 sd is EV 208.3 < 212.2, it can
-# never win a draw)
+# The request's segment dispersion tau = 0.69 logits (some route's segment moved), then:
+# acq-eu: the best (0.90, EV 213), sure (1e5 outcomes: sd 0.011 logits, -3.2 sd is EV 212.2);
+# acq-us: close (0.88, EV 210) with no outcomes in the segment (sd = tau = 0.69 logits);
+# proc-global: close (0.89, EV 207.5) but sure (+3.2 sd is EV 208.3 < 212.2, it can never win)
 P_CLOSE = np.array([0.90, 0.88, 0.89])
-OFFS = [Offset(0.0, 1e5, 1e5, 1e5), Offset(0.0, 20.0, 0.0, 20.0), Offset(0.0, 1e5, 1e5, 1e5)]
+TAU2 = 0.69**2
+OFFS = [Offset(0.0, 1e5, 1e5, 1e5, TAU2), Offset(0.0, 20.0, 0.0, 0.0, TAU2),
+        Offset(0.0, 1e5, 1e5, 1e5, TAU2)]  # fmt: skip
 TS = EVParams(margin_bps=250.0, explore=0.0, thompson_scale=1.0)
 
 
@@ -80,12 +82,17 @@ def test_traffic_splits_by_posterior_win_share_and_the_propensity_is_the_share()
 
 
 def test_with_more_evidence_or_scale_zero_the_mean_best_is_certain():
-    sure = [OFFS[0], Offset(0.0, 1e5, 1e5, 1e5), OFFS[2]]
+    sure = [OFFS[0], Offset(0.0, 1e5, 1e5, 1e5, TAU2), OFFS[2]]
     d = decide(dict(REQ, request_id="x"), P_CLOSE, "m", TS, offsets=sure)
     assert d["chosen_route"] == "acq-eu" and d["propensity"] == 1.0
     # a thin BIN level under a well-measured country level draws nothing either
-    sure = [OFFS[0], Offset(0.0, 20.0, 0.0, 1e5), OFFS[2]]
+    sure = [OFFS[0], Offset(0.0, 20.0, 0.0, 1e5, TAU2), OFFS[2]]
     d = decide(dict(REQ, request_id="x"), P_CLOSE, "m", TS, offsets=sure)
+    assert d["chosen_route"] == "acq-eu" and d["propensity"] == 1.0
+    # no dispersion (no route's segment is off the model): the unmeasured route draws nothing
+    calm = [Offset(o.b, o.n, o.weight, o.shared, 0.0) for o in OFFS]
+    assert calm[1].explore_sd(0.88) == 0.0
+    d = decide(dict(REQ, request_id="x"), P_CLOSE, "m", TS, offsets=calm)
     assert d["chosen_route"] == "acq-eu" and d["propensity"] == 1.0
     d = decide(dict(REQ, request_id="x"), P_CLOSE, "m", P, offsets=OFFS)  # scale 0
     assert d["chosen_route"] == "acq-eu" and d["propensity"] == 1.0
