@@ -70,14 +70,24 @@ class HealthMonitor:
         return self._demoted
 
     def probe_due(self, route_id: str, event_time: int) -> bool:
-        """A demoted route gets a probe at least every probe_interval_ms of event time."""
+        """Asked once per request that has the demoted route as a candidate (it counts the
+        request): due when the route's probe schedule says so (RouteHealth.probe_due) and,
+        while the route still looks dead (its wait above the minimum), at least
+        `probe_min_requests` such requests went elsewhere since the last probe: a failing
+        route's probes stay under ~1 / probe_min_requests of its traffic at any rate, and a
+        route whose probes come back approved is probed at full speed."""
         r = self.routes.get(route_id)
-        return r is not None and r.probe_due(event_time)
+        if r is None:
+            return False
+        r.offers += 1
+        fast = r.interval_ms <= r.cfg.probe_interval_ms
+        return (fast or r.offers >= r.cfg.probe_min_requests) and r.probe_due(event_time)
 
     def probe_sent(self, route_id: str, event_time: int) -> None:
         r = self.routes.get(route_id)
         if r is not None:
             r.last_probe = event_time
+            r.offers = 0
 
     # ------------------------------------------------------------ updates
     def observe_outcome(

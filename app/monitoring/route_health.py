@@ -95,6 +95,13 @@ class RouteHealthConfig:
     # hour (drift_replay, see the module docstring). 10 min with a wait that stayed on issuer
     # declines: 15-44 min, 3 of 10 seeds over 30.
     probe_max_interval_ms: int = 8 * MINUTE_MS
+    # ... and never more than one probe per 50 requests that could carry one (2% of the route's
+    # candidate traffic). The time schedule alone is ~12 probes an hour whatever the rate: in
+    # evaluate-policy's acquirer_outage (~240 payments an hour) that was ~5% of first attempts
+    # sent to a route approving ~14%, and the EV router fell 0.99-1.22 points under the static
+    # router during the outage. At high rates the schedule binds; at low ones this, at the cost
+    # of slower restores (10 probes take ~500 candidate requests).
+    probe_min_requests: int = 50
     # 10 probes, none failing at a 0.5% baseline (P(X >= 1 | 10, 0.005) = 4.9% < restore_alpha)
     # and approvals >= 0.8 x expected: a route at 60% route failures and -2 logits passes a
     # group with ~3e-5 (a 12 h outage sees ~80-170 probes, clustered: every answered probe
@@ -121,7 +128,8 @@ class RouteHealth:
     """The state machine of one route."""
 
     __slots__ = ("base_fail", "base_n", "base_ok", "cause", "cause_window", "cfg",
-                 "demoted_at", "interval_ms", "last_probe", "last_window", "probes", "recent",
+                 "demoted_at", "interval_ms", "last_probe", "last_window", "offers", "probes",
+                 "recent",
                  "state")  # fmt: skip
 
     def __init__(self, cfg: RouteHealthConfig) -> None:
@@ -130,6 +138,7 @@ class RouteHealth:
         self.base_n = self.base_fail = self.base_ok = 0
         self.demoted_at: int | None = None
         self.last_probe: int | None = None  # event time of the last probe sent
+        self.offers = 0  # requests that could have carried a probe since the last (health.py)
         self.interval_ms = cfg.probe_interval_ms
         # (route-failure rate, approval rate, expected approval rate) of the last judged window
         self.last_window: tuple[float, float, float] | None = None
@@ -216,6 +225,7 @@ class RouteHealth:
         self.probes.clear()
         self.interval_ms = self.cfg.probe_interval_ms
         self.last_probe = event_time
+        self.offers = 0
 
     def probe_due(self, event_time: int) -> bool:
         return self.state is RouteState.DEMOTED and (

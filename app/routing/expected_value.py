@@ -14,11 +14,13 @@ its action distribution made explicit): each eligible route gets the share of po
 in which it has the highest EV, and the request's hash picks by those shares, so the logged
 propensity is the probability the policy used, not an estimate of it. The draws are a fixed
 matrix of 512 standard normals (the same on every worker and in replays); a draw moves a
-route's corrected logit by `thompson_scale` x the sd of its offset's shared part (route x
-network x issuer country: Offset.explore_sd says why not the BIN level). Uncertainty directs the
-exploration: a route whose segment evidence has faded, or a segment never seen (a new BIN
-range), gets traffic in proportion to its chance of being the best; a clearly worse or
-well-measured one gets none beyond `explore`. Scale 0: greedy on the mean.
+route's corrected logit by `thompson_scale` x the posterior sd of its route x network x issuer
+country deviation under the request's segment dispersion (Offset.explore_sd; why not the BIN
+level is said there). Evidence that the model is wrong in this segment directs the exploration:
+where some candidate's segment is off its route (an issuer shift), the routes with little
+evidence there get traffic in proportion to their chance of being the best; where nothing moved
+the width is 0 and the mean's best takes everything beyond `explore`. Scale 0: greedy on the
+mean.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@ the last probes (app.monitoring.route_health), alone and inside the HealthMonito
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -226,8 +228,42 @@ def test_a_route_still_in_its_outage_rarely_passes_its_probes():
 
 
 # ---------------------------------------------------------------- in the monitor
+def _demoted_monitor(cfg: RouteHealthConfig) -> tuple[HealthMonitor, int]:
+    mon = HealthMonitor(MonitorConfig(route=cfg), clock=lambda: 0)
+    for t in range(100):
+        mon.observe_outcome("a", True, "NONE", t, 0.85)
+    t = 1_000
+    while not mon.is_demoted("a"):
+        t += 1
+        mon.observe_outcome("a", False, "ROUTE", t, 0.85)
+    return mon, t
+
+
+def test_probes_are_at_most_one_per_probe_min_requests_offered():
+    """Low traffic: the schedule says due, but fewer than 50 requests could have carried a
+    probe since the last one; each probe_due call is one such request."""
+    mon, t = _demoted_monitor(RouteHealthConfig())
+    assert mon.probe_due("a", t + MINUTE_MS)  # the first probe: at full speed
+    mon.probe_sent("a", t + MINUTE_MS)
+    mon.observe_outcome("a", False, "ROUTE", t + MINUTE_MS + 500, 0.85)  # it failed
+    late = t + 60 * MINUTE_MS  # far past any wait
+    due = [mon.probe_due("a", late) for _ in range(50)]
+    assert due == [False] * 49 + [True]
+    mon.probe_sent("a", late)
+    assert not mon.probe_due("a", late + 60 * MINUTE_MS)  # one request since: not yet
+    again = next(i for i in range(1, 200) if mon.probe_due("a", late + 60 * MINUTE_MS))
+    assert again == 49  # 50 requests after the probe
+    # probes approved twice in a row: the wait is back at its minimum, no request count
+    later = late + 60 * MINUTE_MS
+    for k in range(2):
+        mon.probe_sent("a", later + k)
+        mon.observe_outcome("a", True, "NONE", later + k + 1, 0.85)
+    assert mon.probe_due("a", later + 2 + MINUTE_MS)
+
+
 def test_monitor_probe_due_and_probe_sent():
-    mon = HealthMonitor(MonitorConfig(), clock=lambda: 0)
+    """The time schedule alone (one request is enough)."""
+    mon = HealthMonitor(MonitorConfig(route=replace(CFG, probe_min_requests=1)), clock=lambda: 0)
     assert not mon.probe_due("never-seen", 0)
     mon.probe_sent("never-seen", 0)  # nothing to record: no error, nothing created
     assert "never-seen" not in mon.routes
