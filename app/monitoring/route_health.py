@@ -99,8 +99,10 @@ class RouteHealthConfig:
     # candidate traffic). The time schedule alone is ~12 probes an hour whatever the rate: in
     # evaluate-policy's acquirer_outage (~240 payments an hour) that was ~5% of first attempts
     # sent to a route approving ~14%, and the EV router fell 0.99-1.22 points under the static
-    # router during the outage. At high rates the schedule binds; at low ones this, at the cost
-    # of slower restores (10 probes take ~500 candidate requests).
+    # router during the outage (-0.14 [-0.57, 0.29] with this, restores 7-14 min). At high
+    # rates the schedule binds; at low ones this, at the cost of slower restores: drift_replay
+    # at ~175 payments an hour, 8-87 min after healing over seeds 1-10 (10-25 without). Lifted
+    # while the last probe was approved (app.monitoring.health.HealthMonitor.probe_due).
     probe_min_requests: int = 50
     # 10 probes, none failing at a 0.5% baseline (P(X >= 1 | 10, 0.005) = 4.9% < restore_alpha)
     # and approvals >= 0.8 x expected: a route at 60% route failures and -2 logits passes a

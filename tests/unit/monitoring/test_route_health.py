@@ -253,12 +253,14 @@ def test_probes_are_at_most_one_per_probe_min_requests_offered():
     assert not mon.probe_due("a", late + 60 * MINUTE_MS)  # one request since: not yet
     again = next(i for i in range(1, 200) if mon.probe_due("a", late + 60 * MINUTE_MS))
     assert again == 49  # 50 requests after the probe
-    # probes approved twice in a row: the wait is back at its minimum, no request count
+    # a probe approved: the schedule alone until a probe fails again, no request count
     later = late + 60 * MINUTE_MS
-    for k in range(2):
-        mon.probe_sent("a", later + k)
-        mon.observe_outcome("a", True, "NONE", later + k + 1, 0.85)
-    assert mon.probe_due("a", later + 2 + MINUTE_MS)
+    mon.probe_sent("a", later)
+    mon.observe_outcome("a", True, "NONE", later + 1, 0.85)
+    assert mon.probe_due("a", later + 30 * MINUTE_MS)
+    mon.probe_sent("a", later + 30 * MINUTE_MS)
+    mon.observe_outcome("a", False, "ROUTE", later + 30 * MINUTE_MS + 1, 0.85)
+    assert not mon.probe_due("a", later + 90 * MINUTE_MS)  # failed: 50 requests again
 
 
 def test_monitor_probe_due_and_probe_sent():
