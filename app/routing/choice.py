@@ -9,7 +9,7 @@ true probability of the logged action.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Any
 
 
@@ -17,6 +17,14 @@ def uniform_draws(request_id: str) -> tuple[float, float]:
     """Two independent uniforms in [0, 1) from the request id (deterministic exploration)."""
     d = hashlib.blake2b(request_id.encode(), digest_size=8).digest()
     return int.from_bytes(d[:4], "big") / 2**32, int.from_bytes(d[4:], "big") / 2**32
+
+
+def when_all_eliminated(route_ids: Sequence[str], demoted: Container[str]) -> list[int]:
+    """The eligible candidates when every one is out: those not demoted (a low estimate is a
+    soft reason, a demotion a hard one: the drift monitor alone sends a demoted route traffic,
+    as its probe), all of them when every candidate is demoted."""
+    kept = [i for i, r in enumerate(route_ids) if r not in demoted]
+    return kept or list(range(len(route_ids)))
 
 
 def choose(

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from app.features.online import FeatureState, new_buffer
-from app.routing.choice import choose, decision
+from app.routing.choice import choose, decision, when_all_eliminated
 from app.routing.correction import Offset, apply, logit, sigmoid
 from app.routing.latency import latency_penalty
 
@@ -118,9 +118,9 @@ def decide(req: dict[str, Any], p_approve: np.ndarray, model_version: str,
             eligible.append(i)
     if not eligible:
         reasons.append("ALL_ELIMINATED")
-        eligible = list(range(len(cands)))
-        for s in scores:
-            s["eliminated"] = False
+        eligible = when_all_eliminated([c["route_id"] for c in cands], demoted)
+        for i in eligible:
+            scores[i]["eliminated"] = False
     weights = None
     if offsets is not None and params.thompson_scale > 0 and len(eligible) > 1:
         ps = [s["p_approve"] for s in scores]

@@ -16,7 +16,7 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import Any
 
-from app.routing.choice import choose, decision
+from app.routing.choice import choose, decision, when_all_eliminated
 from app.state.windows.count import LEVELS, Snapshot, stat_keys
 
 POLICY_NAME = "success_rate"
@@ -57,7 +57,6 @@ def decide(
     """A RoutingDecision body (without timing and arm) for one request; routes in `demoted`
     are eliminated (the dispatcher probes them, app.routing.dispatch)."""
     cands = req["candidates"]
-    k = len(cands)
     scores: list[dict[str, Any]] = []
     reasons: list[str] = []
     eligible: list[int] = []
@@ -83,9 +82,9 @@ def decide(
             eligible.append(i)
     if not eligible:
         reasons.append("ALL_ELIMINATED")
-        eligible = list(range(k))
-        for s in scores:
-            s["eliminated"] = False
+        eligible = when_all_eliminated([c["route_id"] for c in cands], demoted)
+        for i in eligible:
+            scores[i]["eliminated"] = False
     chosen, propensity, explored = choose(
         req["request_id"],
         [sc["score"] for sc in scores],

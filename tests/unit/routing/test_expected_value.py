@@ -37,6 +37,18 @@ def test_elimination_and_exploration_propensities():
     assert abs(best / n - 0.95) < 0.015
 
 
+def test_every_route_under_the_floor_keeps_a_demoted_one_out():
+    p = np.array([0.01, 0.02, 0.03])  # all under eliminate_below: a low estimate is soft
+    for i in range(200):
+        d = decide(dict(REQ, request_id=f"e{i}"), p, "m", EVParams(explore=0.2), {"proc-global"})
+        assert "ALL_ELIMINATED" in d["reason_codes"] and "DEMOTED:proc-global" in d["reason_codes"]
+        assert d["chosen_route"] != "proc-global"  # a demotion is not
+        assert d["scores"][2]["eliminated"] and not d["scores"][0]["eliminated"]
+    # every candidate demoted: nothing else to send it to, all are back
+    d = decide(dict(REQ, request_id="all"), p, "m", P, {"acq-eu", "acq-us", "proc-global"})
+    assert not any(s["eliminated"] for s in d["scores"])
+
+
 def test_a_route_over_its_latency_budget_is_penalized():
     from app.routing.latency import RouteLatency, latency_penalty
 

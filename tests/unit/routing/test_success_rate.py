@@ -59,6 +59,12 @@ def test_elimination_and_all_eliminated_fallback():
     d = decide(req(2), all_bad, P)
     assert "ALL_ELIMINATED" in d["reason_codes"]
     assert not any(s["eliminated"] for s in d["scores"])
+    # ... but a demoted route stays out: only the drift monitor's probe may send it traffic
+    for i in range(200):
+        d = decide(req(100 + i), all_bad, P, demoted={"acq-eu"})
+        assert "ALL_ELIMINATED" in d["reason_codes"] and d["chosen_route"] != "acq-eu"
+    every = decide(req(4), all_bad, P, demoted={"acq-eu", "acq-us", "proc-global"})
+    assert not any(s["eliminated"] for s in every["scores"])  # nowhere else to send it
 
 
 def test_ties_go_to_the_cheaper_route_and_decisions_are_deterministic():
