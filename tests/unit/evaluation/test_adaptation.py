@@ -13,9 +13,9 @@ import pytest
 from app.config import Settings
 from app.contracts.vocab import DAY_MS, HOUR_MS
 from app.evaluation import adaptation, report
-from app.evaluation.adaptation import oracle_routes, share_of_uplift, time_to_adapt
+from app.evaluation.adaptation import _calibration, oracle_routes, share_of_uplift, time_to_adapt
 from app.evaluation.incidents import incidents, segment, windows, without_event
-from app.evaluation.loop import eval_payments
+from app.evaluation.loop import AttemptLog, PolicyRun, eval_payments
 from app.evaluation.run import EvalConfig, evaluate
 from app.sim import load_world
 
@@ -163,11 +163,13 @@ def test_small_evaluation_writes_the_adaptation_section(tmp_path):
     cal = a.calibration["oracle+engine"]["all"]
     assert cal.lo < 0 < cal.hi and abs(cal.mean) < 0.03
     assert "best_single_route+engine" not in a.calibration  # its decisions carry no p
+    assert set(adaptation.band_names()) & set(a.calibration["expected_value+engine"])
     out = tmp_path / "report"
     report.write(result.comparison, out, result.title, "cmd", a)
     md = (out / "report.md").read_text()
     assert "## Adaptation" in md and "### route_outage acq-de" in md
     assert "time to adapt" in md and "Route health of acq-de" in md
+    assert "By the decision's p of the chosen route" in md and "| p 0.93-1.00 |" in md
     assert "### Targets (issue 16) for expected_value+engine" in md
     assert (out / "adaptation.png").stat().st_size > 20_000
     summary = json.loads((out / "summary.json").read_text())
@@ -224,3 +226,22 @@ def test_without_events_the_target_is_the_steady_share():
     checks = adaptation.targets(adaptation.Adaptation((21.0, 28.0), rows, [], {}), champ)
     assert [c["pass"] for c in checks] == [True, True, True]  # 90% >= 85% on all three
     assert all(c["check"].startswith("no events: share of the oracle's uplift") for c in checks)
+
+
+def test_calibration_is_broken_down_by_the_decisions_p():
+    """Each band holds the first attempts whose decision p falls in it: here 0.5 decisions
+    approving 40% (+10 points) and 0.95 ones approving 95% (0); p = 1.0 is in the last band."""
+    n = 400
+    p = np.r_[np.full(n, 0.5), np.full(n, 0.95), [1.0]]
+    ok = np.r_[np.arange(n) % 10 < 4, np.arange(n) % 20 < 19, [True]]
+    m = len(p)
+    log = AttemptLog(np.arange(m, dtype=np.int64), np.arange(m, dtype=np.int32),
+                     np.ones(m, np.int16), np.zeros(m, np.int16), p, ok, ("r",))  # fmt: skip
+    z = np.zeros(m)
+    run = PolicyRun("x+engine", 1, z, ok, ok, np.ones(m, np.int32), z, np.zeros(m, np.int32),
+                    np.zeros(m, bool), log=log)  # fmt: skip
+    cal = _calibration([run], ["x+engine"], [], {1: log.t_ms})["x+engine"]
+    low, top = cal["p 0.00-0.70"], cal["p 0.93-1.00"]
+    assert low.mean == pytest.approx(0.10) and top.mean == pytest.approx(0.0, abs=1e-3)
+    assert "p 0.70-0.85" not in cal and "p 0.85-0.93" not in cal  # empty bands are left out
+    assert cal["all"].mean == pytest.approx((0.10 * n) / m)
