@@ -69,27 +69,32 @@ class HealthMonitor:
     def demoted(self) -> frozenset[str]:
         return self._demoted
 
-    def probe_due(self, route_id: str, event_time: int) -> bool:
+    def probe_due(self, route_id: str, event_time: int, at_risk: float | None = None) -> bool:
         """Asked once per request that has the demoted route as a candidate (it counts the
         request): due when the route's probe schedule says so (RouteHealth.probe_due) and,
         while the route still looks dead (its last probe not approved and its wait above the
         minimum), at least `probe_min_requests` such requests went elsewhere since the last
-        probe: a failing route's probes stay under ~1 / probe_min_requests of its traffic at
-        any rate, and a route whose last probe came back approved is probed on the schedule
+        probe, and the request is a cheap one: `at_risk` (its amount x the p of where it would
+        go otherwise) in the recent offers' cheapest `probe_cost_quantile`, or the probe waited
+        `probe_cost_patience` offers (None: any request will do). A failing route's probes stay
+        under ~1 / probe_min_requests of its traffic at any rate and take the requests that
+        risk least; a route whose last probe came back approved is probed on the schedule
         alone (requiring two approvals in a row left healed routes 60-129 simulated min
         demoted at ~175 payments an hour, drift_replay seeds 4-10)."""
         r = self.routes.get(route_id)
         if r is None:
             return False
         r.offers += 1
-        fast = r.interval_ms <= r.cfg.probe_interval_ms or (bool(r.probes) and r.probes[-1][0])
-        return (fast or r.offers >= r.cfg.probe_min_requests) and r.probe_due(event_time)
+        if not r.looks_dead():
+            return r.probe_due(event_time)
+        due = r.offers >= r.cfg.probe_min_requests and r.probe_due(event_time)
+        return due if at_risk is None else r.cheap(at_risk, due)
 
     def probe_sent(self, route_id: str, event_time: int) -> None:
         r = self.routes.get(route_id)
         if r is not None:
             r.last_probe = event_time
-            r.offers = 0
+            r.offers = r.waited = 0
 
     # ------------------------------------------------------------ updates
     def observe_outcome(

@@ -173,11 +173,16 @@ class Dispatcher:
         return Decision(d, shadows, model_p, time.perf_counter() - t0, p, learn)
 
     def _probe(self, req: dict[str, Any], d: dict[str, Any], demoted: frozenset[str]) -> None:
-        """Send this request to a demoted candidate the monitor says is due a probe."""
+        """Send this request to a demoted candidate the monitor says is due a probe; the
+        monitor is told what the request risks there (its amount x the p of the route the
+        policy chose, the amount when there is none) and prefers cheap requests."""
         t = req["event_time"]
+        p = next((s.get("p_approve") for s in d.get("scores") or ()
+                  if s["route_id"] == d["chosen_route"]), None)  # fmt: skip
+        at_risk = float(req["amount_minor"]) * (p if isinstance(p, int | float) else 1.0)
         for c in req["candidates"]:
             r = c["route_id"]
-            if r in demoted and self.health.probe_due(r, t):
+            if r in demoted and self.health.probe_due(r, t, at_risk):
                 self.health.probe_sent(r, t)
                 if d["chosen_route"] != r:
                     d["chosen_route"] = r

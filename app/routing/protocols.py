@@ -35,7 +35,7 @@ class Health(Protocol):
     @property
     def demoted(self) -> frozenset[str]: ...
 
-    def probe_due(self, route_id: str, event_time: int) -> bool: ...
+    def probe_due(self, route_id: str, event_time: int, at_risk: float | None = None) -> bool: ...
 
     def probe_sent(self, route_id: str, event_time: int) -> None: ...
 
@@ -47,7 +47,7 @@ class AllHealthy:
 
     demoted: frozenset[str] = frozenset()
 
-    def probe_due(self, route_id: str, event_time: int) -> bool:
+    def probe_due(self, route_id: str, event_time: int, at_risk: float | None = None) -> bool:
         return False
 
     def probe_sent(self, route_id: str, event_time: int) -> None:

@@ -263,6 +263,37 @@ def test_probes_are_at_most_one_per_probe_min_requests_offered():
     assert not mon.probe_due("a", later + 90 * MINUTE_MS)  # failed: 50 requests again
 
 
+def test_a_dead_routes_due_probe_waits_for_a_cheap_request():
+    """While the route looks dead a due probe takes a request whose value at risk is in the
+    recent offers' cheapest quarter, or the 21st offer after it fell due; once a probe comes
+    back approved the schedule alone decides, whatever the request risks."""
+    cfg = replace(RouteHealthConfig(), probe_min_requests=1)
+    mon, t = _demoted_monitor(cfg)
+    assert mon.probe_due("a", t + MINUTE_MS, 500.0)  # not dead yet (first wait): any request
+    mon.probe_sent("a", t + MINUTE_MS)
+    mon.observe_outcome("a", False, "ROUTE", t + MINUTE_MS + 500, 0.85)  # failed: looks dead
+    now = t + MINUTE_MS + 30_000  # the doubled wait (1 min) not up: offers only teach costs
+    costs = [100.0 + (i * 37) % 100 for i in range(50)]  # 100..199
+    assert not any(mon.probe_due("a", now, c) for c in costs)
+    late = now + 60 * MINUTE_MS  # due now
+    dear = [mon.probe_due("a", late, 190.0) for _ in range(3)]  # above the cheapest quarter
+    assert dear == [False] * 3
+    assert mon.probe_due("a", late, 105.0)  # a cheap one: the probe goes
+    mon.probe_sent("a", late)
+    mon.observe_outcome("a", False, "ROUTE", late + 500, 0.85)
+    # nothing cheap comes: the probe goes on the offer after its patience
+    later = late + 60 * MINUTE_MS
+    waited = [mon.probe_due("a", later, 1e6) for _ in range(cfg.probe_cost_patience + 1)]
+    assert waited == [False] * cfg.probe_cost_patience + [True]
+    mon.probe_sent("a", later)
+    mon.observe_outcome("a", True, "NONE", later + 500, 0.85)  # approved: not dead any more
+    assert mon.probe_due("a", later + 30 * MINUTE_MS, 1e6)  # the schedule alone
+    # no value at risk given (drift_replay): the request count and the schedule alone
+    mon.probe_sent("a", later + 30 * MINUTE_MS)
+    mon.observe_outcome("a", False, "ROUTE", later + 30 * MINUTE_MS + 1, 0.85)
+    assert mon.probe_due("a", later + 90 * MINUTE_MS)
+
+
 def test_monitor_probe_due_and_probe_sent():
     """The time schedule alone (one request is enough)."""
     mon = HealthMonitor(MonitorConfig(route=replace(CFG, probe_min_requests=1)), clock=lambda: 0)

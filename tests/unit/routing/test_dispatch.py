@@ -33,7 +33,7 @@ class Health:
     def model_ok(self):
         return self._ok
 
-    def probe_due(self, route_id, event_time):
+    def probe_due(self, route_id, event_time, at_risk=None):
         return False
 
     def probe_sent(self, route_id, event_time):
@@ -169,3 +169,21 @@ def test_bad_arm_configurations_are_refused():
         parse_arms([{"name": "a", "pct": 50}, {"name": "a", "pct": 50}], 0)
     with pytest.raises(ValueError, match="oracle"):
         _dispatcher(routing_policy="oracle")
+
+
+def test_the_monitor_is_told_what_a_probe_would_risk(models):
+    """The dispatcher asks about a demoted candidate with the request's value at risk: its
+    amount x the p of the route the policy chose (the monitor prefers cheap requests)."""
+    asked = []
+
+    class Due(Health):
+        def probe_due(self, route_id, event_time, at_risk=None):
+            asked.append((route_id, at_risk))
+            return False
+
+    route = REQS[0]["candidates"][0]["route_id"]
+    disp = _dispatcher(models[0], health=Due(demoted={route}), residuals={}.get)
+    d = disp.decide(REQS[0]).record
+    p = next(s["p_approve"] for s in d["scores"] if s["route_id"] == d["chosen_route"])
+    assert d["chosen_route"] != route
+    assert asked == [(route, pytest.approx(REQS[0]["amount_minor"] * p))]
