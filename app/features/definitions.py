@@ -100,10 +100,11 @@ ENTITIES: tuple[Entity, ...] = (
 OWNERS = ("card", "route", "bin", "merchant")
 
 # Features of the request and candidate route themselves (no state).
+# days_since_payday / days_to_payday: the issuer country's pay cycle (app.features.paycycle).
 REQUEST_FEATURES = (
     "log_amount", "attempt", "hour_of_day", "day_of_week", "card_not_present", "is_mit",
-    "recurring", "sca_required", "three_ds", "network_code", "funding_code", "cross_border",
-    "route_fee_bps",
+    "recurring", "sca_required", "three_ds", "network_code", "funding_code",
+    "days_since_payday", "days_to_payday", "cross_border", "route_fee_bps",
 )  # fmt: skip
 # Card history that is not a window count.
 CARD_EXTRA = ("secs_since_last_decline", "last_decline_hard")

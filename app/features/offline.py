@@ -22,8 +22,9 @@ from pathlib import Path
 import duckdb
 
 from app.contracts.ingest import IngestReport, require_valid_log, table_sql
-from app.contracts.vocab import CNP_CHANNELS, FUNDING, NETWORKS
+from app.contracts.vocab import CNP_CHANNELS, DAY_MS, FUNDING, NETWORKS
 from app.features.definitions import ENTITIES, FEATURE_NAMES, HARD_CODES, Entity, Window
+from app.features.paycycle import payday_starts_for
 
 
 def _key_sql(e: Entity, alias: str, route_col: str) -> str:
@@ -150,6 +151,13 @@ def build_matrix(log_dir: Path, con: duckdb.DuckDBPyConnection | None = None,
                max(CAST(response_code IN ({hard}) AS DOUBLE)) AS hard
         FROM o WHERE NOT approved AND failure_side <> 'ROUTE' GROUP BY ALL"""
     )
+    # the pay calendar as a table of payday starts per issuer country (app.features.paycycle)
+    ((t0, t1),) = con.execute("SELECT min(event_time), max(event_time) FROM rows").fetchall()
+    countries = [c for (c,) in con.execute("SELECT DISTINCT issuer_country FROM rows").fetchall()]
+    pays = [(c, t) for c in countries for t in payday_starts_for(c, int(t0 or 0), int(t1 or 0))]
+    con.execute("CREATE OR REPLACE TEMP TABLE paystarts (country VARCHAR, t BIGINT)")
+    if pays:
+        con.executemany("INSERT INTO paystarts VALUES (?, ?)", pays)
     net = " ".join(f"WHEN '{n}' THEN {i}" for i, n in enumerate(NETWORKS))
     fund = " ".join(f"WHEN '{f}' THEN {i}" for i, f in enumerate(FUNDING))
     cnp = ", ".join(f"'{c}'" for c in sorted(CNP_CHANNELS))
@@ -165,6 +173,8 @@ def build_matrix(log_dir: Path, con: duckdb.DuckDBPyConnection | None = None,
         "CAST(r.three_ds AS DOUBLE) AS three_ds",
         f"CAST(CASE r.network {net} END AS DOUBLE) AS network_code",
         f"CAST(CASE r.funding {fund} END AS DOUBLE) AS funding_code",
+        f"(r.event_time - pl.t) / {float(DAY_MS)} AS days_since_payday",
+        f"(pn.t - r.event_time) / {float(DAY_MS)} AS days_to_payday",
         "CAST(coalesce(r.cand.acquirer_country IS NOT NULL "
         "AND r.cand.acquirer_country <> r.issuer_country, false) AS DOUBLE) AS cross_border",
         "r.cand.fee_minor * 10000.0 / r.amount_minor AS route_fee_bps",
@@ -181,6 +191,8 @@ def build_matrix(log_dir: Path, con: duckdb.DuckDBPyConnection | None = None,
               {" ".join(f"JOIN f_{e.name} USING (row_id)" for e in ENTITIES)}
               ASOF LEFT JOIN lastdec ld
                 ON ld.card_fingerprint = r.card_fingerprint AND r.event_time > ld.t
+              ASOF LEFT JOIN paystarts pl ON pl.country = r.issuer_country AND r.event_time >= pl.t
+              ASOF LEFT JOIN paystarts pn ON pn.country = r.issuer_country AND r.event_time < pn.t
               ORDER BY r.row_id"""
     rel = con.sql(sql)
     names = tuple(rel.columns[5 : 5 + len(FEATURE_NAMES)])

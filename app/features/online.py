@@ -39,6 +39,7 @@ from app.features.definitions import (
     M,
     increments,
 )
+from app.features.paycycle import pay_cycle
 from app.state.windows import kernel
 from app.state.windows.base import Store
 from app.state.windows.time import Key, Readout, RingUpdates, RowPlan, TimeRing, geometry
@@ -206,6 +207,7 @@ def _request_head(req: dict[str, Any]) -> list[float]:
         float(req["three_ds"]),
         _NET.get(req["network"], NAN),
         _FUND.get(req["funding"], NAN),
+        *pay_cycle(req["event_time"], req["issuer_country"]),
     ]
 
 

@@ -18,10 +18,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -98,6 +98,24 @@ def decline_class(code: str, table: Mapping[str, Any] | None = None) -> str:
         if code in c["codes"]:
             return name
     return "other_soft"
+
+
+@lru_cache(maxsize=4_096)
+def _month_paydays(paydays: tuple[int, ...], year: int, month: int) -> tuple[int, ...]:
+    """Start (UTC epoch ms) of each payday of one month."""
+    return tuple(int(datetime(year, month, d, tzinfo=UTC).timestamp() * 1000)
+                 for d in paydays if 1 <= d <= 28)  # fmt: skip
+
+
+def payday_starts(t_ms: int, paydays: Sequence[int], months: int = 3) -> np.ndarray:
+    """Payday starts from the month before t to `months` months after it, sorted."""
+    d = datetime.fromtimestamp(t_ms / 1000, tz=UTC)
+    key = tuple(sorted(paydays))
+    out: list[int] = []
+    for k in range(-1, months + 1):
+        y, m = divmod(d.year * 12 + d.month - 1 + k, 12)
+        out += _month_paydays(key, y, m + 1)
+    return np.array(out, np.int64)
 
 
 def paydays_for(country: str | None, table: Mapping[str, Any] | None = None) -> set[int]:

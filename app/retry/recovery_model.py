@@ -26,8 +26,6 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +36,7 @@ from app.features.definitions import OWNERS
 from app.features.online import FeatureState
 from app.models.calibration import Calibration, choose, log_loss
 from app.retry.counters import card_counters
-from app.retry.engine import _recovery, decline_class, paydays_for
+from app.retry.engine import _recovery, decline_class, payday_starts, paydays_for
 from app.retry.rules import CardActivity
 
 FEATURES: tuple[str, ...] = (
@@ -75,24 +73,6 @@ def feature_hash() -> str:
 def _codes(table: Mapping[str, Any]) -> dict[str, int]:
     codes = sorted({c for cl in table["classes"].values() for c in cl["codes"]})
     return {c: i for i, c in enumerate(codes)}
-
-
-@lru_cache(maxsize=4_096)
-def _month_paydays(paydays: tuple[int, ...], year: int, month: int) -> tuple[int, ...]:
-    """Start (UTC epoch ms) of each payday of one month."""
-    return tuple(int(datetime(year, month, d, tzinfo=UTC).timestamp() * 1000)
-                 for d in paydays if 1 <= d <= 28)  # fmt: skip
-
-
-def payday_starts(t_ms: int, paydays: Sequence[int], months: int = 3) -> np.ndarray:
-    """Payday starts from the month before t to `months` months after it, sorted."""
-    d = datetime.fromtimestamp(t_ms / 1000, tz=UTC)
-    key = tuple(sorted(paydays))
-    out: list[int] = []
-    for k in range(-1, months + 1):
-        y, m = divmod(d.year * 12 + d.month - 1 + k, 12)
-        out += _month_paydays(key, y, m + 1)
-    return np.array(out, np.int64)
 
 
 def days_since_payday(t_ms: int, table: Mapping[str, Any], country: str | None) -> float:
