@@ -7,7 +7,8 @@ so "declined 3 days ago" means one thing just after a payday and another just be
 Without it the router's model, trained on a history whose days sat mostly mid-cycle, was +2.8
 points optimistic on first attempts in the days before a payday and -2.7 after it
 (evaluate-policy steady, seeds 1-3; README, "Where the remaining closed-loop calibration gap
-sits"); with it +1.1 and -0.8, +0.84 in all (was +2.01). A payday starts at 00:00 UTC of its day of month (days 1..28), as in the retry engine.
+sits"); with it +1.1 and -0.8, +0.84 in all (was +2.01). A payday starts at 00:00 UTC of its
+day of month (days 1..28), as in the retry engine.
 """
 
 from __future__ import annotations
