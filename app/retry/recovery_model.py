@@ -34,6 +34,7 @@ import numpy as np
 from app.contracts.vocab import DAY_MS, HOUR_MS, NETWORKS
 from app.features.definitions import OWNERS
 from app.features.online import FeatureState
+from app.features.paycycle import pay_cycle
 from app.models.calibration import Calibration, choose, log_loss
 from app.retry.counters import card_counters
 from app.retry.engine import _recovery, decline_class, payday_starts, paydays_for
@@ -77,9 +78,7 @@ def _codes(table: Mapping[str, Any]) -> dict[str, int]:
 
 def days_since_payday(t_ms: int, table: Mapping[str, Any], country: str | None) -> float:
     """Days from the start of the country's last payday (at or before t) to t."""
-    starts = payday_starts(t_ms, sorted(paydays_for(country, table)), 0)
-    last = starts[starts <= t_ms]
-    return (t_ms - int(last[-1])) / DAY_MS if len(last) else 31.0
+    return pay_cycle(t_ms, country, table)[0]
 
 
 class Featurizer:
