@@ -289,8 +289,18 @@ class Settings(BaseSettings):
     )
     retry_attempt_cost_minor: float = Field(
         10.0,
-        description="route cost of one more attempt, minor units (the network's fees for "
+        ge=0,
+        description="fee of one more attempt when the worker does not know the declined "
+        "attempt's route fee (its decision was made before a rebalance); otherwise the "
+        "route's fee_minor from the request is the cost. Minor units (the network's fees for "
         "a declined retry come from the rules data: decline_fees)",
+    )
+    retry_attempt_surcharge_minor: float = Field(
+        0.0,
+        ge=0,
+        description="the operator's own cost of one more attempt on top of the route's fee "
+        "(support load, customer friction), minor units: raising it trades recovered value "
+        "for fewer attempts (evaluate-policy's router+retrier@cost draws that curve)",
     )
     # --- which policies run (names: app.routing.registry, app.retry.registry) -----------------
     routing_policy: RoutingPolicyName = Field(

@@ -126,6 +126,7 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router,
     approved = np.zeros(n, bool)
     attempts = np.zeros(n, np.int32)
     fees = np.zeros(n)
+    last_fee = np.zeros(n)  # fee of each payment's latest attempt
     violations = np.zeros(n, np.int32)
     mit = np.array([p["initiator"] == "MIT" for p in payments])
     histories: dict[str, CardHistory] = {}
@@ -160,6 +161,7 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router,
             out = draw_outcome(world, req, route, t, rng)
             attempts[i] += 1
             fees[i] += fee
+            last_fee[i] = fee  # what another attempt on this route would cost
             heapq.heappush(heap, (out["event_time"], next(seq), 1, i, req, out))
             lt.append(t)
             lpay.append(i)
@@ -185,7 +187,8 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router,
             approved[i] = True
         else:
             fees[i] += rules.decline_fee(out)  # the network's, for declines of some kinds
-            rd = retrier.after_decline(out, card_counters(router.features, out, t), t)
+            rd = retrier.after_decline(out, card_counters(router.features, out, t), t,
+                                       float(last_fee[i]))  # fmt: skip
             nxt = next_attempt(req, rd, out["route_id"], out["response_code"])
             if nxt is not None and attempts[i] < max_attempts:
                 scheduled = rd.get("avoid_route") is None and not rd.get("three_ds")

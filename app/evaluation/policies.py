@@ -121,9 +121,7 @@ class DispatchRouter:
     def decide(self, req: dict[str, Any]) -> dict[str, Any]:
         self.now = req["event_time"]
         made = self.dispatcher.decide(req)
-        est = made.estimate()
-        if est is not None:
-            self._estimates[req["request_id"]] = est
+        self._estimates[req["request_id"]] = made.estimate()
         if self.health is not None:
             self.alerts += self.health.observe_decision(
                 req["event_time"], made.p, req["amount_minor"],

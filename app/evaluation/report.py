@@ -300,7 +300,7 @@ def plot(c: Comparison, path: Path) -> None:
 
 def budget_curves(c: Comparison) -> dict[str, list[tuple[float, float, float, str]]]:
     """Per retrier (its name without @cost), run with the fixed schedule's router: (attempt
-    cost, MIT retry attempts, MIT recovered value, pair) by cost; only when some pair ran at
+    surcharge, MIT retry attempts, MIT recovered value, pair) by cost; only when some pair ran at
     a set cost (router+retrier@cost)."""
     if not any("@" in n for n in c.totals) or not c.fixed:
         return {}
@@ -320,11 +320,11 @@ def budget_markdown(c: Comparison) -> list[str]:
     f = c.totals[c.fixed]
     cv = c.ceiling_mit
     lines = ["", "## Retry budget: MIT value recovered against MIT retry attempts", "",
-             "Each engine retrier at several attempt costs (`router+retrier@cost`; no @ = "
-             "AUTHPILOT_RETRY_ATTEMPT_COST_MINOR): the cost moves its stop rule, so the points "
-             "trace value against attempts. Share = of the hindsight ceiling's gain over the "
-             "fixed schedule.", "",
-             "| retrier | attempt cost | MIT retries | vs fixed | recovered (major) | share |",
+             "Each engine retrier at several surcharges per attempt on top of the route's fee "
+             "(`router+retrier@cost`; no @ = AUTHPILOT_RETRY_ATTEMPT_SURCHARGE_MINOR): the "
+             "cost moves its stop rule, so the points trace value against attempts. Share = "
+             "of the hindsight ceiling's gain over the fixed schedule.", "",
+             "| retrier | surcharge | MIT retries | vs fixed | recovered (major) | share |",
              "|---|---|---|---|---|---|",
              f"| {c.fixed.partition('+')[2]} | - | {f['mit_retries']:.0f} | 100% | "
              f"{f['mit_recovered_value'] / 100:,.0f} | 0% |"]  # fmt: skip
@@ -362,7 +362,7 @@ def plot_budget(c: Comparison, path: Path) -> None:
         ax.axhline(c.ceiling_mit / 100, color="grey", ls="--", label="hindsight ceiling")
     ax.set_xlabel("MIT retry attempts (all seeds)")
     ax.set_ylabel("MIT declined value recovered (major units)")
-    ax.set_title("retry budget: value against attempts (labels: attempt cost)")
+    ax.set_title("retry budget: value against attempts (labels: surcharge per attempt)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

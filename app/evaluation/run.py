@@ -91,8 +91,9 @@ def learned_recovery(prep: Any, table: Any, say: Say) -> Any:
 
 def parse_pair(spec: str) -> tuple[str, str]:
     """(router, retrier) of 'router+retrier[@cost]'; ValueError for a name no registry holds.
-    `@cost` runs an engine retrier at that attempt cost (minor units): its stop rule trades
-    attempts for value, so a few costs draw the retrier's value-vs-attempt-budget curve."""
+    `@cost` runs an engine retrier with that surcharge per attempt on top of the route's fee
+    (minor units, AUTHPILOT_RETRY_ATTEMPT_SURCHARGE_MINOR): its stop rule trades attempts for
+    value, so a few costs draw the retrier's value-vs-attempt-budget curve."""
     r, _, t = spec.partition("+")
     base, at, cost = t.partition("@")
     ok = r in ROUTERS and base in RETRIERS
@@ -125,7 +126,8 @@ def evaluate(cfg: EvalConfig, s: Settings, say: Say = print,
     calendar = cfg.pay_calendar if cfg.pay_calendar is not None else s.retry_pay_calendar
     params = RetryParams(margin, s.retry_attempt_cost_minor,
                          recovery=load_recovery(None, calendar),
-                         explore=s.retry_explore)  # fmt: skip
+                         explore=s.retry_explore,
+                         attempt_surcharge_minor=s.retry_attempt_surcharge_minor)  # fmt: skip
     retriers = {n: retry_registry.build(n, rules, params) for n in retry_registry.NAMES}
     engines = {engine.POLICY_NAME: params}  # the engine retriers' parameters, by name
     bases = {t.partition("@")[0] for _, t in pairs.values()}
@@ -139,7 +141,7 @@ def evaluate(cfg: EvalConfig, s: Settings, say: Say = print,
     for _, t in pairs.values():
         base, at, cost = t.partition("@")
         if at:
-            at_cost = replace(engines[base], attempt_cost_minor=float(cost))
+            at_cost = replace(engines[base], attempt_surcharge_minor=float(cost))
             retriers[t] = retry_registry.build(engine.POLICY_NAME, rules, at_cost)
     oracle_p = true_p(prep.world)
     runs: list[PolicyRun] = []

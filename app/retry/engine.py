@@ -51,7 +51,9 @@ RECOVERY = Path(__file__).resolve().parents[1] / "data" / "retry_recovery.json"
 @dataclass(frozen=True)
 class RetryParams:
     margin_bps: float = 2000.0  # value of an approval as bps of the amount (as EV routing)
-    attempt_cost_minor: float = 10.0  # fee + network charge of one more attempt
+    # one more attempt's fee when the declined attempt's route fee is unknown (the worker
+    # lost the decision's estimate: a rebalance); the route's own fee otherwise
+    attempt_cost_minor: float = 10.0
     wait_discount_per_day: float = 0.01  # value lost per day of waiting (churn, working capital)
     max_attempts: int = 4
     # the recovery table (retry_recovery.json format); None = the bundled priors. A table
@@ -63,6 +65,9 @@ class RetryParams:
     # (expected value > 0), with its exact propensity: what retraining and off-policy reports
     # need to see the waits the best-EV rule would never choose
     explore: float = 0.0
+    # the operator's own cost of one more attempt, on top of the route's fee (support load,
+    # customer friction): the stop rule's knob that trades value for attempts
+    attempt_surcharge_minor: float = 0.0
 
 
 @cache
@@ -176,8 +181,15 @@ def p_recover(code: str, decline_ms: int, retry_ms: int, attempt: int = 1,
 
 
 def decide_retry(outcome: dict[str, Any], counters: Counters, rules: NetworkRules,
-                 params: RetryParams, now_ms: int) -> dict[str, Any]:  # fmt: skip
-    """A RetryDecision body for one declined outcome."""
+                 params: RetryParams, now_ms: int,
+                 attempt_fee: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """A RetryDecision body for one declined outcome.
+
+    A retry costs `attempt_fee`, the fee of the route the declined attempt went through (the
+    router usually picks it again; a cascade's other route is close), or
+    params.attempt_cost_minor when the worker does not know it, plus the operator's
+    attempt_surcharge_minor; and, if declined the same way, the network's fee for such a
+    decline."""
     t = outcome["event_time"]
     code = outcome["response_code"]
     base = {"request_id": outcome["request_id"], "payment_id": outcome["payment_id"],
@@ -197,11 +209,13 @@ def decide_retry(outcome: dict[str, Any], counters: Counters, rules: NetworkRule
     if not verdict.allowed:
         return stop(*reasons)
     value = outcome["amount_minor"] * params.margin_bps / 10000.0
+    fee_of_route = params.attempt_cost_minor if attempt_fee is None else attempt_fee
+    cost = fee_of_route + params.attempt_surcharge_minor
     if outcome["failure_side"] == "ROUTE":
         p = p_recover(code, t, t, table=table)
         return {**base, "action": "RETRY", "not_before": max(verdict.not_before_ms, t),
                 "avoid_route": outcome["route_id"], "p_recover": p,
-                "expected_value": p * value - params.attempt_cost_minor,
+                "expected_value": p * value - cost,
                 "reason_codes": [*reasons, f"CASCADE:{outcome['route_id']}"]}  # fmt: skip
     if verdict.require_3ds:
         return {**base, "action": "RETRY", "not_before": verdict.not_before_ms, "three_ds": True,
@@ -234,7 +248,7 @@ def decide_retry(outcome: dict[str, Any], counters: Counters, rules: NetworkRule
     for when, p in zip(whens, ps, strict=True):
         wait_days = (when - t) / (24 * HOUR_MS)
         ev = (p * value * (1 - params.wait_discount_per_day * wait_days)
-              - params.attempt_cost_minor - (1 - p) * fee)  # fmt: skip
+              - cost - (1 - p) * fee)  # fmt: skip
         if ev > 0:
             worth.append((ev, when, p))
         if best is None or ev > best[0]:

@@ -1,7 +1,9 @@
 """Retry policies by name: the one list the settings (AUTHPILOT_RETRY_POLICY), the worker's
 retry step and the evaluator build from.
 
-A retry policy answers `after_decline(outcome, counters, now_ms)` with a RetryDecision body.
+A retry policy answers `after_decline(outcome, counters, now_ms, attempt_fee)` with a
+RetryDecision body; `attempt_fee` is the fee of the route the declined attempt went through
+(None when unknown: the engine's configured attempt cost stands in).
 The evaluator's `engine_fitted` is the engine with a recovery table fitted on the history, as
 a worker runs it with AUTHPILOT_RETRY_RECOVERY_FILE: a parameterization, not another policy.
 """
@@ -24,8 +26,8 @@ class RetryPolicy(Protocol):
     @property
     def name(self) -> str: ...  # read-only: the implementations are frozen dataclasses
 
-    def after_decline(self, outcome: dict[str, Any], counters: Counters,
-                      now_ms: int) -> dict[str, Any]: ...  # fmt: skip
+    def after_decline(self, outcome: dict[str, Any], counters: Counters, now_ms: int,
+                      attempt_fee: float | None = None) -> dict[str, Any]: ...  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,9 @@ class EngineRetry:
     params: RetryParams
     name: str = engine.POLICY_NAME
 
-    def after_decline(self, outcome: dict[str, Any], counters: Counters,
-                      now_ms: int) -> dict[str, Any]:  # fmt: skip
-        return decide_retry(outcome, counters, self.rules, self.params, now_ms)
+    def after_decline(self, outcome: dict[str, Any], counters: Counters, now_ms: int,
+                      attempt_fee: float | None = None) -> dict[str, Any]:  # fmt: skip
+        return decide_retry(outcome, counters, self.rules, self.params, now_ms, attempt_fee)
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,8 @@ class FixedScheduleRetry:
     rules: NetworkRules
     name: str = fixed_schedule.POLICY_NAME
 
-    def after_decline(self, outcome: dict[str, Any], counters: Counters,
-                      now_ms: int) -> dict[str, Any]:  # fmt: skip
+    def after_decline(self, outcome: dict[str, Any], counters: Counters, now_ms: int,
+                      attempt_fee: float | None = None) -> dict[str, Any]:  # fmt: skip
         return fixed_schedule.fixed_schedule_retry(outcome, counters, self.rules, now_ms)
 
 

@@ -91,18 +91,21 @@ class Decision:
     shadow_seconds: float = 0.0  # cost of scoring the shadows
     p: float | None = None  # the corrected model p the decision used for the chosen route
     learn: bool = True  # the outcome may teach the online correction
+    fee: float = 0.0  # the chosen route's fee_minor, from the request
 
-    def estimate(self) -> Estimate | None:
-        """What the decision's outcome is checked and learned against (None: no model)."""
-        return None if self.model_p is None else Estimate(self.model_p, self.p, self.learn)
+    def estimate(self) -> Estimate:
+        """What the decision's outcome is checked and learned against, and what a retry of
+        it would cost on the same route."""
+        return Estimate(self.model_p, self.p, self.learn, self.fee)
 
 
 class Estimate(NamedTuple):
     """What a decision's outcome is checked and learned against."""
 
-    model_p: float  # the model's own p for the chosen route (residuals, route health)
+    model_p: float | None  # the model's own p for the chosen route (None: no model scored)
     p: float | None  # the p the decision used, corrected online (model calibration)
     learn: bool  # the outcome may teach the online correction (not a demoted route's probe)
+    fee: float  # the chosen route's fee: the retry engine's cost of another attempt on it
 
 
 class Dispatcher:
@@ -153,14 +156,15 @@ class Dispatcher:
         if demoted:
             self._probe(req, d, demoted)
         model_p = p = None
+        chosen = d["chosen_route"]
+        i = next(k for k, c in enumerate(req["candidates"]) if c["route_id"] == chosen)
+        fee = float(req["candidates"][i]["fee_minor"])
         if proposal.model_p is not None:
-            ids = [c["route_id"] for c in req["candidates"]]
-            i = ids.index(d["chosen_route"])
             model_p = float(proposal.model_p[i])
             p = proposal.p[i] if proposal.p is not None else model_p
-        learn = d["chosen_route"] not in demoted
+        learn = chosen not in demoted
         if not self.models.challengers:
-            return Decision(d, [], model_p, 0.0, p, learn)
+            return Decision(d, [], model_p, 0.0, p, learn, fee)
         t0 = time.perf_counter()
         k = len(req["candidates"])
         x = self.rows.get(req)
@@ -170,7 +174,7 @@ class Dispatcher:
             s = expected_value.decide(req, ps, ch.label, self.sv.ev, demoted, self.sv.latency)
             s["arm"] = SHADOW_ARM
             shadows.append(s)
-        return Decision(d, shadows, model_p, time.perf_counter() - t0, p, learn)
+        return Decision(d, shadows, model_p, time.perf_counter() - t0, p, learn, fee)
 
     def _probe(self, req: dict[str, Any], d: dict[str, Any], demoted: frozenset[str]) -> None:
         """Send this request to a demoted candidate the monitor says is due a probe; the

@@ -73,9 +73,11 @@ class State:
 class Recent:
     """A bounded map of the newest entries: the score agent leaves each decision's estimate
     here and the outcome agent (same partition: requests and outcomes are keyed by card) takes
-    it back for calibration monitoring and the online correction's residuals. Oldest entries go
-    first; a lost one (evicted, or decided by the worker that had the partition before a
-    rebalance or a crash) only skips one calibration sample and one residual."""
+    it back for calibration monitoring, the online correction's residuals and the chosen
+    route's fee (what a retry costs). Oldest entries go first; a lost one (evicted, or decided
+    by the worker that had the partition before a rebalance or a crash) only skips one
+    calibration sample and one residual, and prices that decline's retry at the configured
+    AUTHPILOT_RETRY_ATTEMPT_COST_MINOR."""
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity

@@ -82,7 +82,8 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
             if alerts:
                 await sink.send(alerts)
         if not rec["approved"]:
-            await retries.after_decline(rec, p, off, msg.timestamp)
+            fee = est.fee if est is not None else None  # the declined route's, when known
+            await retries.after_decline(rec, p, off, msg.timestamp, fee)
 
     return guarded_agent(app, ctx.topics.outcomes, "outcomes", decode, outcome, ctx.dlq,
                          EVENTS_IN.labels(s.topic_outcomes), ctx.offsets,

@@ -37,10 +37,14 @@ class RetryDecider:
     def __init__(self, ctx: WorkerContext, card_features: FeatureState) -> None:
         s = ctx.settings
         self.rules = NetworkRules(s.visa_rules_variant)
-        self.params = RetryParams(s.ev_margin_bps, s.retry_attempt_cost_minor,
-                                  recovery=load_recovery(s.retry_recovery_file,
-                                                         s.retry_pay_calendar),
-                                  explore=s.retry_explore)  # fmt: skip
+        recovery = load_recovery(s.retry_recovery_file, s.retry_pay_calendar)
+        self.params = RetryParams(
+            s.ev_margin_bps,
+            s.retry_attempt_cost_minor,
+            recovery=recovery,
+            explore=s.retry_explore,
+            attempt_surcharge_minor=s.retry_attempt_surcharge_minor,
+        )
         self.policy_name = s.retry_policy
         self.models = ctx.models
         self.served: CompiledRecovery | None = None
@@ -56,10 +60,12 @@ class RetryDecider:
                              lambda value: str(reader.decode(value)["request_id"]))  # fmt: skip
 
     async def after_decline(self, rec: dict[str, Any], partition: int, offset: int,
-                            timestamp_s: float | None) -> None:  # fmt: skip
+                            timestamp_s: float | None,
+                            attempt_fee: float | None = None) -> None:  # fmt: skip
         """Decide and send, unless a RetryDecision for this decline was already sent (an
         outcome replayed after a crash before its state was checkpointed: its state is applied
-        again, its answer is not sent twice)."""
+        again, its answer is not sent twice). `attempt_fee`: the declined route's fee, from
+        its decision (None when this worker did not make it)."""
         if not self.decided.loaded(partition):
             await self.sent.ensure(partition, timestamp_s)
         rid = rec["request_id"]
@@ -67,7 +73,7 @@ class RetryDecider:
             self.replayed.inc()
             return
         counters = card_counters(self.card_features, rec, rec["event_time"])
-        d = self._policy().after_decline(rec, counters, int(time.time() * 1000))
+        d = self._policy().after_decline(rec, counters, int(time.time() * 1000), attempt_fee)
         value = self.serde.encode(d)
         await self.topic.send(key=rec["card_fingerprint"].encode(), value=value,
                               partition=partition,

@@ -98,9 +98,7 @@ def register(app: AppT, ctx: WorkerContext) -> Any:
         await decisions_topic.send(key=msg.key, value=value, partition=p,
                                    headers=[(OFFSET_HEADER, b"%d" % msg.offset)])  # fmt: skip
         decided.put(p, rid, msg.offset, value)
-        est = made.estimate()
-        if est is not None:  # only model estimates feed calibration and the residuals
-            estimates.put(rid, est)
+        estimates.put(rid, made.estimate())  # calibration, residuals, the retry's cost
         if mon is not None and sink is not None:
             champion = slots.champion
             if champion is not served[0]:

@@ -45,8 +45,8 @@ class _Reckless:
 
     name = "reckless"
 
-    def after_decline(self, outcome: dict[str, Any], counters: Counters,
-                      now_ms: int) -> dict[str, Any]:  # fmt: skip
+    def after_decline(self, outcome: dict[str, Any], counters: Counters, now_ms: int,
+                      attempt_fee: float | None = None) -> dict[str, Any]:  # fmt: skip
         return {"action": "RETRY", "not_before": outcome["event_time"], "avoid_route": None,
                 "three_ds": False}  # fmt: skip
 

@@ -124,3 +124,33 @@ def test_a_networks_decline_fee_is_priced_into_the_retry(tmp_path):
     assert with_fee["not_before"] == free["not_before"]  # same best time, same p
     p = with_fee["p_recover"]
     assert with_fee["expected_value"] == pytest.approx(free["expected_value"] - (1 - p) * fee)
+
+
+def test_the_declined_routes_fee_is_the_attempt_cost_and_the_setting_the_fallback():
+    """A retry costs the fee of the route the decline went through when the worker knows it
+    (its decision's estimate); the configured attempt cost only when it does not; the
+    operator's surcharge comes on top of either."""
+    o = out("51", amount=20_000)
+    unknown = decide_retry(o, Counters(), RULES, P, T)
+    known = decide_retry(o, Counters(), RULES, P, T, attempt_fee=64.0)
+    assert known["not_before"] == unknown["not_before"]
+    assert known["p_recover"] == unknown["p_recover"]
+    saved = P.attempt_cost_minor - 64.0
+    assert known["expected_value"] == pytest.approx(unknown["expected_value"] + saved)
+    charged = decide_retry(o, Counters(), RULES, RetryParams(attempt_surcharge_minor=30.0), T,
+                           attempt_fee=64.0)  # fmt: skip
+    assert charged["expected_value"] == pytest.approx(known["expected_value"] - 30.0)
+    cascade = decide_retry(out("96", side="ROUTE", amount=20_000), Counters(), RULES, P, T,
+                           attempt_fee=64.0)  # fmt: skip
+    base = decide_retry(out("96", side="ROUTE", amount=20_000), Counters(), RULES, P, T)
+    assert cascade["expected_value"] == pytest.approx(base["expected_value"] + saved)
+
+
+def test_an_expensive_route_makes_a_marginal_retry_not_worth_it():
+    """The same decline: worth one more attempt at a cheap route's fee, not at a dear one's."""
+    o = out("05", amount=1_500)
+    cheap = decide_retry(o, Counters(), RULES, P, T, attempt_fee=5.0)
+    dear = decide_retry(o, Counters(), RULES, P, T, attempt_fee=80.0)
+    assert cheap["action"] == "RETRY", cheap
+    assert dear["action"] == "STOP"
+    assert any(r.startswith("NOT_WORTH_IT") for r in dear["reason_codes"])

@@ -58,6 +58,10 @@ def test_default_arm_runs_the_champion_and_falls_back_without_a_model(models):
     dec = _dispatcher(None).decide(REQS[0])
     d = dec.record
     assert d["policy"] == "success_rate" and "NO_MODEL" in d["reason_codes"]
+    est = dec.estimate()  # no model p to learn from, but the retry still needs the route's fee
+    assert est.model_p is None and est.fee == next(
+        c["fee_minor"] for c in REQS[0]["candidates"] if c["route_id"] == d["chosen_route"]
+    )
 
 
 def test_model_alarm_falls_back_but_keeps_scoring_for_the_monitor(models):
@@ -93,6 +97,8 @@ def test_a_demoted_route_gets_only_its_probes(models, probes_fail):
         d = dec.record
         assert f"DEMOTED:{route}" in d["reason_codes"]
         assert dec.model_p is not None and dec.p == dec.model_p  # no residuals: no correction
+        fee = next(c["fee_minor"] for c in r["candidates"] if c["route_id"] == d["chosen_route"])
+        assert dec.estimate().fee == fee  # a retry's cost: the route it actually went to
         if d["chosen_route"] == route:
             assert d["reason_codes"][0] == f"PROBE:{route}" and d["propensity"] == 1.0
             assert dec.learn is False
