@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from app.demo.stats import HOUR_MS, DemoStats
-from app.demo.view import _ci
+from app.demo.view import _ci, phase_rows
 
 
 def _plots(out: Path, st: DemoStats, events: list[tuple[str, int, int | None]],
@@ -80,7 +80,8 @@ def _plots(out: Path, st: DemoStats, events: list[tuple[str, int, int | None]],
 
 
 def write_report(out: Path, st: DemoStats, title: str, events: list[tuple[str, int, int | None]],
-                 routes: list[str], facts: dict[str, Any]) -> Path:  # fmt: skip
+                 routes: list[str], facts: dict[str, Any],
+                 watch: tuple[str, str] | None = None) -> Path:  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     pngs = _plots(out, st, events, routes)
     arms = st.snapshot()
@@ -97,6 +98,15 @@ def write_report(out: Path, st: DemoStats, title: str, events: list[tuple[str, i
             f"| {name} | {a.payments:,} | {_ci(a.approval(), 100)} | "
             f"{_ci(a.value_per_payment())} | {up} | " + " | ".join(shares) + " |"
         )
+    cols, rows = phase_rows(st)
+    lines += ["", "## By phase of the story", "",
+              "The same arms within each phase: an incident's effect is diluted in the totals "
+              "above. Uplift is against the holdout in the same phase."
+              + (f" The last column is the share of {watch[0]} cards' first attempts sent to "
+                 f"{watch[1]}, the route their issuers favour after the shift."
+                 if watch else ""), "",
+              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]  # fmt: skip
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
     _, p50, p99 = st.window()
     agree = st.shadow_agree / st.shadow_seen if st.shadow_seen else math.nan
     lines += ["", f"Shadow challenger agreement with the champion's route: {agree:.1%} of "

@@ -28,7 +28,7 @@ from typing import Any
 
 from app.config import Settings
 from app.contracts.vocab import DAY_MS
-from app.demo.stats import DemoStats
+from app.demo.stats import DemoStats, phases_in
 
 ARMS = {  # --arms names -> (arm, policy)
     "ev": ("ev", "expected_value"),
@@ -174,7 +174,8 @@ def run(o: DemoOptions, s: Settings) -> Path:
     with _env(env):
         s2 = Settings()
     ensure_topics(s2)
-    stats = DemoStats(s2.ev_margin_bps, "holdout")
+    stats = DemoStats(s2.ev_margin_bps, "holdout", phase_of=phases_in(_events(world)),
+                      watch=_watched(world))  # fmt: skip
     data_dir = Path(f"var/{run_id}")
     with _env(env), running_worker(s2, run_id) as w:
         if prep is not None:
@@ -208,8 +209,20 @@ def run(o: DemoOptions, s: Settings) -> Path:
     shutil.rmtree(data_dir, ignore_errors=True)
     events = _events(world)
     title = f"authpilot demo: {o.scenario}"
-    path = write_report(o.out, stats, title, events, list(world.route_ids), facts)
+    path = write_report(o.out, stats, title, events, list(world.route_ids), facts,
+                        watch=stats.watch)  # fmt: skip
     return path
+
+
+def _watched(world: Any) -> tuple[str, str] | None:
+    """(country, route) of the story's first country-wide issuer shift toward one route: the
+    segment whose move to that route the demo counts."""
+    from app.sim.world import IssuerShift
+
+    for e in world.events:
+        if isinstance(e, IssuerShift) and e.issuer_country and e.route_id:
+            return e.issuer_country, e.route_id
+    return None
 
 
 def _events(world: Any) -> list[tuple[str, int, int | None]]:
@@ -221,13 +234,6 @@ def _events(world: Any) -> list[tuple[str, int, int | None]]:
         label = f"{type(e).__name__} {getattr(e, 'route_id', '') or ''}".strip()
         out.append((label, t0, world.start_ms + int(end * DAY_MS) if end else None))
     return out
-
-
-def _phase(world: Any, t_ms: int) -> str:
-    for label, t0, t1 in reversed(_events(world)):
-        if t_ms >= t0:
-            return f"{label} {'over' if t1 is not None and t_ms >= t1 else 'on'}"
-    return "quiet"
 
 
 def _promote(s: Settings, name: str, w: Any) -> None:
@@ -253,11 +259,12 @@ def _show(stats: DemoStats, th: threading.Thread, traffic: Any, world: Any, o: D
 
     header = f"authpilot demo: {o.scenario}  |  " + facts["arms"]
     routes = list(world.route_ids)
+    phase_of = stats.phase_of
 
     def frame() -> Any:
         now = traffic.sim_time(int(time.time() * 1000))
         return render(stats, header, time.strftime("day %d %H:%M", time.gmtime(now / 1000)),
-                      _phase(world, now), routes)  # fmt: skip
+                      phase_of(now), routes)  # fmt: skip
 
     if o.live and sys.stdout.isatty():
         from rich.live import Live
@@ -276,8 +283,11 @@ def _show(stats: DemoStats, th: threading.Thread, traffic: Any, world: Any, o: D
             rate, _, p99 = stats.window()
             arms = stats.snapshot()
             now = traffic.sim_time(int(time.time() * 1000))
-            parts = [f"{k} {a.approved / a.payments:.1%}" for k, a in sorted(arms.items())
-                     if a.payments]  # fmt: skip
+            current = dict(stats.phase_snapshot()).get(phase_of(now), {})
+            parts = [f"{k} {a.approved / a.payments:.1%} (this phase "
+                     f"{current[k].approved / current[k].payments:.1%})"
+                     for k, a in sorted(arms.items())
+                     if a.payments and k in current and current[k].payments]  # fmt: skip
             print(f"[demo] {time.strftime('%d %H:%M', time.gmtime(now / 1000))} "
-                  f"{_phase(world, now)}: {rate:,.0f}/s p99 {p99 / 1000:.0f} ms; "
+                  f"{phase_of(now)}: {rate:,.0f}/s p99 {p99 / 1000:.0f} ms; "
                   f"{'; '.join(parts)}; alerts {len(stats.alerts)}", flush=True)  # fmt: skip

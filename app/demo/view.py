@@ -20,6 +20,26 @@ def _ci(iv: Any, scale: float = 1.0, digits: int = 1, unit: str = "") -> str:
             f"{iv.hi * scale:.{digits}f}]")  # fmt: skip
 
 
+def phase_rows(st: DemoStats) -> tuple[list[str], list[list[str]]]:
+    """(columns, rows) of the per-phase comparison, for the live view and the report: per
+    phase and arm, first-attempt approval, its uplift over the holdout in that phase, value
+    per payment, and the watched segment's share on the route its shift favours."""
+    cols = ["phase", "arm", "payments", "approval %", "uplift vs holdout pp", "value / payment"]
+    if st.watch is not None:
+        cols.append(f"{st.watch[0]} cards on {st.watch[1]} %")
+    rows = []
+    for phase, arms in st.phase_snapshot():
+        for name, a in sorted(arms.items()):
+            up = "(holdout)" if name == st.holdout else _ci(st.uplift(name, phase), digits=2)
+            row = [phase, name, f"{a.payments:,}", _ci(a.approval(), 100), up,
+                   _ci(a.value_per_payment(), digits=0)]  # fmt: skip
+            if st.watch is not None:
+                row.append(_ci(a.watched_share(), 100, digits=0) + f" of {a.watched:,}"
+                           if a.watched else "-")  # fmt: skip
+            rows.append(row)
+    return cols, rows
+
+
 def render(st: DemoStats, header: str, sim_time: str, phase: str, routes: list[str]) -> Group:
     arms = st.snapshot()
     t = Table(title="per arm: first attempts (95% intervals)", expand=True)
@@ -45,4 +65,10 @@ def render(st: DemoStats, header: str, sim_time: str, phase: str, routes: list[s
         alerts.add_column(col)
     for al in st.alerts[-6:]:
         alerts.add_row(str(al.get("_sim", "")), al["kind"], al["subject"], al["message"][:80])
-    return Group(Panel(header, style="cyan"), line, t, alerts)
+    cols, rows = phase_rows(st)
+    by_phase = Table(title="by phase of the story (first attempts, 95% intervals)", expand=True)
+    for col in cols:
+        by_phase.add_column(col, justify="left" if col in ("phase", "arm") else "right")
+    for row in rows:
+        by_phase.add_row(*row)
+    return Group(Panel(header, style="cyan"), line, t, by_phase, alerts)
