@@ -117,6 +117,8 @@ def write_report(out: Path, st: DemoStats, title: str, events: list[tuple[str, i
     lines += [f"- {a.get('_sim', '')} **{a['kind']}** {a['subject']}: {a['message']}"
               for a in st.alerts]  # fmt: skip
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in pngs]
+    if (out / "view.txt").exists():
+        lines += ["", "The live view as it ended: `view.txt`."]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

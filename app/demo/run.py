@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,11 +199,12 @@ def run(o: DemoOptions, s: Settings) -> Path:
         th = threading.Thread(target=lambda: result.setdefault("st", gen.run(show=False)),
                               daemon=True)  # fmt: skip
         th.start()
-        _show(stats, th, traffic, world, o, facts)
+        frame = _show(stats, th, traffic, world, o, facts)
         th.join()
         time.sleep(3)  # the last alerts and shadow decisions
         stop.set()
         side.join(5)
+    _save_view(frame(), o.out / "view.txt")
     import shutil
 
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -253,8 +254,20 @@ def _promote(s: Settings, name: str, w: Any) -> None:
         time.sleep(0.5)
 
 
+def _save_view(frame: Any, path: Path) -> None:
+    """The final live view as plain text (what the terminal showed last), beside the report."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(record=True, width=170, file=io.StringIO(), color_system=None)
+    console.print(frame)
+    path.write_text(console.export_text())
+
+
 def _show(stats: DemoStats, th: threading.Thread, traffic: Any, world: Any, o: DemoOptions,
-          facts: dict[str, Any]) -> None:  # fmt: skip
+          facts: dict[str, Any]) -> Callable[[], Any]:  # fmt: skip
+    """Run the live view (or the plain lines) until the traffic thread ends; the frame maker."""
     from app.demo.view import render
 
     header = f"authpilot demo: {o.scenario}  |  " + facts["arms"]
@@ -274,7 +287,7 @@ def _show(stats: DemoStats, th: threading.Thread, traffic: Any, world: Any, o: D
                 time.sleep(1.0)
                 live.update(frame())
             live.update(frame())
-        return
+        return frame
     last = 0.0
     while th.is_alive():
         time.sleep(0.5)
@@ -291,3 +304,4 @@ def _show(stats: DemoStats, th: threading.Thread, traffic: Any, world: Any, o: D
             print(f"[demo] {time.strftime('%d %H:%M', time.gmtime(now / 1000))} "
                   f"{phase_of(now)}: {rate:,.0f}/s p99 {p99 / 1000:.0f} ms; "
                   f"{'; '.join(parts)}; alerts {len(stats.alerts)}", flush=True)  # fmt: skip
+    return frame
