@@ -31,8 +31,9 @@ every approval, a route approving 22% during its outage was probed every 1-2 min
 share of the evaluator's ~200 payments an hour). Every outcome on a demoted route counts as a
 probe (in-flight ones included). Restored when the last `probe_window` probes have route
 failures not above baseline (P(X >= failures) >= `restore_alpha`) and approvals at least
-`restore_ratio` x expected: at most 8 minutes to the first probe after healing, then halving
-waits (`python -m app.bench.drift_replay --scenario acquirer_outage --attempts 120000 --days 7
+`restore_ratio` x expected, and the probes since the demotion favour healthy over the route
+as it has been since by a likelihood ratio of 1e4 (`restore_evidence`): at most 8 minutes to
+the first probe after healing, then halving waits (`python -m app.bench.drift_replay --scenario acquirer_outage --attempts 120000 --days 7
 12 --seeds 1 2 ... 20`, ~175 payments an hour: restored 10-25 min after healing, one flap in 20;
 the schedule that kept its wait on issuer declines, 10 min at most: 15-44 min on seeds 1-10,
 3 over 30). Ten probes of a route at 60% route failures and -2 logits pass with probability
@@ -125,6 +126,20 @@ class RouteHealthConfig:
     probe_window: int = 10
     restore_alpha: float = 0.05
     restore_ratio: float = 0.8
+    # ... and the probes since the demotion must favour "healthy" over "as it has been since
+    # it was demoted" by this likelihood ratio (a CUSUM of per-probe log ratios, in nats; see
+    # RouteHealth.evidence). The window test alone has a knife edge: at a baseline above
+    # 0.52% (the 1% prior behind a short history, or a route failing 0.6%) one failure in ten
+    # passes, and a route at 60% failures and -2 logits then passes a group ~17x more often;
+    # on the broker a restore 2.8 simulated hours into a 12 h outage failed the suite once.
+    # ln(1e4): a route still as it was crosses it about once per 1e4 probes (~100 outage hours
+    # of probes). Whole outages (tests/unit/monitoring/test_route_health.py, 2,000 each: 150
+    # healthy outcomes, a collapse, 140 probes, then healed): at 60% route failures flaps 3
+    # and 16 with 43% and 70% of the rest approved, against 12 and 125 for the window alone;
+    # at 30% failures and 60% approved 59 against 1,748. The price: a healed route is back
+    # after a median 9-10 probes (window alone 8), 19 after the milder outage (alone 7),
+    # whose "as since" is nearer healthy (each approval +0.7 nats, not +1.6).
+    restore_evidence: float = 9.21
 
 
 def binomial_tail(k: int, n: int, p: float) -> float:
@@ -141,8 +156,8 @@ class RouteHealth:
     """The state machine of one route."""
 
     __slots__ = ("base_fail", "base_n", "base_ok", "cause", "cause_window", "cfg",
-                 "costs", "demoted_at", "interval_ms", "last_probe", "last_window", "offers",
-                 "probes", "recent", "state", "waited")  # fmt: skip
+                 "costs", "dead", "demoted_at", "evidence", "interval_ms", "last_probe",
+                 "last_window", "offers", "probes", "recent", "state", "waited")  # fmt: skip
 
     def __init__(self, cfg: RouteHealthConfig) -> None:
         self.cfg = cfg
@@ -161,6 +176,11 @@ class RouteHealth:
         self.cause_window = cfg.window
         self.recent: deque[Observation] = deque(maxlen=max(cfg.window, cfg.approval_window))
         self.probes: deque[Observation] = deque(maxlen=cfg.probe_window)
+        # while demoted: (outcomes, route failures, approvals, expected approvals) of the
+        # window that tripped plus the probes since, the "as it has been" hypothesis the next
+        # probe is weighed against, and the evidence (nats) the probes give "healthy" over it
+        self.dead = [0.0, 0.0, 0.0, 0.0]
+        self.evidence = 0.0
 
     @property
     def baseline_failure_rate(self) -> float:
@@ -234,6 +254,12 @@ class RouteHealth:
         self.base_ok += approved
 
     def demote(self, event_time: int) -> None:
+        """Demote on the window last judged (the one that tripped): its counts start the
+        hypothesis the probes must refute."""
+        fail, ok, exp = self.last_window or (1.0, 0.0, self.baseline_approval)
+        n = float(self.cause_window)
+        self.dead = [n, fail * n, ok * n, exp * n]
+        self.evidence = 0.0
         self.state = RouteState.DEMOTED
         self.demoted_at = event_time
         self.probes.clear()
@@ -264,11 +290,43 @@ class RouteHealth:
         self.waited += 1
         return ok or self.waited > c.probe_cost_patience
 
+    def _log_ratio(self, approved: bool, route_failure: bool, p: float | None) -> float:
+        """log P(outcome | healthy) / P(outcome | as since the demotion), over the three
+        outcomes (route failure, approved, declined by the issuer). Healthy fails at the
+        baseline and approves at the model's p; "as since" fails at the rate of the tripping
+        window and the probes so far and approves at their approvals / expected x p, at most
+        `collapse_ratio` x p (a demotion is a collapse: a healed route's probes, counted in,
+        must not make the two hypotheses alike)."""
+        c = self.cfg
+        base = self.baseline_failure_rate
+        q = self.baseline_approval if p is None else p
+        n, fails, ok, exp = self.dead
+        fail_d = min(max(fails / max(n, 1.0), base), 0.95)
+        ratio_d = min(ok / max(exp, 1e-9), c.collapse_ratio)
+        if route_failure:
+            return math.log(base / fail_d)
+        ok_h = min(q, 1.0 - base - 0.01)
+        ok_d = max(min(ratio_d * q, 1.0 - fail_d - 0.01), 1e-3)
+        if approved:
+            return math.log(ok_h / ok_d)
+        return math.log((1.0 - base - ok_h) / max(1.0 - fail_d - ok_d, 1e-3))
+
     def observe_probe(self, approved: bool, route_failure: bool, p: float | None) -> bool:
-        """One outcome on the demoted route; True when the probes say it recovered."""
+        """One outcome on the demoted route; True when the probes say it recovered: the last
+        `probe_window` look healthy and the evidence since the demotion clears
+        `restore_evidence` (a CUSUM: it never goes below 0, so a healed route is not held
+        back by the failed probes of its outage)."""
         c = self.cfg
         again = bool(self.probes) and self.probes[-1][0]  # the previous probe approved too
+        if len(self.probes) == c.probe_window:  # the oldest leaves the window: it joins the
+            old = self.probes[0]  # "as since" counts (the newest would let a healed route's
+            d = self.dead  # own probes make the two hypotheses alike)
+            d[0] += 1.0
+            d[1] += old[1]
+            d[2] += old[0]
+            d[3] += self.baseline_approval if old[2] is None else old[2]
         self.probes.append((approved, route_failure, p))
+        self.evidence = max(0.0, self.evidence + self._log_ratio(approved, route_failure, p))
         if route_failure:  # the route still fails: wait twice as long
             self.interval_ms = min(2 * self.interval_ms, c.probe_max_interval_ms)
         elif approved and again:  # two approvals in a row: probe at full speed
@@ -282,7 +340,9 @@ class RouteHealth:
             return False
         n, fails, ok, exp, _ = self._judge(self.probes)
         tail = binomial_tail(fails, n, self.baseline_failure_rate)
-        if tail >= c.restore_alpha and ok >= c.restore_ratio * exp:
+        if tail >= c.restore_alpha and ok >= c.restore_ratio * exp and (
+            self.evidence >= c.restore_evidence
+        ):
             self.state = RouteState.HEALTHY
             self.demoted_at = None
             self.recent.clear()

@@ -156,16 +156,26 @@ def test_probe_interval_doubles_on_failed_probes_up_to_8_min_halves_when_answere
     assert rh.interval_ms == 2 * half
 
 
-def _demoted() -> RouteHealth:
+def _demoted(fail_rate: float = 0.6, approve_rate: float = 0.43, seed: int = 0) -> RouteHealth:
+    """A route demoted the way the worker demotes one: a healthy baseline, then a collapse
+    (default: 60% route failures, 43% of the rest approved) until its window trips."""
+    rng = np.random.default_rng(seed)
     rh = RouteHealth(CFG)
     _healthy(rh, 200)
-    rh.demote(0)
-    return rh
+    while True:
+        fail = bool(rng.random() < fail_rate)
+        if rh.observe_healthy(not fail and bool(rng.random() < approve_rate), fail, 0.85):
+            rh.demote(0)
+            return rh
 
 
 def test_restored_after_ten_healthy_probes_never_fewer():
-    rh = _demoted()
-    assert [rh.observe_probe(True, False, 0.85) for _ in range(10)] == [False] * 9 + [True]
+    """A route demoted on failing attempts (its short window tripped at 5 failures and 3
+    approvals in 8): ten approvals are 8.5 nats against it (0.85 each), and from the eleventh
+    the probes leaving the window join the "as since" counts, so the twelfth clears 9.2."""
+    rh = _demoted(fail_rate=1.0)
+    assert rh.cause_window == 8 and rh.dead == pytest.approx([8, 5, 3, 6.8])
+    assert [rh.observe_probe(True, False, 0.85) for _ in range(12)] == [False] * 11 + [True]
     assert rh.state is RouteState.HEALTHY and rh.demoted_at is None
     assert len(rh.recent) == 0 and len(rh.probes) == 0
     assert rh.last_window == pytest.approx((0.0, 1.0, 0.85))
@@ -173,7 +183,7 @@ def test_restored_after_ten_healthy_probes_never_fewer():
 
 def test_one_route_failure_in_the_last_ten_probes_keeps_a_reliable_route_down():
     """P(X >= 1 | 10, baseline 0.5%) = 4.9% < restore_alpha 5%: ten clean probes needed."""
-    rh = _demoted()
+    rh = _demoted(fail_rate=1.0)
     assert not any(rh.observe_probe(False, True, 0.85) for _ in range(4))
     assert [rh.observe_probe(True, False, 0.85) for _ in range(10)] == [False] * 9 + [True]
     assert rh.last_window == pytest.approx((0.0, 1.0, 0.85))
@@ -185,27 +195,57 @@ def test_one_route_failure_in_ten_is_tolerated_on_a_route_that_often_fails():
     for i in range(400):
         assert not rh.observe_healthy(i % 20 != 0, i % 20 == 0, 0.85)
     assert rh.baseline_failure_rate == pytest.approx((20 + 1) / 500)
+    while not rh.observe_healthy(False, True, 0.85):  # then it collapses
+        pass
     rh.demote(0)
     outcomes = [(True, False)] * 2 + [(False, True)] + [(True, False)] * 7
     assert [rh.observe_probe(ok, f, 0.85) for ok, f in outcomes][-1] is True
     assert rh.last_window == pytest.approx((1 / 10, 9 / 10, 0.85))
 
 
+def test_the_probes_must_also_refute_the_route_as_it_was_when_demoted():
+    """The knife edge the evidence closes: at a ~1.9% learned baseline one failure in ten
+    passes the window test, but against a route demoted at 30% failures and 0.59 x its
+    expected approvals ten probes of which one failed are 0.4 nats of evidence, not the 9.2
+    a restore needs; a healed route keeps approving and gets there (each approval +0.53)."""
+    rh = _demoted()  # seed 0: route_collapse, 6 failures in 20, 10 approved of 17 expected
+    assert rh.cause == "route_collapse" and rh.dead == pytest.approx([20, 6, 10, 17])
+    assert rh.baseline_failure_rate == pytest.approx(0.0192, abs=1e-4)
+    outcomes = [(True, False)] * 4 + [(False, True)] + [(True, False)] * 5
+    assert not any(rh.observe_probe(ok, f, 0.85) for ok, f in outcomes)
+    n, fails, ok, exp, _ = rh._judge(rh.probes)
+    assert binomial_tail(fails, n, rh.baseline_failure_rate) >= CFG.restore_alpha
+    assert ok >= CFG.restore_ratio * exp  # the window alone would have restored it
+    assert rh.evidence < CFG.restore_evidence
+    more = [rh.observe_probe(True, False, 0.85) for _ in range(30)]
+    assert True in more and more.index(True) >= 5, more
+
+
+def test_restore_evidence_adds_up_per_probe_and_never_goes_below_zero():
+    rh = _demoted(fail_rate=1.0)
+    assert rh.observe_probe(False, True, 0.85) is False and rh.evidence == 0.0
+    rh.observe_probe(True, False, 0.85)
+    first = rh.evidence
+    assert first > 0.0
+    rh.observe_probe(False, False, 0.85)  # an issuer decline: evidence for healthy too here
+    assert rh.evidence > first  # (the dead route's attempts hardly ever reached the issuer)
+
+
 def test_restore_needs_approvals_near_the_models_p():
-    rh = _demoted()
+    rh = _demoted(fail_rate=1.0)
     # no route failures but 5 of 10 approved where the model expects 0.9: still down
     assert not any(rh.observe_probe(i < 5, False, 0.9) for i in range(10))
     assert rh.state is RouteState.DEMOTED
-    rh = _demoted()
+    rh = _demoted(fail_rate=1.0)
     # 7 of 10 approved where the model expects 0.9 (< 0.8 x 9 = 7.2): still down
     assert not any(rh.observe_probe(i < 7, False, 0.9) for i in range(10))
-    rh = _demoted()
+    rh = _demoted(fail_rate=1.0)
     # 8 of 10 approved against 0.9 (>= 7.2): restored
     assert [rh.observe_probe(i not in (1, 4), False, 0.9) for i in range(10)][-1] is True
 
 
 def test_restore_needs_route_failures_near_baseline_whatever_the_approvals():
-    rh = _demoted()
+    rh = _demoted(fail_rate=1.0)
     # 2 route failures of 10 where the model expects little (8 approvals >= 0.8 x 4)
     assert not any(rh.observe_probe(i < 8, i >= 8, 0.4) for i in range(10))
     assert rh.state is RouteState.DEMOTED
@@ -220,11 +260,46 @@ def test_a_route_still_in_its_outage_rarely_passes_its_probes():
     passed, groups = 0, 5_000
     rh = _demoted()
     for _ in range(groups):
+        rh.last_window = (0.6, 0.4 * p_ok / 0.85, 0.85)  # as the outage's window would show
         rh.demote(0)  # a fresh group of probes on the same learned baseline
         for _ in range(CFG.probe_window):
             fail = bool(rng.random() < 0.6)
             passed += rh.observe_probe(not fail and bool(rng.random() < p_ok), fail, 0.85)
     assert passed / groups < 0.0005, f"{passed} of {groups} groups of 10 probes passed"
+
+
+@pytest.mark.parametrize("p_ok", [0.43, 0.7])
+def test_a_twelve_hour_outage_rarely_flaps_and_a_healed_route_is_back_in_about_ten_probes(p_ok):
+    """Whole outages as the broker test sees them: 150 healthy outcomes (a baseline near the
+    1% prior, where one failure in ten passes the window), a collapse at 60% route failures
+    until demoted, 140 probes of the outage, then healed probes. Measured over 2,000 outages:
+    flaps 3 and 16 (the window test alone: 12 and 125, 0.6% and 6%); healed back after a
+    median 9 and 10 probes, 90th percentile 11 and 13 (alone: 8 and 10, 10 and 10)."""
+    rng = np.random.default_rng(17)
+    flaps, back = 0, []
+    for _ in range(1_000):
+        rh = RouteHealth(CFG)
+        for _ in range(150):
+            f = bool(rng.random() < 0.005)
+            rh.observe_healthy(not f and bool(rng.random() < 0.85), f, 0.85)
+        while True:
+            f = bool(rng.random() < 0.6)
+            if rh.observe_healthy(not f and bool(rng.random() < p_ok), f, 0.85):
+                rh.demote(0)
+                break
+        if any(rh.observe_probe(not f and bool(rng.random() < p_ok), f, 0.85)
+               for f in (bool(x) for x in rng.random(140) < 0.6)):  # fmt: skip
+            flaps += 1
+            continue
+        for k in range(1, 101):
+            f = bool(rng.random() < 0.005)
+            if rh.observe_probe(not f and bool(rng.random() < 0.85), f, 0.85):
+                back.append(k)
+                break
+    assert flaps <= 15, flaps  # <= 1.5% of outages
+    assert len(back) == 1_000 - flaps  # every healed route came back
+    back.sort()
+    assert back[len(back) // 2] <= 10 and back[int(0.9 * len(back))] <= 16, back[-20:]
 
 
 # ---------------------------------------------------------------- in the monitor
