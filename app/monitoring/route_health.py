@@ -32,12 +32,13 @@ share of the evaluator's ~200 payments an hour). Every outcome on a demoted rout
 probe (in-flight ones included). Restored when the last `probe_window` probes have route
 failures not above baseline (P(X >= failures) >= `restore_alpha`) and approvals at least
 `restore_ratio` x expected, and the probes since the demotion favour healthy over the route
-as it has been since by a likelihood ratio of 1e4 (`restore_evidence`): at most 8 minutes to
-the first probe after healing, then halving waits (`python -m app.bench.drift_replay --scenario acquirer_outage --attempts 120000 --days 7
-12 --seeds 1 2 ... 20`, ~175 payments an hour: restored 10-25 min after healing, one flap in 20;
-the schedule that kept its wait on issuer declines, 10 min at most: 15-44 min on seeds 1-10,
-3 over 30). Ten probes of a route at 60% route failures and -2 logits pass with probability
-~0.003%; a false restore is demoted again in ~10 attempts.
+as it has been since by a likelihood ratio of 1e4 (`restore_evidence`). A healed route waits
+at most 8 minutes for its first probe, then halving waits (`python -m app.bench.drift_replay
+--scenario acquirer_outage --attempts 120000 --days 7 12 --seeds 1 2 ... 10`, ~175 payments
+an hour: restored 10-91 min after healing, median 36, with the probe cap below; 8-87 without
+the evidence rule; 10-25 before the cap). Ten probes of a route at 60% route failures and -2
+logits pass the window with probability ~0.003% at the 0.5% baseline, more above it (see
+`restore_evidence`); a false restore is demoted again in ~10 attempts.
 """
 
 from __future__ import annotations
