@@ -341,9 +341,8 @@ class RouteHealth:
             return False
         n, fails, ok, exp, _ = self._judge(self.probes)
         tail = binomial_tail(fails, n, self.baseline_failure_rate)
-        if tail >= c.restore_alpha and ok >= c.restore_ratio * exp and (
-            self.evidence >= c.restore_evidence
-        ):
+        clear = self.evidence >= c.restore_evidence
+        if clear and tail >= c.restore_alpha and ok >= c.restore_ratio * exp:
             self.state = RouteState.HEALTHY
             self.demoted_at = None
             self.recent.clear()
