@@ -10,10 +10,13 @@ from app.cli.main import main as cli
 
 # ~80 s (45 s of traffic, the rest the 15k-attempt models and the worker's start). 100/s, not
 # 60: the outage lasts 14 s of wall time here and the learning arms leave the route within a
-# few attempts, so at 60/s the route once saw too few outcomes to be demoted. In `make
-# test-slow`: in the default suite, in 2 of 2 full runs, the broker outage test that follows it
-# failed (29 attempts to demote; a restore during the outage), while the pair passes alone.
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+# few attempts, so at 60/s the route once saw too few outcomes to be demoted. In the default
+# suite (issue 20 asks for it in CI): it was in `make test-slow` while the broker outage test
+# that follows it failed in 2 of 2 full runs after it (29 decisions on the route before the
+# demotion, in-flight ones under the load it leaves; a restore during the outage). Both were
+# the outage test's and route health's: it now counts the outcomes the detector saw, and a
+# restore must refute the route as it was (app.monitoring.route_health.restore_evidence).
+pytestmark = pytest.mark.kafka
 
 
 def test_demo_short_run_writes_the_report(kafka_bootstrap, tmp_path, monkeypatch, capsys):
