@@ -106,8 +106,14 @@ REQUEST_FEATURES = (
     "recurring", "sca_required", "three_ds", "network_code", "funding_code",
     "days_since_payday", "days_to_payday", "cross_border", "route_fee_bps",
 )  # fmt: skip
-# Card history that is not a window count.
-CARD_EXTRA = ("secs_since_last_decline", "last_decline_hard")
+# Card history that is not a window count. last_decline_today / _this_cycle: whether the card's
+# last decline was on this UTC day / since the issuer country's last payday (0 when never or
+# unknown). An issuer's verdict of the day and a card's funds in its pay cycle persist: in the
+# closed loop the router's chosen p was +20 points over the outcomes where the last decline
+# was today and +3.9 where it was this cycle (issuer_shift, seed 1; 2% and 19% of first
+# attempts), a split of time since the decline the trees did not find from the raw seconds.
+CARD_EXTRA = ("secs_since_last_decline", "last_decline_hard", "last_decline_today",
+              "last_decline_this_cycle")  # fmt: skip
 
 
 def feature_names() -> tuple[str, ...]:

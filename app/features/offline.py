@@ -183,6 +183,9 @@ def build_matrix(log_dir: Path, con: duckdb.DuckDBPyConnection | None = None,
     select += [
         "(r.event_time - ld.t) / 1000.0 AS secs_since_last_decline",
         "ld.hard AS last_decline_hard",
+        f"CAST(coalesce(ld.t // {DAY_MS} = r.event_time // {DAY_MS}, false) AS DOUBLE) "
+        "AS last_decline_today",
+        "CAST(coalesce(ld.t >= pl.t, false) AS DOUBLE) AS last_decline_this_cycle",
     ]
     extra = ", r.taken_route, r.amount_minor, r.cand.fee_minor AS fee_minor" if each else ""
     sql = f"""SELECT r.row_id, r.request_id, {route} AS route_id, r.event_time,

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from app.contracts.vocab import CNP_CHANNELS, FUNDING, NETWORKS
+from app.contracts.vocab import CNP_CHANNELS, DAY_MS, FUNDING, NETWORKS
 from app.features.definitions import (
     CARD_EXTRA,
     ENTITIES,
@@ -48,6 +48,7 @@ _LAST = struct.Struct(">qb")  # time of the card's last issuer decline (ms), har
 _NET = {n: float(i) for i, n in enumerate(NETWORKS)}
 _FUND = {f: float(i) for i, f in enumerate(FUNDING)}
 NAN = float("nan")
+_SINCE_PAYDAY = REQUEST_FEATURES.index("days_since_payday")  # in _request_head's output
 ROUTE = "route_id"
 
 
@@ -95,7 +96,7 @@ _BY_NAME = {p.entity.name: p for p in PLANS}
 _NB = len(REQUEST_FEATURES)
 _ROUTE_COLS = (REQUEST_FEATURES.index("cross_border"), REQUEST_FEATURES.index("route_fee_bps"))
 assert _ROUTE_COLS == (_NB - 2, _NB - 1), "request_features() puts the route columns last"
-_SHARED_COLS = (*range(_NB - 2), N_FEATURES - 2, N_FEATURES - 1)
+_SHARED_COLS = (*range(_NB - 2), *range(N_FEATURES - len(CARD_EXTRA), N_FEATURES))
 _READ_ORDER = tuple(p for p in PLANS if not p.by_route) + tuple(p for p in PLANS if p.by_route)
 
 
@@ -176,10 +177,15 @@ class FeatureState:
         shared = _request_head(req)
         last = self._card_get(last_decline_key(req["card_fingerprint"]).encode())
         if last is None:
-            shared += (NAN, NAN)
+            shared += (NAN, NAN, 0.0, 0.0)
         else:
             lt, hard = _LAST.unpack(last)
-            shared += ((t - lt) / 1000.0, float(hard)) if lt < t else (NAN, NAN)
+            if lt < t:
+                since_payday = shared[_SINCE_PAYDAY]  # NaN without a calendar: not this cycle
+                shared += ((t - lt) / 1000.0, float(hard), float(lt // DAY_MS == t // DAY_MS),
+                           float(lt >= t - since_payday * DAY_MS))  # fmt: skip
+            else:
+                shared += (NAN, NAN, 0.0, 0.0)
         self._fill_keyed(self._plan, self._readout_getters, req, routes, t, out, shared, per_row)
         return out[: len(cands)]
 

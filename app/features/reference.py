@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
+from app.contracts.vocab import DAY_MS
 from app.features.definitions import (
     ENTITIES,
     HARD_CODES,
     METRICS,
+    REQUEST_FEATURES,
     Entity,
     M,
     increments,
@@ -101,11 +104,15 @@ class ReferenceFeatureState:
             if p.owner == "card":
                 card_vals += self._entity_values(p, req, None, t)
         last = self._getters["card"](last_decline_key(req["card_fingerprint"]).encode())
-        if last is None:
-            extra = [NAN, NAN]
-        else:
+        extra = [NAN, NAN, 0.0, 0.0]
+        if last is not None:
             lt, hard = _LAST.unpack(last)
-            extra = [(t - lt) / 1000.0, float(hard)] if lt < t else [NAN, NAN]
+            if lt < t:
+                payday_start = t - base[REQUEST_FEATURES.index("days_since_payday")] * DAY_MS
+                same_day = datetime.fromtimestamp(lt / 1000, UTC).date() == datetime.fromtimestamp(
+                    t / 1000, UTC).date()  # fmt: skip
+                extra = [(t - lt) / 1000.0, float(hard), float(same_day),
+                         float(lt >= payday_start)]  # fmt: skip
         issuer_country = req["issuer_country"]
         amount = req["amount_minor"]
         for i, c in enumerate(cands):
