@@ -291,6 +291,10 @@ class RouteHealth:
         self.waited += 1
         return ok or self.waited > c.probe_cost_patience
 
+    def _expected(self, p: float | None) -> float:
+        """An outcome's expected approval: the model's p, else the route's healthy rate."""
+        return self.baseline_approval if p is None else p
+
     def _log_ratio(self, approved: bool, route_failure: bool, p: float | None) -> float:
         """log P(outcome | healthy) / P(outcome | as since the demotion), over the three
         outcomes (route failure, approved, declined by the issuer). Healthy fails at the
@@ -300,7 +304,7 @@ class RouteHealth:
         must not make the two hypotheses alike)."""
         c = self.cfg
         base = self.baseline_failure_rate
-        q = self.baseline_approval if p is None else p
+        q = self._expected(p)
         n, fails, ok, exp = self.dead
         fail_d = min(max(fails / max(n, 1.0), base), 0.95)
         ratio_d = min(ok / max(exp, 1e-9), c.collapse_ratio)
@@ -325,7 +329,7 @@ class RouteHealth:
             d[0] += 1.0
             d[1] += old[1]
             d[2] += old[0]
-            d[3] += self.baseline_approval if old[2] is None else old[2]
+            d[3] += self._expected(old[2])
         self.probes.append((approved, route_failure, p))
         self.evidence = max(0.0, self.evidence + self._log_ratio(approved, route_failure, p))
         if route_failure:  # the route still fails: wait twice as long

@@ -206,7 +206,7 @@ def test_one_route_failure_in_ten_is_tolerated_on_a_route_that_often_fails():
 def test_the_probes_must_also_refute_the_route_as_it_was_when_demoted():
     """The knife edge the evidence closes: at a ~1.9% learned baseline one failure in ten
     passes the window test, but against a route demoted at 30% failures and 0.59 x its
-    expected approvals ten probes of which one failed are 0.4 nats of evidence, not the 9.2
+    expected approvals ten probes of which one failed are 2.7 nats of evidence, not the 9.2
     a restore needs; a healed route keeps approving and gets there (each approval +0.53)."""
     rh = _demoted()  # seed 0: route_collapse, 6 failures in 20, 10 approved of 17 expected
     assert rh.cause == "route_collapse" and rh.dead == pytest.approx([20, 6, 10, 17])
