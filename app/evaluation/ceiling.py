@@ -17,7 +17,7 @@ import numpy as np
 
 from app.contracts.vocab import HOUR_MS
 from app.retry.rules import Counters, NetworkRules
-from app.sim.truth import draw_outcome
+from app.sim.truth import draw_outcome, p_approve
 from app.sim.world import World
 
 CANDIDATE_HOURS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 6.0, 12.0) + tuple(
@@ -51,3 +51,61 @@ def hindsight_recoverable(world: World, payments: list[dict[str, Any]],
                 ok[i] = True
                 break
     return ok
+
+
+def best_true_p(world: World, payments: list[dict[str, Any]],
+                first_declines: dict[int, dict[str, Any]], rules: NetworkRules,
+                hours: tuple[float, ...] = CANDIDATE_HOURS,
+                only_mit: bool = True) -> dict[int, float]:  # fmt: skip
+    """Per declined payment a retry may follow: the highest true approval probability of one
+    retry at any candidate time within the horizon on any candidate route (the marginal p,
+    before anything the declines reveal)."""
+    out: dict[int, float] = {}
+    for i, dec in first_declines.items():
+        req = payments[i]
+        if only_mit and req["initiator"] != "MIT":
+            continue
+        verdict = rules.check(dec, Counters())
+        if not verdict.allowed:
+            continue
+        t0, best = dec["event_time"], 0.0
+        for h in hours:
+            t = max(t0 + int(h * HOUR_MS), verdict.not_before_ms)
+            retry = dict(req, attempt=2, event_time=t,
+                         three_ds=bool(req["three_ds"] or verdict.require_3ds))  # fmt: skip
+            for c in req["candidates"]:
+                best = max(best, p_approve(world, retry, c["route_id"], t))
+        out[i] = best
+    return out
+
+
+def budget_bound(amount: np.ndarray, p_best: dict[int, float], budget: float,
+                 retries: int) -> float:  # fmt: skip
+    """An upper bound on the declined value any causal retrier recovers in expectation with at
+    most `retries` retries per payment and `budget` retry attempts in expectation.
+
+    Each retry of payment i approves with probability at most p_i = its best true p (in the
+    simulator every dependence between attempts is a persistent cause: a decline only makes
+    the next attempt less likely), so its k-th retry adds at most a_i p_i (1-p_i)^(k-1) value
+    for (1-p_i)^(k-1) expected attempts: the same ratio a_i p_i for every k. The relaxed
+    problem is then a fractional knapsack solved by taking payments' whole retry chains in
+    decreasing a_i p_i until the budget is spent. Unlike the hindsight ceiling, which sees
+    every draw of the horizon (one per persistent day), no policy can beat this in expectation,
+    so it says how much of the ceiling's gain a target can ask for at that budget."""
+    if not p_best:
+        return 0.0
+    idx = np.fromiter(p_best, np.int64, len(p_best))
+    p = np.fromiter(p_best.values(), float, len(p_best))
+    a = amount[idx]
+    q = 1.0 - p
+    chain_w = np.where(q < 1.0, (1.0 - q**retries) / np.maximum(p, 1e-12), float(retries))
+    chain_v = a * (1.0 - q**retries)
+    order = np.argsort(-(a * p), kind="stable")
+    w, v = chain_w[order], chain_v[order]
+    cum = np.cumsum(w)
+    full = int(np.searchsorted(cum, budget, side="right"))
+    value = float(v[:full].sum())
+    if full < len(w):
+        left = budget - (cum[full - 1] if full else 0.0)
+        value += float(v[full] * max(left, 0.0) / w[full])
+    return value

@@ -18,7 +18,7 @@ import numpy as np
 
 from app.config import Settings
 from app.evaluation import adaptation, incidents, report
-from app.evaluation.ceiling import hindsight_recoverable
+from app.evaluation.ceiling import best_true_p, budget_bound, hindsight_recoverable
 from app.evaluation.loop import PolicyRun, Progress, eval_payments, run_policy
 from app.evaluation.policies import DispatchRouter, StaticModels
 from app.evaluation.prepare import Say, load_model, prepare, warm_state
@@ -155,7 +155,7 @@ def evaluate(cfg: EvalConfig, s: Settings, say: Say = print,
                                    progress(seed, w) if progress else None,
                                    label=w))  # fmt: skip
     champion = CHAMPION if CHAMPION in pairs else cfg.policies[-1]
-    ceiling = None
+    ceiling, bound = None, 0.0
     if FIXED_BASELINE in pairs and champion != FIXED_BASELINE:
         say("hindsight retry ceiling (one clairvoyant retry per declined MIT payment)")
         parts = []
@@ -163,12 +163,17 @@ def evaluate(cfg: EvalConfig, s: Settings, say: Say = print,
             run = next(r for r in runs if r.policy == champion and r.seed == seed)
             ok = hindsight_recoverable(prep.world, payments[seed], run.first_declines, rules, seed)
             parts.append(run.amount * ok)
+            fixed_run = next(r for r in runs if r.policy == FIXED_BASELINE and r.seed == seed)
+            budget = report.ATTEMPT_BUDGET * float(((fixed_run.attempts - 1) * fixed_run.mit).sum())
+            best = best_true_p(prep.world, payments[seed], run.first_declines, rules)
+            bound += budget_bound(run.amount, best, budget, params.max_attempts - 1)
         ceiling = np.concatenate(parts)
     comp = report.compare(runs, margin, champion=champion,
                           single=f"{best_single.POLICY_NAME}+{engine.POLICY_NAME}",
                           success_rate=f"{success_rate.POLICY_NAME}+{engine.POLICY_NAME}",
                           oracle=f"{oracle.POLICY_NAME}+{engine.POLICY_NAME}",
-                          fixed=FIXED_BASELINE, ceiling=ceiling)  # fmt: skip
+                          fixed=FIXED_BASELINE, ceiling=ceiling,
+                          bound=bound if ceiling is not None else None)  # fmt: skip
     title = (f"Policy evaluation: {cfg.scenario}, history {hist_days:g} days, evaluated days "
              f"{hist_days:g}-{hist_days + eval_days:g}, margin {margin:g} bps")  # fmt: skip
     window = (hist_days, hist_days + eval_days)

@@ -51,6 +51,19 @@ def mean_ci(x: np.ndarray) -> Interval:
     return Interval(m, m - h, m + h)
 
 
+def ratio_ci(num: np.ndarray, den: np.ndarray) -> Interval:
+    """sum(num) / sum(den) over paired rows with a delta-method interval: a share of a gain
+    whose numerator and denominator come from the same payments (the retry targets' share of
+    the hindsight ceiling's gain), where the two sums' noise is correlated."""
+    num, den = np.asarray(num, float), np.asarray(den, float)
+    n, d = len(num), float(den.mean()) if len(den) else 0.0
+    if n < 2 or d == 0.0:
+        return Interval(math.nan, math.nan, math.nan)
+    r = float(num.mean()) / d
+    h = Z95 * float((num - r * den).std(ddof=1)) / (math.sqrt(n) * abs(d))
+    return Interval(r, r - h, r + h)
+
+
 def diff_of_means(a: np.ndarray, b: np.ndarray) -> Interval:
     """mean(b) - mean(a) with an unpooled (Welch) normal interval: independent samples."""
     a, b = np.asarray(a, float), np.asarray(b, float)

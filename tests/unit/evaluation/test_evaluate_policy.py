@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -134,6 +135,10 @@ def test_evaluate_policy_command_writes_a_report(tmp_path, capsys):
     assert viol["value"] == "0" and viol["pass"]
     ceiling = next(c for k, c in checks.items() if k.startswith("hindsight ceiling"))
     assert ceiling["pass"] is None and ceiling["value"].startswith("+")  # context, not a target
+    # the causal bound: what share of the ceiling's gain any retrier can reach at the budget
+    bound = next(c for k, c in checks.items() if k.startswith("causal bound"))
+    assert bound["pass"] is None and bound["value"].endswith("%")
+    assert "| causal bound (expected, knowing every true p) |" in md
     assert "| context |" in md
     calib = [c for c in summary["checks"] if c["check"].startswith("retry calibration")]
     assert calib and all(" vs " in c["value"] and c["pass"] is None for c in calib)
@@ -159,7 +164,9 @@ def test_evaluate_policy_command_writes_a_report(tmp_path, capsys):
     for name in ("expected_value+engine", learned):
         share = checks[f"retries (MIT) {name}: share of the hindsight ceiling's gain over "
                        "expected_value+fixed_schedule"]  # fmt: skip
-        assert share["target"] == ">= 70%" and share["value"].endswith("%")
+        assert share["target"] == ">= 70%" and share["value"].endswith("%]")  # with its interval
+        mid, lo, hi = (int(v) for v in re.findall(r"-?\d+", share["value"])[:3])
+        assert lo <= mid <= hi and share["pass"] == (mid >= 70)
         tries = checks[f"retries (MIT) {name}: attempts vs expected_value+fixed_schedule"]
         pct = int(tries["value"].split("%")[0])
         assert tries["target"] == "<= 75%" and tries["pass"] == (pct <= 75)
