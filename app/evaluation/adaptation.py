@@ -346,7 +346,8 @@ def targets(a: Adaptation, champion: str) -> list[dict[str, Any]]:
         for key, label, _, _ in METRICS:
             sh = rows["window"].share.get(key) if "window" in rows else None
             check(f"no events: share of the oracle's uplift over static, {label}", _share(sh),
-                  sh is not None and sh.mean >= STEADY_SHARE, f">= {STEADY_SHARE:.0%}")  # fmt: skip
+                  None if sh is None else sh.mean >= STEADY_SHARE,  # None: no oracle/static run
+                  f">= {STEADY_SHARE:.0%}")  # fmt: skip
     for ir in a.incidents:
         inc = ir.incident
         rows = {r.phase: r for r in ir.phases if r.policy == champion}
@@ -357,7 +358,8 @@ def targets(a: Adaptation, champion: str) -> list[dict[str, Any]]:
                 check(f"{inc.name}, during: first-attempt approval vs static (pp)", fmt(up, 100),
                       up.mean >= 0, ">= 0")  # fmt: skip
             check(f"{inc.name}, during: share of the oracle's first-attempt uplift", _share(sh),
-                  sh is not None and sh.mean >= OUTAGE_SHARE, f">= {OUTAGE_SHARE:.0%}")  # fmt: skip
+                  None if sh is None else sh.mean >= OUTAGE_SHARE,
+                  f">= {OUTAGE_SHARE:.0%}")  # fmt: skip
         if mine:
             dem = [h.attempts_until_demoted if h.demoted_min is not None else None for h in mine]
             check(f"{inc.name}: attempts on {inc.route_id} until demoted, per seed",
