@@ -11,6 +11,7 @@ it is out of reach in that world, whatever the engine.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -25,12 +26,13 @@ CANDIDATE_HOURS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 6.0, 12.0) + tuple(
 )
 
 
-def hindsight_recoverable(world: World, payments: list[dict[str, Any]],
-                          first_declines: dict[int, dict[str, Any]], rules: NetworkRules,
-                          seed: int, hours: tuple[float, ...] = CANDIDATE_HOURS,
-                          only_mit: bool = True) -> np.ndarray:  # fmt: skip
-    """Per payment: True when one clairvoyant retry of its declined first attempt approves."""
-    ok = np.zeros(len(payments), bool)
+def retries_to_try(payments: list[dict[str, Any]], first_declines: dict[int, dict[str, Any]],
+                   rules: NetworkRules, hours: tuple[float, ...] = CANDIDATE_HOURS,
+                   only_mit: bool = True,
+                   ) -> Iterator[tuple[int, dict[str, Any], list[dict[str, Any]]]]:  # fmt: skip
+    """Per declined payment a compliant retry may follow: (payment index, its request, one
+    second attempt per candidate time, at the rules' earliest time and with the 3-D Secure
+    they require)."""
     for i, out in first_declines.items():
         req = payments[i]
         if only_mit and req["initiator"] != "MIT":
@@ -39,17 +41,24 @@ def hindsight_recoverable(world: World, payments: list[dict[str, Any]],
         if not verdict.allowed:
             continue
         t0 = out["event_time"]
-        for h in hours:
-            t = max(t0 + int(h * HOUR_MS), verdict.not_before_ms)
-            retry = dict(req, attempt=2, event_time=t,
-                         three_ds=bool(req["three_ds"] or verdict.require_3ds))  # fmt: skip
-            draws = (
-                draw_outcome(world, retry, c["route_id"], t, np.random.default_rng([seed, i, 2]))
-                for c in req["candidates"]
-            )
-            if any(d["approved"] for d in draws):
-                ok[i] = True
-                break
+        tds = bool(req["three_ds"] or verdict.require_3ds)
+        yield i, req, [dict(req, attempt=2, three_ds=tds,
+                            event_time=max(t0 + int(h * HOUR_MS), verdict.not_before_ms))
+                       for h in hours]  # fmt: skip
+
+
+def hindsight_recoverable(world: World, payments: list[dict[str, Any]],
+                          first_declines: dict[int, dict[str, Any]], rules: NetworkRules,
+                          seed: int, hours: tuple[float, ...] = CANDIDATE_HOURS,
+                          only_mit: bool = True) -> np.ndarray:  # fmt: skip
+    """Per payment: True when one clairvoyant retry of its declined first attempt approves."""
+    ok = np.zeros(len(payments), bool)
+    for i, req, retries in retries_to_try(payments, first_declines, rules, hours, only_mit):
+        ok[i] = any(
+            draw_outcome(world, r, c["route_id"], r["event_time"],
+                         np.random.default_rng([seed, i, 2]))["approved"]
+            for r in retries for c in req["candidates"]
+        )  # fmt: skip
     return ok
 
 
@@ -60,23 +69,9 @@ def best_true_p(world: World, payments: list[dict[str, Any]],
     """Per declined payment a retry may follow: the highest true approval probability of one
     retry at any candidate time within the horizon on any candidate route (the marginal p,
     before anything the declines reveal)."""
-    out: dict[int, float] = {}
-    for i, dec in first_declines.items():
-        req = payments[i]
-        if only_mit and req["initiator"] != "MIT":
-            continue
-        verdict = rules.check(dec, Counters())
-        if not verdict.allowed:
-            continue
-        t0, best = dec["event_time"], 0.0
-        for h in hours:
-            t = max(t0 + int(h * HOUR_MS), verdict.not_before_ms)
-            retry = dict(req, attempt=2, event_time=t,
-                         three_ds=bool(req["three_ds"] or verdict.require_3ds))  # fmt: skip
-            for c in req["candidates"]:
-                best = max(best, p_approve(world, retry, c["route_id"], t))
-        out[i] = best
-    return out
+    return {i: max(p_approve(world, r, c["route_id"]) for r in retries for c in req["candidates"])
+            for i, req, retries in retries_to_try(payments, first_declines, rules, hours,
+                                                  only_mit)}  # fmt: skip
 
 
 def budget_bound(amount: np.ndarray, p_best: dict[int, float], budget: float,
