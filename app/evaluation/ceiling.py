@@ -86,7 +86,9 @@ def budget_bound(amount: np.ndarray, p_best: dict[int, float], budget: float,
     problem is then a fractional knapsack solved by taking payments' whole retry chains in
     decreasing a_i p_i until the budget is spent. Unlike the hindsight ceiling, which sees
     every draw of the horizon (one per persistent day), no policy can beat this in expectation,
-    so it says how much of the ceiling's gain a target can ask for at that budget."""
+    so it says how much of the ceiling's gain a target can ask for at that budget. (p_i is the
+    best over the ceiling's grid of times, CANDIDATE_HOURS: an hour between its points could
+    be a little better, so the bound is exact on that grid and close off it.)"""
     if not p_best:
         return 0.0
     idx = np.fromiter(p_best, np.int64, len(p_best))
