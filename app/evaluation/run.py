@@ -155,10 +155,10 @@ def evaluate(cfg: EvalConfig, s: Settings, say: Say = print,
                                    progress(seed, w) if progress else None,
                                    label=w))  # fmt: skip
     champion = CHAMPION if CHAMPION in pairs else cfg.policies[-1]
-    ceiling, bound = None, 0.0
+    ceiling, bound = None, None
     if FIXED_BASELINE in pairs and champion != FIXED_BASELINE:
         say("hindsight retry ceiling (one clairvoyant retry per declined MIT payment)")
-        parts = []
+        parts, bound = [], 0.0
         for seed in cfg.seeds:
             run = next(r for r in runs if r.policy == champion and r.seed == seed)
             ok = hindsight_recoverable(prep.world, payments[seed], run.first_declines, rules, seed)
@@ -172,8 +172,7 @@ def evaluate(cfg: EvalConfig, s: Settings, say: Say = print,
                           single=f"{best_single.POLICY_NAME}+{engine.POLICY_NAME}",
                           success_rate=f"{success_rate.POLICY_NAME}+{engine.POLICY_NAME}",
                           oracle=f"{oracle.POLICY_NAME}+{engine.POLICY_NAME}",
-                          fixed=FIXED_BASELINE, ceiling=ceiling,
-                          bound=bound if ceiling is not None else None)  # fmt: skip
+                          fixed=FIXED_BASELINE, ceiling=ceiling, bound=bound)  # fmt: skip
     title = (f"Policy evaluation: {cfg.scenario}, history {hist_days:g} days, evaluated days "
              f"{hist_days:g}-{hist_days + eval_days:g}, margin {margin:g} bps")  # fmt: skip
     window = (hist_days, hist_days + eval_days)
