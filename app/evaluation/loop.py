@@ -111,12 +111,21 @@ class PolicyRun:
     retry_ok: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
+Refit = Callable[[RetryPolicy, list[dict[str, Any]]], RetryPolicy]
+
+
 def run_policy(world: World, payments: list[dict[str, Any]], router: Router,
                retrier: RetryPolicy, rules: NetworkRules, seed: int,
                progress: Progress | None = None, max_attempts: int = 16,
-               label: str | None = None) -> PolicyRun:  # fmt: skip
+               label: str | None = None, refit: Refit | None = None,
+               refit_at_ms: int | None = None) -> PolicyRun:  # fmt: skip
     """Run every payment through router + retrier; returns per-payment results, named `label`
     (default router+retrier).
+
+    `refit(retrier, outcomes)`, when given, replaces the retrier once, at the first event at or
+    after `refit_at_ms`, with what it returns from every outcome the run has seen by then (the
+    production loop's retrain on the worker's own retries, app.evaluation.run's
+    engine_relearned).
 
     max_attempts is a guard against a retrier that never stops, not a policy: the engine and
     the fixed schedule stop long before it."""
@@ -149,8 +158,11 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router,
     priced: dict[tuple[int, int], float] = {}  # (payment, attempt) -> p_recover it was sent at
     rp: list[float] = []
     rok: list[bool] = []
+    seen: list[dict[str, Any]] = []  # the outcomes so far, when a refit is due
     while heap:
         t, _, kind, i, req, extra = heapq.heappop(heap)
+        if refit is not None and refit_at_ms is not None and t >= refit_at_ms:
+            retrier, refit = refit(retrier, seen), None
         if kind == 0:  # an attempt is sent
             if extra is not None:
                 violations[i] += _violations(rules, extra, req, histories)
@@ -172,6 +184,8 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router,
             continue
         out = extra  # an outcome arrives
         router.observe(out)
+        if refit is not None:
+            seen.append(out)
         h = histories.setdefault(req["card_fingerprint"], CardHistory())
         h.add(Attempt(t, req["merchant_id"], req["amount_minor"], req["initiator"],
                       out["approved"], req["attempt"] > 1))  # fmt: skip

@@ -17,15 +17,17 @@ from typing import Any
 import numpy as np
 
 from app.config import Settings
+from app.contracts.vocab import DAY_MS
 from app.evaluation import adaptation, incidents, report
 from app.evaluation.ceiling import best_true_p, budget_bound, hindsight_recoverable
-from app.evaluation.loop import PolicyRun, Progress, eval_payments, run_policy
+from app.evaluation.loop import PolicyRun, Progress, Refit, eval_payments, run_policy
 from app.evaluation.policies import DispatchRouter, StaticModels
 from app.evaluation.prepare import Say, load_model, prepare, warm_state
 from app.retry import engine, fixed_schedule
 from app.retry import registry as retry_registry
 from app.retry.engine import RetryParams, load_recovery
 from app.retry.recovery_fit import fit_from_log
+from app.retry.registry import RetryPolicy
 from app.retry.rules import NetworkRules
 from app.routing import best_single, expected_value, oracle, success_rate
 from app.routing import registry as routing_registry
@@ -33,8 +35,14 @@ from app.sim.truth import true_p
 
 FITTED = "engine_fitted"  # the engine, recovery table fitted on the history
 LEARNED = "engine_learned"  # the engine, recovery model trained on the history
+# engine_learned, its model refitted once, REFIT_AT into the evaluated window, on the history
+# and the run's own outcomes so far (its chosen retries and its explored ones): what the
+# production pipeline's retrain of the retry role does (`authpilot train-retry` on the
+# worker's exported history)
+RELEARNED = "engine_relearned"
+REFIT_AT = 1 / 3
 ROUTERS = routing_registry.NAMES
-RETRIERS = (*retry_registry.NAMES, FITTED, LEARNED)
+RETRIERS = (*retry_registry.NAMES, FITTED, LEARNED, RELEARNED)
 CHAMPION = f"{expected_value.POLICY_NAME}+{engine.POLICY_NAME}"
 # same router as the champion: the retry policies compared
 FIXED_BASELINE = f"{expected_value.POLICY_NAME}+{fixed_schedule.POLICY_NAME}"
@@ -76,17 +84,33 @@ class Evaluation:
     adaptation: adaptation.Adaptation | None = None
 
 
-def learned_recovery(prep: Any, table: Any, say: Say) -> Any:
-    """The recovery model trained on the prepared history's retries."""
+def learned_recovery(outcomes: list[dict[str, Any]], table: Any, say: Say,
+                     what: str = "in the history") -> Any:  # fmt: skip
+    """The recovery model trained on the retries of `outcomes` (event-time order)."""
     from app.retry import recovery_model as rm
 
-    x, y, t = rm.observations(prep.outcomes, rm.featurizer(table))
-    say(f"retry model: {len(y):,} retries in the history")
+    x, y, t = rm.observations(outcomes, rm.featurizer(table))
+    say(f"retry model: {len(y):,} retries {what}")
     model = rm.fit(x, y, t)
     m = model.metrics
     say(f"retry model: test log loss {m['test_log_loss']:.4f} (base rate "
         f"{m['test_log_loss_base_rate']:.4f}), {m['trees']:.0f} trees")  # fmt: skip
     return model
+
+
+def _refit(history: list[dict[str, Any]], table: Any, say: Say, day: float) -> Refit:
+    """The refit of engine_relearned: the retrier's own engine, its model retrained on the
+    history's outcomes and the run's (event-time order; the run's payment ids are its own)."""
+
+    def refit(retrier: RetryPolicy, seen: list[dict[str, Any]]) -> RetryPolicy:
+        both = sorted([*history, *seen], key=lambda o: (int(o["event_time"]), int(o["attempt"])))
+        model = learned_recovery(both, table, say,
+                                 f"at day {day:g}: the history's and {len(seen):,} outcomes "
+                                 "of this run")  # fmt: skip
+        assert isinstance(retrier, retry_registry.EngineRetry)
+        return replace(retrier, params=replace(retrier.params, model=model))
+
+    return refit
 
 
 def parse_pair(spec: str) -> tuple[str, str]:
@@ -134,8 +158,11 @@ def evaluate(cfg: EvalConfig, s: Settings, say: Say = print,
     if FITTED in bases:
         fitted = fit_from_log(prep.log_dir, prior=load_recovery(None, calendar))
         engines[FITTED] = replace(params, recovery=fitted)
-    if LEARNED in bases:
-        engines[LEARNED] = replace(params, model=learned_recovery(prep, params.recovery, say))
+    if LEARNED in bases or RELEARNED in bases:
+        engines[LEARNED] = replace(
+            params, model=learned_recovery(prep.outcomes, params.recovery, say)
+        )
+        engines[RELEARNED] = engines[LEARNED]
     for name, ps in engines.items():
         retriers[name] = retry_registry.build(engine.POLICY_NAME, rules, ps)
     for _, t in pairs.values():
@@ -149,11 +176,17 @@ def evaluate(cfg: EvalConfig, s: Settings, say: Say = print,
     for seed in cfg.seeds:
         pays = payments[seed] = eval_payments(prep.world, hist_days, hist_days + eval_days,
                                               cfg.payments, seed)  # fmt: skip
+        refit_at = prep.world.start_ms + int((hist_days + REFIT_AT * eval_days) * DAY_MS)
         for w, (r, t) in pairs.items():
             router = DispatchRouter(r, es, state.copy(), models, oracle_p)
+            refit = None
+            if t.partition("@")[0] == RELEARNED:
+                refit = _refit(
+                    prep.outcomes, params.recovery, say, hist_days + REFIT_AT * eval_days
+                )
             runs.append(run_policy(prep.world, pays, router, retriers[t], rules, seed,
-                                   progress(seed, w) if progress else None,
-                                   label=w))  # fmt: skip
+                                   progress(seed, w) if progress else None, label=w,
+                                   refit=refit, refit_at_ms=refit_at))  # fmt: skip
     champion = CHAMPION if CHAMPION in pairs else cfg.policies[-1]
     ceiling, bound = None, None
     if FIXED_BASELINE in pairs and champion != FIXED_BASELINE:

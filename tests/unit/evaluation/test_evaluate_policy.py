@@ -123,7 +123,7 @@ def test_evaluate_policy_command_writes_a_report(tmp_path, capsys):
               "--history-attempts", "60000",
               "--policies", "best_single_route+engine,expected_value+fixed_schedule,"
               "expected_value+engine,expected_value+engine_learned,"
-              "expected_value+engine_learned@200,oracle+engine",
+              "expected_value+engine_learned@200,expected_value+engine_relearned,oracle+engine",
               "--work", str(tmp_path / "work"), "--out", str(out)])  # fmt: skip
     assert rc in (0, 1)  # 1 = some target missed at this tiny size; the report says which
     summary = json.loads((out / "summary.json").read_text())
@@ -186,7 +186,14 @@ def test_evaluate_policy_command_writes_a_report(tmp_path, capsys):
     cal = summary["adaptation"]["calibration"]
     assert "expected_value+engine" in cal and "best_single_route+engine" not in cal
     assert abs(cal["oracle+engine"]["all"]["mean"]) < 0.03  # true p: calibrated by definition
-    assert "report:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "report:" in err
+    # engine_relearned: refitted a third into the window on the history and the run's outcomes
+    assert re.search(r"retry model: [\d,]+ retries at day [\d.]+: the history's and [\d,]+ "
+                     r"outcomes of this run", err)  # fmt: skip
+    assert "expected_value+engine_relearned" in summary["totals"]
+    assert (f"retries (MIT) expected_value+engine_relearned: share of the hindsight ceiling's "
+            "gain over expected_value+fixed_schedule") in checks  # fmt: skip
 
 
 def test_the_attempt_log_matches_the_per_payment_results(world, payments):
@@ -218,3 +225,47 @@ def test_a_retrier_at_a_set_cost_is_an_engine_parameterization():
                 "expected_value+engine@-1", "expected_value+nope@1"):  # fmt: skip
         with pytest.raises(ValueError, match="unknown policy"):
             parse_pair(bad)
+
+
+class _Never:
+    """Stops every decline: what the refit below swaps in."""
+
+    name = "never"
+
+    def after_decline(self, outcome: dict[str, Any], counters: Counters, now_ms: int,
+                      attempt_fee: float | None = None) -> dict[str, Any]:  # fmt: skip
+        return {"action": "STOP", "not_before": None, "avoid_route": None, "three_ds": False}
+
+
+def test_a_refit_replaces_the_retrier_once_with_what_the_run_has_seen(world, payments):
+    """engine_relearned's hook (app.evaluation.run): at the refit time the loop hands the
+    retrier and every outcome so far to `refit`, once, and uses what it returns from then on."""
+    routes = {m.merchant_id: m.default_route for m in world.merchants}
+    at = int(payments[len(payments) // 2]["event_time"])
+    calls: list[tuple[str, list[dict[str, Any]]]] = []
+
+    def refit(retrier: Any, seen: list[dict[str, Any]]) -> Any:
+        calls.append((retrier.name, list(seen)))
+        return _Never()
+
+    base = run_policy(world, payments, best_single(routes), FixedScheduleRetry(RULES), RULES,
+                      seed=4)  # fmt: skip
+    run = run_policy(world, payments, best_single(routes), FixedScheduleRetry(RULES), RULES,
+                     seed=4, refit=refit, refit_at_ms=at)  # fmt: skip
+    assert len(calls) == 1 and calls[0][0] == "fixed_schedule"
+    seen = calls[0][1]
+    assert seen and all(int(o["event_time"]) < at for o in seen)  # nothing from after it
+    sent = run.log.t_ms
+    assert (sent < at - 120_000).sum() <= len(seen) <= (sent < at).sum()  # and all before it
+    # before the refit the run is the unrefitted one's; after it, the new retrier stops
+    before = run.log.first()[sent[run.log.first()] < at]
+    np.testing.assert_array_equal(run.log.approved[before], base.log.approved[before])
+    assert _retried_after(run.log, at + 60_000) == 0 < _retried_after(base.log, at + 60_000)
+
+
+def _retried_after(log: Any, t: int) -> int:
+    """Declined attempts sent after t that their payment followed with another attempt."""
+    nxt = {(int(p), int(a)) for p, a in zip(log.payment, log.attempt, strict=True)}
+    return sum(1 for p, a, ts, ok in zip(log.payment, log.attempt, log.t_ms, log.approved,
+                                         strict=True)
+               if ts > t and not ok and (int(p), int(a) + 1) in nxt)  # fmt: skip
