@@ -192,7 +192,7 @@ def test_evaluate_policy_command_writes_a_report(tmp_path, capsys):
     assert re.search(r"retry model: [\d,]+ retries at day [\d.]+: the history's and [\d,]+ "
                      r"outcomes of this run", err)  # fmt: skip
     assert "expected_value+engine_relearned" in summary["totals"]
-    assert (f"retries (MIT) expected_value+engine_relearned: share of the hindsight ceiling's "
+    assert ("retries (MIT) expected_value+engine_relearned: share of the hindsight ceiling's "
             "gain over expected_value+fixed_schedule") in checks  # fmt: skip
 
 
