@@ -3,8 +3,9 @@ routing and retry registries, run them on the same payments per seed, compare.
 
 A pair is named router+retrier with names from the registries, plus `engine_fitted`: the
 engine with the recovery table fitted on the history (`authpilot fit-retry`), what a worker
-runs with AUTHPILOT_RETRY_RECOVERY_FILE, and `engine_learned`: the engine with the recovery
-model trained on the history's retries (app.retry.recovery_model).
+runs with AUTHPILOT_RETRY_RECOVERY_FILE, `engine_learned`: the engine with the recovery
+model trained on the history's retries (app.retry.recovery_model), and `engine_relearned`:
+the same, its model refitted once during the run on the history and the run's own outcomes.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ def _refit(history: list[dict[str, Any]], table: Any, say: Say, day: float) -> R
         model = learned_recovery(both, table, say,
                                  f"at day {day:g}: the history's and {len(seen):,} outcomes "
                                  "of this run")  # fmt: skip
-        assert isinstance(retrier, retry_registry.EngineRetry)
+        if not isinstance(retrier, retry_registry.EngineRetry):
+            raise TypeError(f"{RELEARNED} refits an engine retrier, not {retrier.name}")
         return replace(retrier, params=replace(retrier.params, model=model))
 
     return refit
