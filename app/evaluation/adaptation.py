@@ -144,6 +144,13 @@ class HealthRow:
     demoted_min: float | None  # minutes after the outage start; None = never
     restored_min: float | None  # minutes after the outage end; None = not restored
     alerts: str  # every alert of the run, counted by kind and subject
+    # first attempts sent to the route from its demotion to the outage end: route health's
+    # probes (a demoted route gets no other traffic), what they cost the outage's first-attempt
+    # approval (at acquirer_outage's ~240 payments an hour, ~2% of them: the share of the
+    # oracle's uplift the router keeps during the outage falls from ~66% of its own choices)
+    probes: int = 0
+    probe_share: float = 0.0  # of the outage's first attempts
+    probe_approved: float | None = None  # their approval rate; None = no probe
 
 
 @dataclass(frozen=True)
@@ -229,10 +236,18 @@ def _health(run: PolicyRun, inc: Incident) -> HealthRow:
     for a in run.alerts:
         k = f"{a['kind']} {a['subject']}"
         counts[k] = counts.get(k, 0) + 1
+    firsts = (log.attempt == 1) & (log.t_ms >= inc.start_ms) & (log.t_ms < inc.end_ms)
+    t_back = inc.end_ms if rest is None else min(inc.end_ms, rest["event_time"])
+    probed = firsts & (log.route == r) & (log.t_ms >= t_dem) & (log.t_ms < t_back)
+    if dem is None:
+        probed[:] = False
+    n = int(probed.sum())
     return HealthRow(run.policy, run.seed, sent,
                      None if dem is None else (t_dem - inc.start_ms) / 60_000,
                      None if rest is None else (rest["event_time"] - inc.end_ms) / 60_000,
-                     ", ".join(f"{k} x{v}" for k, v in counts.items()) or "none")  # fmt: skip
+                     ", ".join(f"{k} x{v}" for k, v in counts.items()) or "none", n,
+                     n / max(int(firsts.sum()), 1),
+                     float(log.approved[probed].mean()) if n else None)  # fmt: skip
 
 
 def _bins(t: np.ndarray, ok: np.ndarray, edges: np.ndarray) -> list[float]:
@@ -517,13 +532,16 @@ def markdown(a: Adaptation) -> str:
         if ir.health:
             lines += ["", f"Route health of {inc.route_id} from the router's alerts:", "",
                       f"| policy | seed | attempts on {inc.route_id} from the start until demoted "
-                      "| demoted after (min) | restored after the end (min) | alerts |",
-                      "|---|---|---|---|---|---|"]  # fmt: skip
+                      "| demoted after (min) | restored after the end (min) | probes while "
+                      "demoted (first attempts, of the outage's) | probes approved | alerts |",
+                      "|---|---|---|---|---|---|---|---|"]  # fmt: skip
             for h in ir.health:
+                ok = "n/a" if h.probe_approved is None else _pct(h.probe_approved)
                 lines.append(f"| {h.policy} | {h.seed} | {h.attempts_until_demoted:,}"
                              f"{'' if h.demoted_min is not None else ' (never demoted)'} | "
                              f"{_minutes(h.demoted_min, 'not demoted')} | "
                              f"{_minutes(h.restored_min, 'not restored')} | "
+                             f"{h.probes:,} ({h.probe_share:.1%}) | {ok} | "
                              f"{h.alerts} |")  # fmt: skip
         lines.append("")
     if a.calibration:

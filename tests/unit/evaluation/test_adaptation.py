@@ -149,6 +149,14 @@ def test_small_evaluation_writes_the_adaptation_section(tmp_path):
     # the oracle sends no first attempt to acq-de while it collapses; a cascade that avoided
     # every other route may still land there (2 of ~330 payments measured)
     assert health["oracle+engine"].attempts_until_demoted <= 5
+    # route health's probes: only a demoted route's, and a dead route's approve less than the
+    # oracle's first attempts during the outage
+    assert health["oracle+engine"].probes == 0 and health["oracle+engine"].probe_approved is None
+    probed = [h for h in health.values() if h.probes]
+    assert probed and all(h.demoted_min is not None and 0 < h.probe_share < 0.2 for h in probed)
+    during = next(r for r in ir.phases if r.policy == "oracle+engine" and r.phase == "during")
+    assert all(h.probe_approved is not None and h.probe_approved
+               < during.metrics["first_approval"].mean for h in probed)  # fmt: skip
     # the issue's targets, checked on the champion, agree with the figures they come from
     assert a.champion == "expected_value+engine"
     checks = {c["check"]: c for c in a.checks}
@@ -169,6 +177,7 @@ def test_small_evaluation_writes_the_adaptation_section(tmp_path):
     md = (out / "report.md").read_text()
     assert "## Adaptation" in md and "### route_outage acq-de" in md
     assert "time to adapt" in md and "Route health of acq-de" in md
+    assert "| probes while demoted (first attempts, of the outage's) | probes approved |" in md
     assert "By the decision's p of the chosen route" in md and "| p 0.93-1.00 |" in md
     assert "### Targets (issue 16) for expected_value+engine" in md
     assert (out / "adaptation.png").stat().st_size > 20_000
