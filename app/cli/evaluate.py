@@ -77,7 +77,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     cfg = EvalConfig(a.scenario, tuple(int(x) for x in a.seeds.split(",") if x.strip()),
                      a.payments, a.history_attempts, a.history_days, a.eval_days,
                      a.history_seed, a.history_retry_explore, wanted, a.margin_bps,
-                     a.pay_calendar, a.work)  # fmt: skip
+                     a.pay_calendar, a.work, a.refit_all)  # fmt: skip
     t0 = time.monotonic()
     result = evaluate(cfg, get_settings(), say=_say, progress=_progress)
     cmd = command_line(a)
@@ -127,5 +127,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         "AUTHPILOT_RETRY_PAY_CALENDAR; e.g. app/data/pay_calendars/"
                         "europe_monthly.json for --scenario monthly_pay)")  # fmt: skip
     p.add_argument("--work", type=Path, default=Path("var/evaluate"), help="cache of histories")
+    p.add_argument("--refit-all", action="store_true",
+                   help="the router and recovery models refitted on every history row with "
+                        "their split's rounds and calibration (`train --refit-all`)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("var/evaluate/report"))
     p.set_defaults(func=cmd_evaluate)

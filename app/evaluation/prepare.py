@@ -49,12 +49,13 @@ def _fingerprint(*parts: Any) -> str:
 
 def prepare(scenario: str, work: Path, history_days: float, attempts: int, seed: int,
             explore: float | None = None, retry_explore: float = 0.0,
-            say: Say = print) -> Prepared:  # fmt: skip
+            refit_all: bool = False, say: Say = print) -> Prepared:  # fmt: skip
     """Simulate the history, train + compile (cached in work/), load the best-route map.
 
     `explore` overrides the scenario's logging-policy epsilon: the share of history traffic
     sent to a uniformly drawn route, which is all a model ever learns about routes that are
-    nobody's default."""
+    nobody's default. `refit_all`: the model refitted on every history row (`train
+    --refit-all`), cached beside the split's model of the same history."""
     from app.features.offline import write_matrix
     from app.models.training.compile import compile_from_train_dir
     from app.models.training.train import run as train
@@ -70,18 +71,24 @@ def prepare(scenario: str, work: Path, history_days: float, attempts: int, seed:
         config["retries"] = {"explore": retry_explore}
     key = _fingerprint(spec, config, attempts, seed)
     root = work / f"{world.name}-{key}"
-    model_dir = root / "models" / MODEL_NAME / "v1"
+    variant = "-refit-all" if refit_all else ""
+    model_dir = root / f"models{variant}" / MODEL_NAME / "v1"
     log = root / "log"
     if not (model_dir / "manifest.json").exists():
-        shutil.rmtree(root, ignore_errors=True)
-        say(f"history: {attempts:,} logged attempts over {history_days:g} days of {world.name}")
-        simulate(spec, attempts, seed, log, config=config, oracle=False)
-        say("features: building the training matrix (DuckDB)")
-        write_matrix(log, root / "train.parquet")
-        say("train: gradient-boosted trees + calibration")
-        train(root / "train.parquet", root / "train", MODEL_NAME, "v1")
+        if not (root / "train.parquet").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            say(f"history: {attempts:,} logged attempts over {history_days:g} days of "
+                f"{world.name}")  # fmt: skip
+            simulate(spec, attempts, seed, log, config=config, oracle=False)
+            say("features: building the training matrix (DuckDB)")
+            write_matrix(log, root / "train.parquet")
+        say("train: gradient-boosted trees + calibration" + (", refitted on every row"
+                                                              if refit_all else ""))  # fmt: skip
+        train(root / "train.parquet", root / f"train{variant}", MODEL_NAME, "v1",
+              refit_all=refit_all)  # fmt: skip
         say("compile: Treelite + TL2cgen")
-        compile_from_train_dir(root / "train", root / "models", matrix=root / "train.parquet")
+        compile_from_train_dir(root / f"train{variant}", root / f"models{variant}",
+                               matrix=root / "train.parquet")  # fmt: skip
     req = pq.read_table(log / "requests.parquet", columns=["request_id", "event_time"])
     out = pq.read_table(log / "outcomes.parquet").to_pylist()
     order = sorted(range(len(out)), key=lambda i: (out[i]["event_time"], i))

@@ -75,6 +75,7 @@ class EvalConfig:
     margin_bps: float | None = None  # default AUTHPILOT_EV_MARGIN_BPS
     pay_calendar: Path | None = None  # default AUTHPILOT_RETRY_PAY_CALENDAR
     work: Path = Path("var/evaluate")
+    refit_all: bool = False  # the models refitted on every history row (train --refit-all)
 
 
 @dataclass(frozen=True)
@@ -86,20 +87,21 @@ class Evaluation:
 
 
 def learned_recovery(outcomes: list[dict[str, Any]], table: Any, say: Say,
-                     what: str = "in the history") -> Any:  # fmt: skip
+                     what: str = "in the history", refit_all: bool = False) -> Any:  # fmt: skip
     """The recovery model trained on the retries of `outcomes` (event-time order)."""
     from app.retry import recovery_model as rm
 
     x, y, t = rm.observations(outcomes, rm.featurizer(table))
     say(f"retry model: {len(y):,} retries {what}")
-    model = rm.fit(x, y, t)
+    model = rm.fit(x, y, t, refit_all=refit_all)
     m = model.metrics
     say(f"retry model: test log loss {m['test_log_loss']:.4f} (base rate "
         f"{m['test_log_loss_base_rate']:.4f}), {m['trees']:.0f} trees")  # fmt: skip
     return model
 
 
-def _refit(history: list[dict[str, Any]], table: Any, say: Say, day: float) -> Refit:
+def _refit(history: list[dict[str, Any]], table: Any, say: Say, day: float,
+           refit_all: bool = False) -> Refit:  # fmt: skip
     """The refit of engine_relearned: the retrier's own engine, its model retrained on the
     history's outcomes and the run's (event-time order; the run's payment ids are its own)."""
 
@@ -107,7 +109,7 @@ def _refit(history: list[dict[str, Any]], table: Any, say: Say, day: float) -> R
         both = sorted([*history, *seen], key=lambda o: (int(o["event_time"]), int(o["attempt"])))
         model = learned_recovery(both, table, say,
                                  f"at day {day:g}: the history's and {len(seen):,} outcomes "
-                                 "of this run")  # fmt: skip
+                                 "of this run", refit_all)  # fmt: skip
         if not isinstance(retrier, retry_registry.EngineRetry):
             raise TypeError(f"{RELEARNED} refits an engine retrier, not {retrier.name}")
         return replace(retrier, params=replace(retrier.params, model=model))
@@ -144,7 +146,8 @@ def evaluate(cfg: EvalConfig, s: Settings, say: Say = print,
     hist_days, eval_days = incidents.windows(load_world(cfg.scenario), cfg.history_days,
                                              cfg.eval_days)  # fmt: skip
     prep = prepare(cfg.scenario, cfg.work, hist_days, cfg.history_attempts, cfg.history_seed,
-                   retry_explore=cfg.history_retry_explore, say=say)  # fmt: skip
+                   retry_explore=cfg.history_retry_explore, refit_all=cfg.refit_all,
+                   say=say)  # fmt: skip
     state = warm_state(prep, s.sr_window, say=say)
     models = StaticModels(load_model(prep))
     es = s.model_copy(update={"ev_margin_bps": margin, "best_routes": prep.best_routes})
@@ -162,7 +165,8 @@ def evaluate(cfg: EvalConfig, s: Settings, say: Say = print,
         engines[FITTED] = replace(params, recovery=fitted)
     if LEARNED in bases or RELEARNED in bases:
         engines[LEARNED] = replace(
-            params, model=learned_recovery(prep.outcomes, params.recovery, say)
+            params,
+            model=learned_recovery(prep.outcomes, params.recovery, say, refit_all=cfg.refit_all),
         )
         engines[RELEARNED] = engines[LEARNED]
     for name, ps in engines.items():
@@ -184,7 +188,11 @@ def evaluate(cfg: EvalConfig, s: Settings, say: Say = print,
             refit = None
             if t.partition("@")[0] == RELEARNED:
                 refit = _refit(
-                    prep.outcomes, params.recovery, say, hist_days + REFIT_AT * eval_days
+                    prep.outcomes,
+                    params.recovery,
+                    say,
+                    hist_days + REFIT_AT * eval_days,
+                    cfg.refit_all,
                 )
             runs.append(run_policy(prep.world, pays, router, retriers[t], rules, seed,
                                    progress(seed, w) if progress else None, label=w,

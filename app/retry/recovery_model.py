@@ -194,9 +194,15 @@ class RecoveryModel:
         return self.calibration.apply(self.booster.predict(x))
 
 
-def fit(x: np.ndarray, y: np.ndarray, t: np.ndarray, rounds: int = 600) -> RecoveryModel:
-    """Time split 70/15/15 (train, early stopping + calibration, test report)."""
+def fit(x: np.ndarray, y: np.ndarray, t: np.ndarray, rounds: int = 600,
+        refit_all: bool = False) -> RecoveryModel:  # fmt: skip
+    """Time split 70/15/15 (train, early stopping + calibration, test report); `refit_all`: the
+    served booster refitted on every row with the split's rounds and calibrated out of fold,
+    as the router's `train --refit-all` (app.models.training.train); the test metrics are the
+    split's."""
     import lightgbm as lgb
+
+    from app.models.training.train import best_rounds, refit_lightgbm
 
     if len(y) < 200:
         raise ValueError(f"{len(y)} retries: too few to learn a recovery model (>= 200)")
@@ -219,6 +225,18 @@ def fit(x: np.ndarray, y: np.ndarray, t: np.ndarray, rounds: int = 600) -> Recov
                      "test_log_loss_base_rate": log_loss(yt, np.full(len(yt), base)),
                      "test_mean_p": float(p.mean()), "test_approval": float(yt.mean()),
                      "trees": float(booster.num_trees())}  # fmt: skip
+    if refit_all:
+        r = refit_lightgbm(PARAMS, x, y, best_rounds(booster), feature_name=list(FEATURES),
+                           categorical_feature=cats)  # fmt: skip
+        model = RecoveryModel(r.booster, r.calibration, model.metrics)
+        p_served = model.predict(x[b:])
+        model.metrics |= {
+            "refit_all_rows": float(len(y)),
+            "trees": float(r.booster.num_trees()),
+            "oof_log_loss": r.oof["log_loss"],
+            "oof_ece": r.oof["ece"],
+            "test_mean_abs_diff_refit": float(np.abs(p_served - p).mean()),
+        }
     return model
 
 

@@ -3,6 +3,7 @@ model slots load for the retry role, or refuse (then the table, or the previous 
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -38,6 +39,12 @@ def test_train_retry_compiles_a_model_the_worker_serves(tmp_path, capsys):
     lib.write_bytes(lib.read_bytes() + b"\0")
     with pytest.raises(ModelRejected, match="checksum"):
         slots.load(dict(rec, version="r2"))
+    args = ["--log", str(log), "--out", str(root), "--version", "r3", "--refit-all"]
+    assert cli(["train-retry", *args, "--no-track"]) == 0
+    assert "served: refitted on all" in capsys.readouterr().out
+    assert isinstance(slots.load(dict(rec, version="r3")), CompiledRecovery)
+    manifest = json.loads((root / "retry" / "r3" / "manifest.json").read_text())
+    assert manifest["metrics"]["refit_all_rows"] > manifest["metrics"]["test_retries"]
 
 
 def test_train_retry_refuses_a_log_without_enough_retries(tmp_path, capsys):

@@ -194,6 +194,25 @@ def test_evaluate_policy_command_writes_a_report(tmp_path, capsys):
     assert "expected_value+engine_relearned" in summary["totals"]
     assert ("retries (MIT) expected_value+engine_relearned: share of the hindsight ceiling's "
             "gain over expected_value+fixed_schedule") in checks  # fmt: skip
+    # --refit-all's router model: trained beside the split's on the same cached history
+    from app.evaluation import incidents
+    from app.evaluation.prepare import prepare
+    from app.sim import load_world
+
+    said: list[str] = []
+    hist_days, _ = incidents.windows(load_world("steady"), None, None)
+    prep = prepare("steady", tmp_path / "work", hist_days, 60000, 101, refit_all=True,
+                   say=said.append)  # fmt: skip
+    assert not any(s.startswith("history:") for s in said), said  # the history is reused
+    assert any(s.endswith("refitted on every row") for s in said), said
+    root = prep.model_dir.parents[2]
+    assert prep.model_dir.parents[1].name == "models-refit-all"
+    served = json.loads((root / "train-refit-all" / "metrics.json").read_text())["served_model"]
+    assert (
+        served["refit_all"]
+        and served["rows"]
+        > json.loads((root / "train" / "metrics.json").read_text())["served_model"]["rows"]
+    )
 
 
 def test_the_attempt_log_matches_the_per_payment_results(world, payments):
