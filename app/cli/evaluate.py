@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from app.evaluation.loop import Progress
+    from app.evaluation.run import EvalConfig
 
 
 def _say(msg: str) -> None:
@@ -48,15 +49,19 @@ def _progress(seed: int, w: str) -> Progress:
 
 # The options in the order the report's command line repeats them (with their values).
 _OPTIONS = ("scenario", "seeds", "payments", "history_attempts", "history_days", "eval_days",
-            "history_seed", "history_retry_explore", "policies", "margin_bps", "pay_calendar",
-            "work", "out")  # fmt: skip
+            "history_seed", "history_seeds", "history_retry_explore", "policies", "margin_bps",
+            "pay_calendar", "work", "refit_all", "out")  # fmt: skip
 
 
 def command_line(a: argparse.Namespace) -> str:
-    """The command that reproduces this evaluation, each option that has a value spelled out."""
-    opts = (
-        f"--{k.replace('_', '-')} {getattr(a, k)}" for k in _OPTIONS if getattr(a, k) is not None
-    )
+    """The command that reproduces this evaluation, each option that has a value spelled out
+    (a flag only when set; --history-seeds instead of --history-seed)."""
+    opts = []
+    for k in _OPTIONS:
+        v = getattr(a, k, None)
+        if v is None or v is False or (k == "history_seed" and getattr(a, "history_seeds", None)):
+            continue
+        opts.append(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}"))
     return " ".join(("authpilot evaluate-policy", *opts))
 
 
@@ -79,6 +84,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
                      a.history_seed, a.history_retry_explore, wanted, a.margin_bps,
                      a.pay_calendar, a.work, a.refit_all)  # fmt: skip
     t0 = time.monotonic()
+    if a.history_seeds is not None:
+        return _across_histories(a, cfg, t0)
     result = evaluate(cfg, get_settings(), say=_say, progress=_progress)
     cmd = command_line(a)
     path = report.write(result.comparison, a.out, result.title, cmd, result.adaptation)
@@ -89,6 +96,35 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         print(adaptation.markdown(result.adaptation))
     _say(f"report: {path} ({time.monotonic() - t0:.0f}s)")
     return 0 if all(c["pass"] is not False for c in result.comparison.checks) else 1
+
+
+def _across_histories(a: argparse.Namespace, cfg: EvalConfig, t0: float) -> int:
+    """--history-seeds: the evaluation once per history (its report in OUT/history-<seed>/),
+    then every target per history (app.evaluation.histories). Exit 1 when any target misses
+    on any history."""
+    from dataclasses import replace
+
+    from app.config import get_settings
+    from app.evaluation import histories, report
+    from app.evaluation.run import evaluate
+
+    seeds = [int(x) for x in a.history_seeds.split(",") if x.strip()]
+    checks = []
+    for i, hs in enumerate(seeds):
+        _say(f"history {hs} ({i + 1} of {len(seeds)})")
+        one = argparse.Namespace(**{**vars(a), "history_seed": hs, "history_seeds": None,
+                                    "out": a.out / f"history-{hs}"})  # fmt: skip
+        result = evaluate(replace(cfg, history_seed=hs), get_settings(), say=_say,
+                          progress=_progress)  # fmt: skip
+        report.write(result.comparison, one.out, result.title, command_line(one),
+                     result.adaptation)  # fmt: skip
+        more = result.adaptation.checks if result.adaptation is not None else []
+        checks.append([*result.comparison.checks, *more])
+    across = histories.merge(seeds, checks)
+    path = histories.write(across, a.out, command_line(a))
+    print(histories.markdown(across, command_line(a)))
+    _say(f"report: {path} ({time.monotonic() - t0:.0f}s)")
+    return 0 if all(c["pass"] is not False for cs in checks for c in cs) else 1
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -107,6 +143,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="length of the evaluated window (default: the rest of the scenario; "
                         "with events, until a day after the last one is over)")  # fmt: skip
     p.add_argument("--history-seed", type=int, default=101)
+    p.add_argument("--history-seeds", default=None,
+                   help="comma-separated history seeds: the evaluation on each history (its "
+                        "own model), each target's verdict per history side by side")  # fmt: skip
     p.add_argument("--history-retry-explore", type=float, default=0.0,
                    help="share of the history's retries made at a random delay (0.5 h .. 7 d), "
                         "so engine_fitted can learn every delay")  # fmt: skip
