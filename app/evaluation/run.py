@@ -97,6 +97,9 @@ def learned_recovery(outcomes: list[dict[str, Any]], table: Any, say: Say,
     m = model.metrics
     say(f"retry model: test log loss {m['test_log_loss']:.4f} (base rate "
         f"{m['test_log_loss_base_rate']:.4f}), {m['trees']:.0f} trees")  # fmt: skip
+    if "refit_all_rows" in m:
+        say(f"retry model: served refitted on all {m['refit_all_rows']:,.0f} retries, "
+            f"out-of-fold log loss {m['oof_log_loss']:.4f}, ECE {m['oof_ece']:.4f}")  # fmt: skip
     return model
 
 
