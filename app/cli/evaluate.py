@@ -108,7 +108,14 @@ def _across_histories(a: argparse.Namespace, cfg: EvalConfig, t0: float) -> int:
     from app.evaluation import histories, report
     from app.evaluation.run import evaluate
 
-    seeds = [int(x) for x in a.history_seeds.split(",") if x.strip()]
+    try:
+        seeds = [int(x) for x in a.history_seeds.split(",") if x.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds):
+        print(f"--history-seeds {a.history_seeds!r}: give distinct integers, e.g. 101,102,103",
+              file=sys.stderr)  # fmt: skip
+        return 2
     checks = []
     for i, hs in enumerate(seeds):
         _say(f"history {hs} ({i + 1} of {len(seeds)})")

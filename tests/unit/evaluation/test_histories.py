@@ -65,3 +65,9 @@ def test_history_seeds_runs_the_evaluation_once_per_history(tmp_path, capsys):
     assert "--history-seeds 7,8" in (out / "report.md").read_text()
     assert rc == (0 if all(c["pass"] is not False for p in per for c in p["checks"]) else 1)
     assert "history 8 (2 of 2)" in capsys.readouterr().err
+
+
+def test_history_seeds_must_be_distinct_integers(capsys):
+    for bad in ("", "7,7", "7,x"):
+        assert cli(["evaluate-policy", "--history-seeds", bad, "--payments", "10"]) == 2
+        assert "give distinct integers" in capsys.readouterr().err
