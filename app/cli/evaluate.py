@@ -11,7 +11,9 @@ A scenario with events (acquirer_outage, issuer_shift, new_bin_range, holiday_su
 evaluated around them: the history ends half a day before the first event, the evaluated
 window runs until a day after the last, and the report gains an "Adaptation" section (per
 phase against the oracle and the static router, time to adapt, route demotion and restoration,
-calibration) and adaptation.png.
+calibration) and adaptation.png. `--history-seeds` repeats all of it on several logged
+histories (app.evaluation.histories). Exit 0 when every target passes, 1 when one misses (the
+adaptation section's included), 2 for arguments it refuses.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from app.evaluation.loop import Progress
-    from app.evaluation.run import EvalConfig
+    from app.evaluation.run import EvalConfig, Evaluation
 
 
 def _say(msg: str) -> None:
@@ -95,13 +97,19 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
         print(adaptation.markdown(result.adaptation))
     _say(f"report: {path} ({time.monotonic() - t0:.0f}s)")
-    return 0 if all(c["pass"] is not False for c in result.comparison.checks) else 1
+    return 0 if all(c["pass"] is not False for c in _targets(result)) else 1
+
+
+def _targets(result: Evaluation) -> list[dict[str, Any]]:
+    """Every check of an evaluation: the comparison's and the adaptation section's."""
+    more = result.adaptation.checks if result.adaptation is not None else []
+    return [*result.comparison.checks, *more]
 
 
 def _across_histories(a: argparse.Namespace, cfg: EvalConfig, t0: float) -> int:
     """--history-seeds: the evaluation once per history (its report in OUT/history-<seed>/),
     then every target per history (app.evaluation.histories). Exit 1 when any target misses
-    on any history."""
+    on any history (as one evaluation exits 1 when any of its targets misses)."""
     from dataclasses import replace
 
     from app.config import get_settings
@@ -125,8 +133,7 @@ def _across_histories(a: argparse.Namespace, cfg: EvalConfig, t0: float) -> int:
                           progress=_progress)  # fmt: skip
         report.write(result.comparison, one.out, result.title, command_line(one),
                      result.adaptation)  # fmt: skip
-        more = result.adaptation.checks if result.adaptation is not None else []
-        checks.append([*result.comparison.checks, *more])
+        checks.append(_targets(result))
     across = histories.merge(seeds, checks)
     path = histories.write(across, a.out, command_line(a))
     print(histories.markdown(across, command_line(a)))
