@@ -97,7 +97,12 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
         print(adaptation.markdown(result.adaptation))
     _say(f"report: {path} ({time.monotonic() - t0:.0f}s)")
-    return 0 if all(c["pass"] is not False for c in _targets(result)) else 1
+    return _exit([_targets(result)])
+
+
+def _exit(checks: list[list[dict[str, Any]]]) -> int:
+    """0 when no target of any evaluation missed, else 1."""
+    return 0 if all(c["pass"] is not False for cs in checks for c in cs) else 1
 
 
 def _targets(result: Evaluation) -> list[dict[str, Any]]:
@@ -138,7 +143,7 @@ def _across_histories(a: argparse.Namespace, cfg: EvalConfig, t0: float) -> int:
     path = histories.write(across, a.out, command_line(a))
     print(histories.markdown(across, command_line(a)))
     _say(f"report: {path} ({time.monotonic() - t0:.0f}s)")
-    return 0 if all(c["pass"] is not False for cs in checks for c in cs) else 1
+    return _exit(checks)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -182,6 +187,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--work", type=Path, default=Path("var/evaluate"), help="cache of histories")
     p.add_argument("--refit-all", action="store_true",
                    help="the router and recovery models refitted on every history row with "
-                        "their split's rounds and calibration (`train --refit-all`)")  # fmt: skip
+                        "their split's rounds, calibrated out of fold (`train "
+                        "--refit-all`)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("var/evaluate/report"))
     p.set_defaults(func=cmd_evaluate)

@@ -127,8 +127,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     t.add_argument("--rounds", type=int, default=1000, help="boosting rounds before early stopping")
     t.add_argument("--champion", type=Path, help="a previous --out directory to compare with")
     t.add_argument("--refit-all", action="store_true",
-                   help="serve a booster refitted on every row with the split's rounds and "
-                        "calibration (the report's metrics stay the split model's)")  # fmt: skip
+                   help="serve a booster refitted on every row with the split's rounds, "
+                        "calibrated out of fold (the report's metrics stay the split "
+                        "model's)")  # fmt: skip
     t.add_argument("--no-track", action="store_true",
                    help="do not log the run to MLflow (AUTHPILOT_MLFLOW_TRACKING_URI)")  # fmt: skip
     t.set_defaults(func=cmd_train)

@@ -121,6 +121,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--no-track", action="store_true",
                    help="neither log the run to MLflow nor register the model")  # fmt: skip
     p.add_argument("--refit-all", action="store_true",
-                   help="serve a booster refitted on every retry with the split's rounds "
-                        "and calibration (the test metrics printed are the split's)")  # fmt: skip
+                   help="serve a booster refitted on every retry with the split's rounds, "
+                        "calibrated out of fold (the test metrics printed are the "
+                        "split's)")  # fmt: skip
     p.set_defaults(func=cmd_train_retry)

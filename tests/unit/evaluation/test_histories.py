@@ -53,7 +53,7 @@ def test_history_seeds_runs_the_evaluation_once_per_history(tmp_path, capsys):
     assert rc in (0, 1)
     per = [json.loads((out / f"history-{s}" / "summary.json").read_text()) for s in (7, 8)]
     assert all(p["checks"] for p in per)
-    # two histories, two models: the evaluated payments are the same, the decisions differ
+    # two histories: each simulated, trained and cached on its own
     assert len({d.name for d in (tmp_path / "work").iterdir()}) == 2
     md7 = (out / "history-7" / "report.md").read_text()
     assert "--history-seed 7 " in md7 and "--history-seeds" not in md7
