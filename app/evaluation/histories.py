@@ -115,23 +115,33 @@ def leading_number(value: str | None) -> float | None:
     return float(m.group()) if m else None
 
 
+def plotted(check: str, value: str | None) -> list[float]:
+    """What a check's value puts on its panel: every seed's number for a per-seed check ('nr,
+    305, nr' -> [305]; '6, 8, 12' -> all three), else the leading number (not the interval)."""
+    if "per seed" in check:
+        return [float(v) for v in _NUMBER.findall(value or "")]
+    x = leading_number(value)
+    return [] if x is None else [x]
+
+
 def plot(a: Across, path: Path) -> None:
     """One panel per judged check with a number, on its own scale: its value on each history
-    (filled: PASS, open: MISS) and the target's threshold (dashed; both ends for +-)."""
+    (`plotted`; filled: PASS, open: MISS) and the target's threshold (dashed; both ends for
+    +-)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in a.rows if r.judged and any(leading_number(v) is not None
-                                                   for v in r.values)]  # fmt: skip
+    rows = [r for r in a.rows if r.judged and any(plotted(r.check, v) for v in r.values)]
     fig, axes = plt.subplots(max(len(rows), 1), 1, figsize=(8, 0.75 * max(len(rows), 1) + 0.8),
                              squeeze=False)  # fmt: skip
     for ax, r in zip(axes[:, 0], rows, strict=False):
         for j, (v, k) in enumerate(zip(r.values, r.verdicts, strict=True)):
-            x = leading_number(v)
-            if x is not None:
-                ax.scatter([x], [0], s=45, color=f"C{j}", facecolors=f"C{j}" if k else "none",
+            xs = plotted(r.check, v)
+            if xs:
+                ax.scatter(xs, [0] * len(xs), s=45, color=f"C{j}",
+                           facecolors=f"C{j}" if k else "none",
                            label=f"history {a.seeds[j]}")  # fmt: skip
         bar = leading_number(r.target)
         if bar is not None:

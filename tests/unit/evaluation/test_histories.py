@@ -34,6 +34,10 @@ def test_merge_lines_up_checks_by_name_and_counts_passes(tmp_path):
     assert md.index("| only here") < md.index("| ceiling")  # targets before context
     assert histories.leading_number("not reached, 305, not reached") == 305.0
     assert histories.leading_number("not reached") is None
+    # a per-seed check plots every seed, not its first number
+    assert histories.plotted("demoted, per seed", "6, 8, 12") == [6.0, 8.0, 12.0]
+    assert histories.plotted("to 80%, per seed", "not reached, 305, not reached") == [305.0]
+    assert histories.plotted("share", "72% [69%, 76%]") == [72.0]
     path = histories.write(across, tmp_path, "cmd")
     assert path.read_text() == histories.markdown(across, "cmd")
     assert (tmp_path / "histories.png").stat().st_size > 5_000
