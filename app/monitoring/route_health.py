@@ -223,7 +223,7 @@ class RouteHealth:
             # An outcome joins the baseline once it has left the failure window untripped, not
             # at once: learned at once, an outage's first failures raised the very baseline they
             # were judged against (0.4% true, 1.5% at the trip; 5.6% behind 60 healthy
-            # outcomes, where 12% of outages at 60% route failures then took over 20 attempts).
+            # outcomes, where 11% of outages at 60% route failures then took over 20 attempts).
             if len(self.recent) > c.window:
                 old_approved, old_failure, _ = self.recent[-c.window - 1]
                 self._learn(old_approved, old_failure)

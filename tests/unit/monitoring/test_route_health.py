@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from app.bench.route_demotion import attempts_to_demote
+from app.bench.route_demotion import attempts_to_demote, collapse_until_demoted
 from app.contracts.vocab import MINUTE_MS
 from app.monitoring import HealthMonitor, MonitorConfig, RouteHealthConfig, RouteState
 from app.monitoring.route_health import RouteHealth, binomial_tail
@@ -28,12 +28,7 @@ def _attempts_to_demote(rng: np.random.Generator, fail_rate: float, approve_rate
     """Attempts into a collapse until the route's window trips (None: not within 200)."""
     rh = RouteHealth(CFG)
     _healthy(rh, 500, p)
-    for i in range(1, 201):
-        fail = bool(rng.random() < fail_rate)
-        ok = not fail and bool(rng.random() < approve_rate)
-        if rh.observe_healthy(ok, fail, p):
-            return i
-    return None
+    return collapse_until_demoted(rh, rng, fail_rate, approve_rate, p, 200)
 
 
 def test_binomial_tail_is_the_upper_tail():
