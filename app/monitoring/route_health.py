@@ -37,10 +37,14 @@ failures not above baseline (P(X >= failures) >= `restore_alpha`) and approvals 
 as it has been since by a likelihood ratio of 1e4 (`restore_evidence`). A healed route waits
 at most 8 minutes for its first probe, then halving waits (`python -m app.bench.drift_replay
 --scenario acquirer_outage --attempts 120000 --days 7 12 --seeds 1 2 ... 10`, ~175 payments
-an hour: restored 10-91 min after healing, median 36, with the probe cap below; 8-87 without
-the evidence rule; 10-25 before the cap). Ten probes of a route at 60% route failures and -2
-logits pass the window with probability ~0.003% at the 0.5% baseline, more above it (see
-`restore_evidence`); a false restore is demoted again in ~10 attempts.
+an hour: restored 10-91 min after healing, median 36, with the probe cap below, the same
+after the lagged baseline; 8-87 without the evidence rule; 10-25 before the cap). The tail is
+the cap: at that rate `acq-de` is a candidate of ~70 requests an hour, so a route that still
+looks dead is probed every ~40 min (seed 1: probes at -1.7, +34 and +78 min around the
+healing, then ten clean ones in 13 min); 6 of the 10 seeds restore after more than 30 min.
+Ten probes of a route at 60% route failures and -2 logits pass the window with probability
+~0.003% at the 0.5% baseline, more above it (see `restore_evidence`); a false restore is
+demoted again in ~10 attempts.
 """
 
 from __future__ import annotations
@@ -138,10 +142,11 @@ class RouteHealthConfig:
     # ln(1e4): a route still as it was crosses it about once per 1e4 probes (~100 outage hours
     # of probes). Whole outages (tests/unit/monitoring/test_route_health.py, 2,000 each: 150
     # healthy outcomes, a collapse, 140 probes, then healed): at 60% route failures flaps 4
-    # and 10 with 43% and 70% of the rest approved, against 12 and 125 for the window alone;
-    # at 30% failures and 60% approved 59 against 1,748. The price: a healed route is back
-    # after a median 9-10 probes (window alone 8), 19 after the milder outage (alone 7),
-    # whose "as since" is nearer healthy (each approval +0.7 nats, not +1.6).
+    # and 10 with 43% and 70% of the rest approved, against 5 and 59 for the window alone;
+    # at 30% failures and 60% approved 37 against 1,247 (re-measured after the lagged
+    # baseline, stop 37; before it 12 / 125 and 59 / 1,748 for the window alone). The price: a
+    # healed route is back after a median 9-10 probes (window alone 9), 18 after the milder
+    # outage (alone 8), whose "as since" is nearer healthy (each approval +0.7 nats, not +1.6).
     restore_evidence: float = 9.21
 
 

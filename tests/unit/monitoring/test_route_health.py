@@ -276,8 +276,8 @@ def test_a_twelve_hour_outage_rarely_flaps_and_a_healed_route_is_back_in_about_t
     """Whole outages as the broker test sees them: 150 healthy outcomes (a baseline near the
     1% prior, where one failure in ten passes the window), a collapse at 60% route failures
     until demoted, 140 probes of the outage, then healed probes. Measured over 2,000 outages:
-    flaps 4 and 10 (the window test alone: 12 and 125, 0.6% and 6%); healed back after a
-    median 9 and 10 probes, 90th percentile 11 and 13 (alone: 8 and 10, 10 and 10); demoted
+    flaps 4 and 10 (the window test alone: 5 and 59, 0.25% and 3%); healed back after a
+    median 9 and 10 probes, 90th percentile 11 and 13 (alone: 9 and 9, 10 and 10); demoted
     after a median 7 outcomes of the collapse."""
     rng = np.random.default_rng(17)
     flaps, back = 0, []
