@@ -9,11 +9,22 @@ p99, share over 20: issue 16's target) and the failure baseline the detector rea
 trip. Why it exists: the broker outage test's demotion tail came from the baseline absorbing
 the outage's own failures, which only shows behind short healthy histories (60 outcomes: 11%
 over 20 attempts before the fix, 0.07% after).
+
+    python -m app.bench.route_demotion --whole --failure 0.3 --approve 0.42 --draws 2000
+
+`--whole`: whole outages as the unit test draws them (150 healthy outcomes at 0.5% failures,
+the collapse until demoted, 140 probes of the outage, then healed probes), with the restore's
+evidence rule and with the window test alone: flaps (a restore during the outage) and the
+probes a healed route needs to come back. At 60% failures (`--approve 0.17` or 0.28: 43% or
+70% of the rest) 4 and 10 flaps in 2,000 (window alone 5 and 59), back after a median 9 and
+10 probes; at 30% failures and 60% of the rest approved 37 (window alone 1,247), back after
+18 (8).
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import numpy as np
 
@@ -46,6 +57,45 @@ def attempts_to_demote(rng: np.random.Generator, healthy: int, base_failure: flo
     return (1000 if k is None else k), rh.baseline_failure_rate
 
 
+def whole_outage(rng: np.random.Generator, cfg: RouteHealthConfig, failure: float,
+                 approve: float, outage_probes: int = 140, healthy: int = 150,
+                 limit: int = 100) -> int | None:  # fmt: skip
+    """One outage through a route's health: `healthy` outcomes at 0.5% failures (85% approved),
+    the collapse (route failures at `failure`, the rest approved at `approve`) until demoted,
+    `outage_probes` probes of it, then healed probes. The healed probes it took to come back;
+    None for a flap (restored during the outage). 0.005 and 0.85 are the broker test's route."""
+    rh = RouteHealth(cfg)
+    for _ in range(healthy):
+        f = bool(rng.random() < 0.005)
+        rh.observe_healthy(not f and bool(rng.random() < 0.85), f, 0.85)
+    while True:
+        f = bool(rng.random() < failure)
+        if rh.observe_healthy(not f and bool(rng.random() < approve), f, 0.85):
+            rh.demote(0)
+            break
+    if any(rh.observe_probe(not f and bool(rng.random() < approve), f, 0.85)
+           for f in (bool(x) for x in rng.random(outage_probes) < failure)):  # fmt: skip
+        return None
+    for k in range(1, limit + 1):
+        f = bool(rng.random() < 0.005)
+        if rh.observe_probe(not f and bool(rng.random() < 0.85), f, 0.85):
+            return k
+    return limit + 1
+
+
+def _whole(a: argparse.Namespace, approve: float) -> None:
+    base = RouteHealthConfig()
+    alone = replace(base, restore_evidence=0.0)
+    for name, cfg in (("evidence rule", base), ("window alone", alone)):
+        rng = np.random.default_rng(17 if a.seed == 0 else a.seed)
+        res = [whole_outage(rng, cfg, a.failure, approve) for _ in range(a.draws)]
+        back = np.array([r for r in res if r is not None])
+        print(
+            f"{name}: flaps {sum(r is None for r in res)} of {a.draws}, healed back after a "
+            f"median {np.median(back):.0f} probes (p90 {np.percentile(back, 90):.0f})"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--healthy", type=int, nargs="+", default=[60, 300],
@@ -57,9 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--p", type=float, default=0.81, help="healthy approval (the model's p)")
     ap.add_argument("--draws", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--whole", action="store_true",
+                    help="whole outages: flaps, probes to come back")  # fmt: skip
     a = ap.parse_args(argv)
     cfg = RouteHealthConfig()
     ok_given_no_failure = min(1.0, a.approve / max(1e-9, 1.0 - a.failure))
+    if a.whole:
+        _whole(a, ok_given_no_failure)
+        return 0
     for n in a.healthy:
         rng = np.random.default_rng(a.seed)
         res = [attempts_to_demote(rng, n, a.base_failure, a.failure, ok_given_no_failure, a.p,

@@ -140,9 +140,10 @@ class RouteHealthConfig:
     # passes, and a route at 60% failures and -2 logits then passes a group ~17x more often;
     # on the broker a restore 2.8 simulated hours into a 12 h outage failed the suite once.
     # ln(1e4): a route still as it was crosses it about once per 1e4 probes (~100 outage hours
-    # of probes). Whole outages (tests/unit/monitoring/test_route_health.py, 2,000 each: 150
-    # healthy outcomes, a collapse, 140 probes, then healed): at 60% route failures flaps 4
-    # and 10 with 43% and 70% of the rest approved, against 5 and 59 for the window alone;
+    # of probes). Whole outages (`python -m app.bench.route_demotion --whole`, the unit test's
+    # draws; 2,000 each: 150 healthy outcomes, a collapse, 140 probes, then healed): at 60%
+    # route failures flaps 4 and 10 with 43% and 70% of the rest approved, against 5 and 59
+    # for the window alone;
     # at 30% failures and 60% approved 37 against 1,247 (re-measured after the lagged
     # baseline, stop 37; before it 12 / 125 and 59 / 1,748 for the window alone). The price: a
     # healed route is back after a median 9-10 probes (window alone 9), 18 after the milder

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from app.bench.route_demotion import attempts_to_demote, collapse_until_demoted
+from app.bench.route_demotion import attempts_to_demote, collapse_until_demoted, whole_outage
 from app.contracts.vocab import MINUTE_MS
 from app.monitoring import HealthMonitor, MonitorConfig, RouteHealthConfig, RouteState
 from app.monitoring.route_health import RouteHealth, binomial_tail
@@ -280,26 +280,8 @@ def test_a_twelve_hour_outage_rarely_flaps_and_a_healed_route_is_back_in_about_t
     median 9 and 10 probes, 90th percentile 11 and 13 (alone: 9 and 9, 10 and 10); demoted
     after a median 7 outcomes of the collapse."""
     rng = np.random.default_rng(17)
-    flaps, back = 0, []
-    for _ in range(1_000):
-        rh = RouteHealth(CFG)
-        for _ in range(150):
-            f = bool(rng.random() < 0.005)
-            rh.observe_healthy(not f and bool(rng.random() < 0.85), f, 0.85)
-        while True:
-            f = bool(rng.random() < 0.6)
-            if rh.observe_healthy(not f and bool(rng.random() < p_ok), f, 0.85):
-                rh.demote(0)
-                break
-        if any(rh.observe_probe(not f and bool(rng.random() < p_ok), f, 0.85)
-               for f in (bool(x) for x in rng.random(140) < 0.6)):  # fmt: skip
-            flaps += 1
-            continue
-        for k in range(1, 101):
-            f = bool(rng.random() < 0.005)
-            if rh.observe_probe(not f and bool(rng.random() < 0.85), f, 0.85):
-                back.append(k)
-                break
+    res = [whole_outage(rng, CFG, 0.6, p_ok) for _ in range(1_000)]
+    flaps, back = sum(r is None for r in res), [r for r in res if r is not None and r <= 100]
     assert flaps <= 15, flaps  # <= 1.5% of outages
     assert len(back) == 1_000 - flaps  # every healed route came back
     back.sort()
