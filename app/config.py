@@ -268,7 +268,7 @@ class Settings(BaseSettings):
     correction_dispersion_z: float = Field(
         2.0,
         gt=0,
-        description="a route x segment (network x issuer country) whose residual is off its "
+        description="a route x segment (issuer country) whose residual is off its "
         "route's by more than this many standard errors sets the request's segment dispersion: "
         "the width posterior exploration draws every candidate's segment offset from "
         "(app.routing.correction)",

@@ -3,7 +3,7 @@
 Per candidate route the model gives p; the correction adds an offset b in logit space,
     p' = sigmoid(logit(p) + b),
 estimated from the residual sums of the route's three keys (app.state.windows.residual: route,
-route x network x issuer country, route x BIN), each shrunk towards its parent:
+route x issuer country, route x BIN), each shrunk towards its parent:
     q_L = (approvals_L + k_L * sigmoid(logit(pbar_L) + b_parent)) / (weight_L + k_L)
     b_L = logit(q_L) - logit(pbar_L)           (pbar_L = the model's mean p on that key)
 starting from b = 0 (the model) at the route level. A level with no recent weight inherits its
@@ -18,7 +18,7 @@ Uncertainty: each level's effective sample is n_L = weight_L + min(k_L, n_parent
 cannot be surer than its parent's prior), so sd(b) ~ 1 / sqrt(n q (1 - q)) at the most specific
 level.
 
-Segment dispersion (what exploration draws from): how far a route x segment (network x issuer
+Segment dispersion (what exploration draws from): how far a route x segment (issuer
 country) may sit from its route is not a constant. Where the model is right, the segments of
 every route agree with it and the other routes' model estimates can be trusted; where one
 route's segment has moved (an issuer shift: the chosen route's French cards at -1 logit), the
@@ -61,7 +61,7 @@ class CorrectionParams:
 
     enabled: bool = True
     prior_route: float = 50.0  # route level: pseudo-outcomes at the model's own rate
-    prior_segment: float = 20.0  # network x country and BIN: pseudo-outcomes at the parent's
+    prior_segment: float = 20.0  # issuer country and BIN: pseudo-outcomes at the parent's
     max_offset: float = 4.0
     decay: Decay = field(default_factory=Decay)
     dispersion_z: float = 2.0  # a segment's deviation counts beyond this many standard errors
@@ -77,7 +77,7 @@ class CorrectionParams:
 class Offset:
     """A route's correction for one request: the logit offset, the effective number of
     outcomes behind it, the recent outcomes at the most specific level (reason codes), the
-    recent outcomes at the network x country level (what exploration can teach) and the
+    recent outcomes at the issuer country level (what exploration can teach) and the
     request's segment dispersion tau^2 (module docstring)."""
 
     b: float
@@ -91,7 +91,7 @@ class Offset:
         return _sd(self.n, p)
 
     def explore_sd(self, p: float) -> float:
-        """Posterior sd of the route's segment deviation (route x network x country) under the
+        """Posterior sd of the route's segment deviation (route x issuer country) under the
         request's dispersion: what posterior exploration draws from; 0 when tau = 0. Not the
         BIN level: a route x BIN key is rare (most hold a few outcomes that decay before the
         BIN comes back), so drawing from it explores every request while teaching little; a
@@ -133,7 +133,7 @@ def route_offset(levels: Sequence[Residual], params: CorrectionParams) -> float:
 
 def deviation2(levels: Sequence[Residual], params: CorrectionParams,
                b_route: float | None = None) -> float:  # fmt: skip
-    """d^2 - z^2 se^2 of the route's network x country level against its route offset
+    """d^2 - z^2 se^2 of the route's issuer country level against its route offset
     (`b_route`, computed when not given): > 0 when the segment is off by more than z standard
     errors (module docstring)."""
     w, a, s = levels[1]
@@ -149,7 +149,7 @@ def deviation2(levels: Sequence[Residual], params: CorrectionParams,
 
 def offset(levels: Sequence[Residual], params: CorrectionParams, tau2: float = 0.0,
            b_route: float | None = None) -> Offset:  # fmt: skip
-    """The shrunk offset from the residual sums of (BIN, network x country, route); `tau2` is
+    """The shrunk offset from the residual sums of (BIN, issuer country, route); `tau2` is
     the request's segment dispersion (0: the segment level's prior is `prior_segment`);
     `b_route` the route level's offset when the caller has it (route_offset)."""
     cap = params.max_offset

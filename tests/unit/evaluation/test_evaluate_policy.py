@@ -166,10 +166,12 @@ def test_evaluate_policy_command_writes_a_report(tmp_path, capsys):
                        "expected_value+fixed_schedule"]  # fmt: skip
         assert share["target"] == ">= 70%" and share["value"].endswith("%]")  # with its interval
         mid, lo, hi = (int(v) for v in re.findall(r"-?\d+", share["value"])[:3])
-        assert lo <= mid <= hi and share["pass"] == (mid >= 70)
+        # the verdict is on the unrounded share: a printed 70% can be 69.6%, a miss
+        assert lo <= mid <= hi and (share["pass"] == (mid >= 70) or mid == 70)
         tries = checks[f"retries (MIT) {name}: attempts vs expected_value+fixed_schedule"]
-        pct = int(tries["value"].split("%")[0])
-        assert tries["target"] == "<= 75%" and tries["pass"] == (pct <= 75)
+        n, m = (int(v) for v in re.findall(r"\((\d+) vs (\d+)\)", tries["value"])[0])
+        assert tries["value"].startswith(f"{n / m:.0%} ")
+        assert tries["target"] == "<= 75%" and tries["pass"] == (n / m <= 0.75)  # the counts
     p = summary["policies"]
     # the learned router beats the merchant's single route even on a small run
     assert (

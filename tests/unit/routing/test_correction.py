@@ -81,7 +81,7 @@ def test_a_bin_with_little_weight_inherits_its_parents_offset():
     corr = Correction(store.get, P)
     (parent,) = corr.offsets(_req(bin_="499999"), ["acq-eu"])  # a BIN never seen
     assert parent.weight == 0.0 and parent.b < -2.0
-    cc, route = _level(store, "acq-eu", b"cc:VISA:DE"), _level(store, "acq-eu", b"all")
+    cc, route = _level(store, "acq-eu", b"ic:DE"), _level(store, "acq-eu", b"all")
     assert offset([EMPTY, cc, route], P).b == parent.b  # no weight: exactly the parent's
     # two outcomes of a new BIN, both approved against 0.85: barely moves it
     for i in range(2):
@@ -190,7 +190,7 @@ def test_a_moved_segment_widens_every_candidates_segment_prior():
     assert eu.tau2 == gb.tau2 and 0.3 < math.sqrt(eu.tau2) < 1.3, eu.tau2
     assert gb.explore_sd(0.8) == pytest.approx(math.sqrt(gb.tau2))  # nothing measured: tau
     assert eu.explore_sd(0.8) < 0.6 * gb.explore_sd(0.8)  # 60 outcomes of its own
-    fixed = offset([EMPTY, _level(store, "acq-eu", b"cc:VISA:FR"),
+    fixed = offset([EMPTY, _level(store, "acq-eu", b"ic:FR"),
                     _level(store, "acq-eu", b"all")], P)  # fmt: skip
     assert -1.0 < eu.b < fixed.b < 0.0  # closer to the true -1 than the fixed prior's
     de = Correction(store.get, P).offsets(_req(), ["acq-eu", "acq-gb"])

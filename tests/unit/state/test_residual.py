@@ -92,7 +92,7 @@ def _outcome(**kw: object) -> dict[str, object]:
 
 def test_update_residuals_writes_the_three_keys_and_skips_unusable_ps():
     assert residual_keys("acq-eu", "411111", "VISA", "DE") == (
-        b"res|acq-eu|bin:411111", b"res|acq-eu|cc:VISA:DE", b"res|acq-eu|all")  # fmt: skip
+        b"res|acq-eu|bin:411111", b"res|acq-eu|ic:DE", b"res|acq-eu|all")  # fmt: skip
     store: dict[bytes, bytes] = {}
     update_residuals(store, _outcome(), 0.8, D)
     assert sorted(store) == sorted(residual_keys("acq-eu", "411111", "VISA", "DE"))
