@@ -74,9 +74,13 @@ def best_true_p(world: World, payments: list[dict[str, Any]],
                                                   only_mit)}  # fmt: skip
 
 
-def budget_bound(amount: np.ndarray, p_best: dict[int, float], budget: float,
-                 retries: int) -> float:  # fmt: skip
-    """An upper bound on the declined value any causal retrier recovers in expectation with at
+def budget_allocation(amount: np.ndarray, p_best: dict[int, float], budget: float,
+                      retries: int) -> np.ndarray:  # fmt: skip
+    """Per payment (aligned with `amount`), what the bound below recovers from it: the whole
+    chain, a fraction of it for the payment the budget ends in, 0 for the rest. Summed by the
+    class of the first decline it says where a causal retrier's headroom is.
+
+    The bound: the most declined value any causal retrier recovers in expectation with at
     most `retries` retries per payment and `budget` retry attempts in expectation.
 
     Each retry of payment i approves with probability at most p_i = its best true p (in the
@@ -89,8 +93,9 @@ def budget_bound(amount: np.ndarray, p_best: dict[int, float], budget: float,
     so it says how much of the ceiling's gain a target can ask for at that budget. (p_i is the
     best over the ceiling's grid of times, CANDIDATE_HOURS: an hour between its points could
     be a little better, so the bound is exact on that grid and close off it.)"""
+    out = np.zeros(len(amount))
     if not p_best:
-        return 0.0
+        return out
     idx = np.fromiter(p_best, np.int64, len(p_best))
     p = np.fromiter(p_best.values(), float, len(p_best))
     a = amount[idx]
@@ -101,8 +106,14 @@ def budget_bound(amount: np.ndarray, p_best: dict[int, float], budget: float,
     w, v = chain_w[order], chain_v[order]
     cum = np.cumsum(w)
     full = int(np.searchsorted(cum, budget, side="right"))
-    value = float(v[:full].sum())
+    out[idx[order[:full]]] = v[:full]
     if full < len(w):
         left = budget - (cum[full - 1] if full else 0.0)
-        value += float(v[full] * max(left, 0.0) / w[full])
-    return value
+        out[idx[order[full]]] = v[full] * max(left, 0.0) / w[full]
+    return out
+
+
+def budget_bound(amount: np.ndarray, p_best: dict[int, float], budget: float,
+                 retries: int) -> float:  # fmt: skip
+    """The causal bound in total (budget_allocation summed)."""
+    return float(budget_allocation(amount, p_best, budget, retries).sum())

@@ -77,14 +77,16 @@ class Comparison:
 def compare(runs: list[PolicyRun], margin_bps: float, champion: str, single: str,
             success_rate: str, oracle: str, fixed: str,
             ceiling: np.ndarray | None = None,
-            bound: float | None = None) -> Comparison:  # fmt: skip
+            bound: np.ndarray | None = None) -> Comparison:  # fmt: skip
     """Metrics per policy and the issue's targets, from runs of several policies and seeds.
 
     `ceiling`: per payment (pooled in seed order), the declined MIT value a clairvoyant retrier
-    recovers (app.evaluation.ceiling), reported as context for the retry targets; `bound`: the
-    MIT value no causal retrier exceeds in expectation within ATTEMPT_BUDGET of the fixed
-    schedule's attempts (app.evaluation.ceiling.budget_bound): how much of the ceiling's gain
-    is within reach at all."""
+    recovers (app.evaluation.ceiling), reported as context for the retry targets; `bound`: per
+    payment (pooled the same way), its part of the MIT value no causal retrier exceeds in
+    expectation within ATTEMPT_BUDGET of the fixed schedule's attempts
+    (app.evaluation.ceiling.budget_allocation): how much of the ceiling's gain is within reach
+    at all, and in which decline class."""
+    bound_total = None if bound is None else float(bound.sum())
     names = sorted({r.policy for r in runs}, key=[r.policy for r in runs].index)
     cols = {n: per_payment(pooled([r for r in runs if r.policy == n]), margin_bps) for n in names}
     pol = {n: {k: mean_ci(v) for k, v in c.items()} for n, c in cols.items()}
@@ -137,12 +139,12 @@ def compare(runs: list[PolicyRun], margin_bps: float, champion: str, single: str
             context(f"hindsight ceiling (MIT): one clairvoyant retry per declined payment "
                     f"recovers {cv / mv - 1:+.0%} over {fixed}; {champion} closes "
                     f"{share:.0%} of that gap", f"{cv / mv - 1:+.0%}")  # fmt: skip
-        if ceiling is not None and bound is not None and mv and cv > mv:
+        if ceiling is not None and bound_total is not None and mv and cv > mv:
             context(f"causal bound (MIT): no retrier with at most the engine's retries per "
                     f"payment and {ATTEMPT_BUDGET:.0%} of {fixed}'s attempts recovers more in "
-                    f"expectation, knowing every true p: {bound / mv - 1:+.0%} over {fixed}, "
-                    f"{(bound - mv) / (cv - mv):.0%} of the hindsight ceiling's gain",
-                    f"{(bound - mv) / (cv - mv):.0%}")  # fmt: skip
+                    f"expectation, knowing every true p: {bound_total / mv - 1:+.0%} over "
+                    f"{fixed}, {(bound_total - mv) / (cv - mv):.0%} of the hindsight ceiling's "
+                    "gain", f"{(bound_total - mv) / (cv - mv):.0%}")  # fmt: skip
         if ceiling is not None and mv:
             _retriers_vs_ceiling(check, cols, fixed, ceiling)
         ov = a["recovered_value"] / b["recovered_value"] - 1 if b["recovered_value"] else math.nan
@@ -164,13 +166,13 @@ def compare(runs: list[PolicyRun], margin_bps: float, champion: str, single: str
         v = totals[champion]["violations"]
         check(f"network-rule violations of {champion}", f"{v:.0f}", v == 0, "0")
     n = len(next(iter(cols.values()))["approval"]) if cols else 0
-    classes = (by_decline_class(runs, fixed, champion, ceiling)
+    classes = (by_decline_class(runs, fixed, champion, ceiling, bound)
                if {champion, fixed} <= set(cols) else [])  # fmt: skip
     others = _with_fixed_router(names, fixed, champion)
     return Comparison(pol, totals, n, sorted({r.seed for r in runs}), checks, classes,
                       others if classes else [],
                       None if ceiling is None else float(ceiling.sum()), fixed,
-                      bound)  # fmt: skip
+                      bound_total)  # fmt: skip
 
 
 def _with_fixed_router(names: list[str], fixed: str, champion: str) -> list[str]:
@@ -207,10 +209,12 @@ def _retriers_vs_ceiling(check: Any, cols: dict[str, dict[str, np.ndarray]], fix
 
 
 def by_decline_class(runs: list[PolicyRun], fixed: str, champion: str,
-                     ceiling: np.ndarray | None) -> list[dict[str, Any]]:  # fmt: skip
+                     ceiling: np.ndarray | None,
+                     bound: np.ndarray | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Merchant-initiated payments by the class of their declined first attempt: declines,
-    retries and recovered value of the fixed schedule and the champion, and what the hindsight
-    ceiling recovers (computed on the champion's declines): where the difference comes from."""
+    retries and recovered value of the fixed schedule and the champion, and what the causal
+    bound and the hindsight ceiling recover (both computed on the champion's declines): where
+    the difference comes from, and how much of it a causal retrier could reach."""
     rows: dict[str, dict[str, float]] = {}
     others = _with_fixed_router(list(dict.fromkeys(r.policy for r in runs)), fixed, champion)
     for name, tag in ((fixed, "fixed"), (champion, "champion"), *((n, n) for n in others)):
@@ -226,6 +230,8 @@ def by_decline_class(runs: list[PolicyRun], fixed: str, champion: str,
                 row[f"{tag}_value"] = row.get(f"{tag}_value", 0.0) + value
                 if tag == "champion" and ceiling is not None:
                     row["ceiling_value"] = row.get("ceiling_value", 0.0) + ceiling[offset + i]
+                if tag == "champion" and bound is not None:
+                    row["bound_value"] = row.get("bound_value", 0.0) + bound[offset + i]
             offset += len(r.amount)
     return [{"class": k, **v} for k, v in sorted(rows.items())]
 
@@ -255,8 +261,9 @@ def markdown(c: Comparison, title: str, command: str) -> str:
             "",
             "## Scheduled retries (MIT) by first decline class",
             "",
-            "Recovered value in major units; the ceiling is one clairvoyant retry per "
-            "declined payment (see app/evaluation/ceiling.py).",
+            "Recovered value in major units; the causal bound is the most a retrier knowing "
+            "every true p recovers in expectation within the attempt budget, the ceiling one "
+            "clairvoyant retry per declined payment (see app/evaluation/ceiling.py).",
             "",
             "| first decline | declines | fixed: retries | fixed: recovered | "
             "engine: retries | engine: recovered | "
@@ -264,8 +271,8 @@ def markdown(c: Comparison, title: str, command: str) -> str:
                 f"{o.partition('+')[2]}: retries | {o.partition('+')[2]}: recovered | "
                 for o in c.class_others
             )
-            + "hindsight ceiling |",
-            "|---|---|---|---|---|---|" + "---|---|" * len(c.class_others) + "---|",
+            + "causal bound | hindsight ceiling |",
+            "|---|---|---|---|---|---|" + "---|---|" * len(c.class_others) + "---|---|",
         ]
         for k in c.classes:
             g = k.get
@@ -274,7 +281,8 @@ def markdown(c: Comparison, title: str, command: str) -> str:
             lines.append(f"| {k['class']} | {g('champion_declines', 0):.0f} | "
                          f"{g('fixed_retries', 0):.0f} | {g('fixed_value', 0) / 100:,.0f} | "
                          f"{g('champion_retries', 0):.0f} | {g('champion_value', 0) / 100:,.0f} | "
-                         f"{extra}{g('ceiling_value', 0) / 100:,.0f} |")  # fmt: skip
+                         f"{extra}{_major_or_na(k, 'bound_value')} | "
+                         f"{g('ceiling_value', 0) / 100:,.0f} |")  # fmt: skip
     lines += ["", "## Targets", "", "| check | value | target | result |", "|---|---|---|---|"]
     for k in c.checks:
         verdict = "context" if k["pass"] is None else "PASS" if k["pass"] else "MISS"
@@ -362,6 +370,10 @@ def budget_markdown(c: Comparison) -> list[str]:
     return lines
 
 
+def _major_or_na(row: dict[str, Any], key: str) -> str:
+    return f"{row[key] / 100:,.0f}" if key in row else "n/a"
+
+
 def _pct_or_na(x: float) -> str:
     return "n/a" if not math.isfinite(x) else f"{x:.0%}"
 
@@ -405,6 +417,7 @@ def write(c: Comparison, out: Path, title: str, command: str,
         "payments": c.payments, "seeds": c.seeds, "checks": c.checks,
         "policies": {n: {k: e.__dict__ for k, e in m.items()} for n, m in c.policies.items()},
         "totals": c.totals, "mit_by_decline_class": c.classes,
+        "ceiling_mit": c.ceiling_mit, "bound_mit": c.bound_mit,
     }  # fmt: skip
     if adaptation is not None:
         from app.evaluation import adaptation as adapt

@@ -20,7 +20,7 @@ import numpy as np
 from app.config import Settings
 from app.contracts.vocab import DAY_MS
 from app.evaluation import adaptation, incidents, report
-from app.evaluation.ceiling import best_true_p, budget_bound, hindsight_recoverable
+from app.evaluation.ceiling import best_true_p, budget_allocation, hindsight_recoverable
 from app.evaluation.loop import PolicyRun, Progress, Refit, eval_payments, run_policy
 from app.evaluation.policies import DispatchRouter, StaticModels
 from app.evaluation.prepare import Say, load_model, prepare, warm_state
@@ -204,7 +204,7 @@ def evaluate(cfg: EvalConfig, s: Settings, say: Say = print,
     ceiling, bound = None, None
     if FIXED_BASELINE in pairs and champion != FIXED_BASELINE:
         say("hindsight retry ceiling (one clairvoyant retry per declined MIT payment)")
-        parts, bound = [], 0.0
+        parts, bounds = [], []
         for seed in cfg.seeds:
             run = next(r for r in runs if r.policy == champion and r.seed == seed)
             ok = hindsight_recoverable(prep.world, payments[seed], run.first_declines, rules, seed)
@@ -212,8 +212,8 @@ def evaluate(cfg: EvalConfig, s: Settings, say: Say = print,
             fixed_run = next(r for r in runs if r.policy == FIXED_BASELINE and r.seed == seed)
             budget = report.ATTEMPT_BUDGET * float(((fixed_run.attempts - 1) * fixed_run.mit).sum())
             best = best_true_p(prep.world, payments[seed], run.first_declines, rules)
-            bound += budget_bound(run.amount, best, budget, params.max_attempts - 1)
-        ceiling = np.concatenate(parts)
+            bounds.append(budget_allocation(run.amount, best, budget, params.max_attempts - 1))
+        ceiling, bound = np.concatenate(parts), np.concatenate(bounds)
     comp = report.compare(runs, margin, champion=champion,
                           single=f"{best_single.POLICY_NAME}+{engine.POLICY_NAME}",
                           success_rate=f"{success_rate.POLICY_NAME}+{engine.POLICY_NAME}",

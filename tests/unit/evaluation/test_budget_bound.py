@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from app.evaluation.ceiling import budget_bound
+from app.evaluation.ceiling import budget_allocation, budget_bound
 from app.experiments.stats import ratio_ci
 
 
@@ -50,6 +50,22 @@ def test_bound_is_above_every_integer_policy_within_budget(seed: int) -> None:
     whole = tuple(retries if i in order[:2] else 0 for i in range(n))
     value, tries = _allocation_value(a, p, whole)
     assert budget_bound(a, dict(enumerate(p)), tries, retries) == pytest.approx(value)
+
+
+def test_allocation_is_the_bound_payment_by_payment() -> None:
+    """The knapsack's per-payment split: whole chains in decreasing a p, a fraction of the
+    chain the budget ends in, nothing after it, nothing for payments it has no p for; summed,
+    the bound."""
+    a = np.array([100.0, 50.0, 10.0, 80.0])
+    p = {0: 0.5, 1: 0.9, 2: 0.2}  # a p = 50, 45, 2; payment 3 may not be retried
+    chain0 = (1 - 0.5**3) / 0.5  # expected attempts of payment 0's three retries: 1.75
+    chain1 = (1 - 0.1**3) / 0.9  # 1.11
+    out = budget_allocation(a, p, chain0 + chain1 / 2, 3)
+    assert out[0] == pytest.approx(100 * (1 - 0.5**3))
+    assert out[1] == pytest.approx(50 * (1 - 0.1**3) / 2)
+    assert out[2] == 0.0 and out[3] == 0.0
+    assert out.sum() == pytest.approx(budget_bound(a, p, chain0 + chain1 / 2, 3))
+    assert not budget_allocation(a, {}, 10.0, 3).any()
 
 
 def test_ratio_interval_covers_the_true_share() -> None:

@@ -154,6 +154,10 @@ def test_evaluate_policy_command_writes_a_report(tmp_path, capsys):
         )
         assert sum(r.get(f"{tag}_retries", 0) for r in rows) == pytest.approx(total["mit_retries"])
     assert "engine_learned: retries | engine_learned: recovered" in md
+    # the causal bound by class adds up to the bound
+    assert "causal bound | hindsight ceiling |" in md
+    assert summary["bound_mit"] > 0 and all(r.get("bound_value", 0) >= 0 for r in rows)
+    assert sum(r.get("bound_value", 0) for r in rows) == pytest.approx(summary["bound_mit"])
     # a retrier at a set attempt cost: the budget curve, a point per cost, and its plot
     assert "## Retry budget" in md and "| engine_learned | 200 |" in md
     assert "| engine_learned | default |" in md and "| hindsight ceiling |" in md
