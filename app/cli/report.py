@@ -1,4 +1,5 @@
-"""`authpilot report experiment|shadow`: what the A/B arms and the shadow challengers did.
+"""`authpilot report experiment|shadow|retries`: what the A/B arms, the shadow challengers and
+the retry agent did.
 
 Reads the worker's decisions, outcomes and shadow decisions from an event-log directory
 (app.experiments.eventlog) or straight from Kafka (app.experiments.kafka_log), analyses them
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "report",
-        help="report experiment|shadow: arms, z-test, sequential test, off-policy estimates",
+        help="report experiment|shadow|retries: arms, z-test, sequential test, off-policy "
+        "estimates; the retry agent's calibration where it retried",
         description=__doc__.split("\n")[0],
     )
     kinds = p.add_subparsers(dest="kind", required=True)
@@ -66,6 +68,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                 help="calibration bins (default: app.experiments.stats.ECE_BINS)",
             )
 
+    c = kinds.add_parser(
+        "retries",
+        help="the retry agent's p_recover against the outcomes of the retries it scheduled",
+        description="Reads an event-log directory written by `authpilot export --from-topics` "
+        "(retry_decisions/ and outcomes/) and writes report.md, summary.json and "
+        "reliability.png (app.experiments.retries).",
+    )
+    c.set_defaults(func=cmd_report)
+    c.add_argument("--log", type=Path, required=True, help="event-log directory")
+    c.add_argument("--out", type=Path, default=Path("reports/retries"))
+    c.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
 
 def cmd_report(args: argparse.Namespace) -> int:
     from app.experiments.eventlog import ReportError, read_event_log
@@ -83,6 +97,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     shadow = args.kind == "shadow"
     try:
+        if args.kind == "retries":
+            from app.experiments import retries
+
+            found = retries.read_retry_log(args.log, progress)
+            done = retries.retry_report(*found, str(args.log))
+            path = retries.write(done, args.out)
+            print(path.read_text())
+            print(f"wrote {path} and reliability.png in {args.out}", file=sys.stderr)
+            return 0
         if args.log is not None:
             log = read_event_log(args.log, shadow, progress)
         else:

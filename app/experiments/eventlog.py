@@ -49,6 +49,10 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "outcomes": ("request_id", "approved", "amount_minor"),
 }
 REQUIRED["shadow"] = REQUIRED["decisions"]
+# the retry report's (app.experiments.retries): RetryDecisions, and outcomes by payment/attempt
+REQUIRED["retry_decisions"] = ("request_id", "payment_id", "attempt", "action", "p_recover",
+                               "reason_codes", "model_version", "three_ds")  # fmt: skip
+REQUIRED["retry_outcomes"] = ("request_id", "payment_id", "attempt", "approved", "response_code")
 Progress = Callable[[str], None]
 
 
@@ -99,7 +103,7 @@ def write_event_log(
     return files
 
 
-def _parts(root: Path, kind: str) -> list[Path]:
+def parts_of(root: Path, kind: str) -> list[Path]:
     found = [root / f"{kind}.{ext}" for ext in ("parquet", "jsonl")]
     found = [p for p in found if p.is_file()]
     if (root / kind).is_dir():
@@ -107,7 +111,7 @@ def _parts(root: Path, kind: str) -> list[Path]:
     return found
 
 
-def _read_part(path: Path, kind: str) -> pd.DataFrame:
+def read_part(path: Path, kind: str) -> pd.DataFrame:
     need = REQUIRED[kind]
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -233,14 +237,14 @@ def read_event_log(
         raise ReportError(f"{root}: no such event-log directory")
     frames, dropped = {}, {}
     for kind in KINDS:
-        files = _parts(root, kind)
+        files = parts_of(root, kind)
         if not files and (kind != "shadow" or need_shadow):
             raise ReportError(
                 f"{root}: no {kind} ({kind}.parquet, {kind}.jsonl or {kind}/ with such parts)"
             )
         parts = []
         for path in files:
-            parts.append(_read_part(path, kind))
+            parts.append(read_part(path, kind))
             if progress:
                 progress(f"read {path}: {len(parts[-1]):,} rows")
         frames[kind], dropped[kind] = to_frame(kind, parts)

@@ -17,7 +17,10 @@ COMMANDS = {
     "train-retry", "export", "models", "retrain", "retire", "sweep",
     "evaluate-policy", "chaos", "chaos-verify",
 }  # fmt: skip
-NESTED = {"features": {"build", "check", "bench", "kernel"}, "report": {"experiment", "shadow"}}
+NESTED = {
+    "features": {"build", "check", "bench", "kernel"},
+    "report": {"experiment", "shadow", "retries"},
+}
 
 
 def _choices(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
