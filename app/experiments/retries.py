@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +120,8 @@ def retry_report(retries: pd.DataFrame, outcomes: pd.DataFrame, source: str) -> 
     if not len(r):
         raise ReportError(f"{source}: no RETRY decisions with a p_recover")
     s = r[r["kind"] == "scheduled"].copy()
-    s["bin"] = pd.cut(s["p_recover"], BINS, include_lowest=True).astype(str)
+    labels = [f"{lo:.1f}-{hi:.1f}" for lo, hi in pairwise(BINS)]
+    s["bin"] = pd.cut(s["p_recover"], BINS, labels=labels, include_lowest=True).astype(str)
     return RetryReport(source, len(r), int((~r["answered"]).sum()), _cell(("all",), r),
                        _cells(r, ["kind"]), _cells(s, ["class", "source", "retry"]),
                        _cells(s, ["choice"]), _cells(s, ["bin"]))  # fmt: skip

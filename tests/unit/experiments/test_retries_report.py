@@ -84,7 +84,7 @@ def test_rates_leave_pending_retries_out() -> None:
     assert (explored.sent, explored.answered) == (1, 0)
     bins = {c.group[0]: c for c in r.reliability}
     assert sum(c.sent for c in bins.values()) == 3  # scheduled only
-    assert bins["(0.7, 0.8]"].approved == 1.0
+    assert bins["0.7-0.8"].approved == 1.0
 
 
 def test_no_retry_with_a_p_is_an_error() -> None:
