@@ -72,12 +72,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "retries",
         help="the retry agent's p_recover against the outcomes of the retries it scheduled",
         description="Reads an event-log directory written by `authpilot export --from-topics` "
-        "(retry_decisions/ and outcomes/) and writes report.md, summary.json and "
-        "reliability.png (app.experiments.retries).",
+        "(retry_decisions/ and outcomes/), or the topics, and writes report.md, summary.json "
+        "and reliability.png (app.experiments.retries).",
     )
     c.set_defaults(func=cmd_report)
-    c.add_argument("--log", type=Path, required=True, help="event-log directory")
+    src = c.add_mutually_exclusive_group(required=True)
+    src.add_argument("--log", type=Path, help="event-log directory (`export --from-topics`)")
+    src.add_argument("--bootstrap", help="read the retry-decisions and outcomes topics")
     c.add_argument("--out", type=Path, default=Path("reports/retries"))
+    c.add_argument("--idle-timeout", type=float, default=60.0,
+                   help="Kafka: give up after this many seconds without a message")  # fmt: skip
     c.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
@@ -100,8 +104,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         if args.kind == "retries":
             from app.experiments import retries
 
-            found = retries.read_retry_log(args.log, progress)
-            done = retries.retry_report(*found, str(args.log))
+            if args.log is not None:
+                found, where = retries.read_retry_log(args.log, progress), str(args.log)
+            else:
+                from app.config import get_settings
+                from app.experiments.kafka_log import read_retry_kafka
+
+                found = read_retry_kafka(get_settings(), args.bootstrap, progress,
+                                         args.idle_timeout)  # fmt: skip
+                where = f"kafka {args.bootstrap}"
+            done = retries.retry_report(*found, where)
             path = retries.write(done, args.out)
             print(path.read_text())
             print(f"wrote {path} and reliability.png in {args.out}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""The event log straight from the Kafka topics (decisions, outcomes, shadow).
+"""The event log straight from the Kafka topics (decisions, outcomes, shadow; retry decisions
+and outcomes for the retry report).
 
 Every partition is read from its low to its high watermark as they were when the read started
 (later messages are left for the next report), with a throwaway consumer group that commits
@@ -54,6 +55,34 @@ def read_kafka(
         dropped[kind] += bad
     source = f"kafka {conf['bootstrap.servers']}"
     return EventLog(frames["decisions"], frames["outcomes"], frames["shadow"], dropped, source)
+
+
+def read_retry_kafka(
+    settings: Any,
+    bootstrap: str | None = None,
+    progress: Progress | None = None,
+    idle_timeout: float = 60.0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(retry decisions, outcomes) of app.experiments.retries from the retry-decisions and
+    outcomes topics, up to the end offsets they had when the read started (the outcomes' ends
+    are taken first: a retry read always finds every outcome that came before it)."""
+    from app.contracts.codec import Codec
+    from app.kafka.connection import confluent_config
+
+    if bootstrap:
+        settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
+    conf = confluent_config(settings)
+    codec = Codec(settings)
+    frames = []
+    for kind, topic, serde in (
+        ("retry_outcomes", settings.topic_outcomes, codec.outcome),
+        ("retry_decisions", settings.topic_retry_decisions, codec.retry),
+    ):
+        rows, _ = _read_topic(conf, topic, serde.decode, False, progress, idle_timeout)
+        cols = list(REQUIRED[kind])
+        frames.append(pd.DataFrame(rows).reindex(columns=cols) if rows
+                      else pd.DataFrame({c: [] for c in cols}))  # fmt: skip
+    return frames[1], frames[0]
 
 
 def _read_topic(

@@ -10,7 +10,8 @@ with the decline it answered (payment_id, attempt: its response code gives the c
 
 Input: an event-log directory as `authpilot export --from-topics` writes it (retry_decisions/
 and outcomes/ parts, app.lifecycle.export), or single retry_decisions.parquet|jsonl and
-outcomes.parquet|jsonl files (app.experiments.eventlog's layout). Retries whose attempt has no
+outcomes.parquet|jsonl files (app.experiments.eventlog's layout), or the topics themselves
+(app.experiments.kafka_log.read_retry_kafka). Retries whose attempt has no
 outcome in the log yet are counted as pending, not as declines.
 """
 

@@ -110,3 +110,41 @@ def test_arms_and_shadow_decisions_then_reports_from_kafka(arms_worker, worker_e
     assert rc == 0
     md = (out / "report.md").read_text()
     assert "router/v2" in md and "SNIPS" in md
+
+    # the worker answered every decline with a RetryDecision; the attempts the RETRY ones
+    # scheduled come back (every other one approved) and `report retries` reads both topics
+    declines = [o for o in outs if not o["approved"]]
+    assert declines, "the sample world declines some first attempts"
+    sent = [codec.retry.decode(m.value())
+            for m in read_topic(s, s.topic_retry_decisions, len(declines))]  # fmt: skip
+    assert sorted(d["request_id"] for d in sent) == sorted(o["request_id"] for o in declines)
+    priced = [d for d in sent if d["action"] == "RETRY" and d["p_recover"] is not None]
+    assert priced, "some declines are worth a retry"
+    by_rid = {o["request_id"]: o for o in declines}
+    answers = [dict(by_rid[d["request_id"]], request_id=f"{d['request_id']}-r",
+                    attempt=d["attempt"] + 1, approved=i % 2 == 0, response_code="00"
+                    if i % 2 == 0 else "05", event_time=int(time.time() * 1000))
+               for i, d in enumerate(priced)]  # fmt: skip
+    produce(s, s.topic_outcomes,
+            [(o["card_fingerprint"], codec.outcome.encode(o)) for o in answers])  # fmt: skip
+    # the worker answers the declined ones too: their RETRY decisions are pending in the report
+    second = sum(not a["approved"] for a in answers)
+    sent = [codec.retry.decode(m.value())
+            for m in read_topic(s, s.topic_retry_decisions, len(declines) + second)]  # fmt: skip
+    assert len(sent) == len(declines) + second
+    later = [d for d in sent if d["attempt"] == 2 and d["action"] == "RETRY"
+             and d["p_recover"] is not None]  # fmt: skip
+    print(f"report retries from the topics: {len(declines)} declines, {len(priced)} RETRY with "
+          f"a p answered, {len(later)} second retries pending")  # fmt: skip
+    out = tmp_path / "retries"
+    rc = cli(["report", "retries", "--bootstrap", boot, "--out", str(out), "--idle-timeout",
+              "20", "--quiet"])  # fmt: skip
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["retries"], summary["pending"]) == (len(priced) + len(later), len(later))
+    overall = summary["overall"][0]
+    assert overall["answered"] == len(priced)
+    assert overall["approved"] == pytest.approx(sum(a["approved"] for a in answers) / len(priced))
+    assert overall["p_mean"] == pytest.approx(
+        sum(d["p_recover"] for d in priced) / len(priced))  # fmt: skip
+    assert (out / "reliability.png").stat().st_size > 5_000

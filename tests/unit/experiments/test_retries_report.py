@@ -118,3 +118,9 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys) -> None:
     assert cli(["report", "retries", "--log", str(tmp_path / "log"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "no retry_decisions" in err and "export --from-topics" in err
+
+
+def test_cli_needs_one_source(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli(["report", "retries"])
+    assert exc.value.code == 2 and "--log" in capsys.readouterr().err
