@@ -64,8 +64,10 @@ def read_retry_kafka(
     idle_timeout: float = 60.0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(retry decisions, outcomes) of app.experiments.retries from the retry-decisions and
-    outcomes topics, up to the end offsets they had when the read started (the outcomes' ends
-    are taken first: a retry read always finds every outcome that came before it)."""
+    outcomes topics, each up to the end offsets it had when its read started. Retry decisions
+    are read first: the worker sends one only after its decline reached the outcomes topic, so
+    every decision read finds its decline; an answer that arrives after the outcomes' read
+    counts as pending."""
     from app.contracts.codec import Codec
     from app.kafka.connection import confluent_config
 
@@ -75,14 +77,14 @@ def read_retry_kafka(
     codec = Codec(settings)
     frames = []
     for kind, topic, serde in (
-        ("retry_outcomes", settings.topic_outcomes, codec.outcome),
         ("retry_decisions", settings.topic_retry_decisions, codec.retry),
+        ("retry_outcomes", settings.topic_outcomes, codec.outcome),
     ):
         rows, _ = _read_topic(conf, topic, serde.decode, False, progress, idle_timeout)
         cols = list(REQUIRED[kind])
         frames.append(pd.DataFrame(rows).reindex(columns=cols) if rows
                       else pd.DataFrame({c: [] for c in cols}))  # fmt: skip
-    return frames[1], frames[0]
+    return frames[0], frames[1]
 
 
 def _read_topic(
