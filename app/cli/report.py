@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from app.experiments.experiment import ExperimentReport
+    from app.experiments.retries import RetryReport
     from app.experiments.shadow import ShadowReport
 
 
@@ -100,6 +102,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             print(f"[{time.monotonic() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
     shadow = args.kind == "shadow"
+    report: ExperimentReport | ShadowReport | RetryReport
+    writer: Callable[[Any, Path], Path] = write_report
     try:
         if args.kind == "retries":
             from app.experiments import retries
@@ -113,30 +117,29 @@ def cmd_report(args: argparse.Namespace) -> int:
                 found = read_retry_kafka(get_settings(), args.bootstrap, progress,
                                          args.idle_timeout)  # fmt: skip
                 where = f"kafka {args.bootstrap}"
-            done = retries.retry_report(*found, where)
-            path = retries.write(done, args.out)
-            print(path.read_text())
-            print(f"wrote {path} and reliability.png in {args.out}", file=sys.stderr)
-            return 0
-        if args.log is not None:
-            log = read_event_log(args.log, shadow, progress)
+            report, writer = retries.retry_report(*found, where), retries.write
         else:
-            from app.config import get_settings
+            if args.log is not None:
+                log = read_event_log(args.log, shadow, progress)
+            else:
+                from app.config import get_settings
 
-            log = read_kafka(get_settings(), args.bootstrap, shadow, progress, args.idle_timeout)
-        progress(
-            f"{len(log.decisions):,} decisions, {len(log.outcomes):,} outcomes, "
-            f"{len(log.shadow):,} shadow decisions"
-        )
-        r: ExperimentReport | ShadowReport
-        if shadow:
-            r = shadow_report(log, args.challenger, ECE_BINS if args.bins is None else args.bins)
-        else:
-            r = experiment_report(log, args.control, args.guardrail_margin, args.looks, args.tau2)
+                log = read_kafka(get_settings(), args.bootstrap, shadow, progress,
+                                 args.idle_timeout)  # fmt: skip
+            progress(
+                f"{len(log.decisions):,} decisions, {len(log.outcomes):,} outcomes, "
+                f"{len(log.shadow):,} shadow decisions"
+            )
+            if shadow:
+                report = shadow_report(log, args.challenger,
+                                       ECE_BINS if args.bins is None else args.bins)  # fmt: skip
+            else:
+                report = experiment_report(log, args.control, args.guardrail_margin, args.looks,
+                                           args.tau2)  # fmt: skip
     except ReportError as exc:
         print(f"authpilot report {args.kind}: error: {exc}", file=sys.stderr)
         return 2
-    path = write_report(r, args.out)
+    path = writer(report, args.out)
     print(path.read_text())
     print(f"wrote {path} and plots in {args.out}", file=sys.stderr)
     return 0

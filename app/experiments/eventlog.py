@@ -205,14 +205,27 @@ def score_of(routes: Any, scores: pd.Series) -> np.ndarray:
     return out
 
 
+def concat(kind: str, parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The parts with rows as one frame; none: an empty frame with `kind`'s REQUIRED columns."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame({c: [] for c in REQUIRED[kind]})
+    return pd.concat(parts, ignore_index=True)
+
+
+def read_parts(files: list[Path], kind: str, progress: Progress | None) -> list[pd.DataFrame]:
+    """Each file's REQUIRED columns of `kind` (read_part), with a progress line per file."""
+    parts = []
+    for path in files:
+        parts.append(read_part(path, kind))
+        if progress:
+            progress(f"read {path}: {len(parts[-1]):,} rows")
+    return parts
+
+
 def to_frame(kind: str, parts: list[pd.DataFrame]) -> tuple[pd.DataFrame, int]:
     """Concatenate, drop duplicates (keep the last delivery), check what the reports divide by."""
-    parts = [p for p in parts if len(p)]
-    df = (
-        pd.concat(parts, ignore_index=True)
-        if parts
-        else pd.DataFrame({c: [] for c in REQUIRED[kind]})
-    )
+    df = concat(kind, parts)
     key = ["request_id", "model_version"] if kind == "shadow" else ["request_id"]
     n = len(df)
     df = df.drop_duplicates(key, keep="last").reset_index(drop=True)
@@ -242,12 +255,7 @@ def read_event_log(
             raise ReportError(
                 f"{root}: no {kind} ({kind}.parquet, {kind}.jsonl or {kind}/ with such parts)"
             )
-        parts = []
-        for path in files:
-            parts.append(read_part(path, kind))
-            if progress:
-                progress(f"read {path}: {len(parts[-1]):,} rows")
-        frames[kind], dropped[kind] = to_frame(kind, parts)
+        frames[kind], dropped[kind] = to_frame(kind, read_parts(files, kind, progress))
     return EventLog(frames["decisions"], frames["outcomes"], frames["shadow"], dropped, str(root))
 
 

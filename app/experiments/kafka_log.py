@@ -18,10 +18,20 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from app.experiments.eventlog import REQUIRED, EventLog, Progress, ReportError, to_frame
+from app.experiments.eventlog import REQUIRED, EventLog, Progress, ReportError, concat, to_frame
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer
+
+
+def _connect(settings: Any, bootstrap: str | None) -> tuple[Any, dict[str, str], Any]:
+    """(settings with `bootstrap` if given, the client config, the codec)."""
+    from app.contracts.codec import Codec
+    from app.kafka.connection import confluent_config
+
+    if bootstrap:
+        settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
+    return settings, confluent_config(settings), Codec(settings)
 
 
 def read_kafka(
@@ -33,13 +43,7 @@ def read_kafka(
 ) -> EventLog:
     """Read the decisions, outcomes (and shadow) topics from the beginning to the end offsets
     they had when the read started."""
-    from app.contracts.codec import Codec
-    from app.kafka.connection import confluent_config
-
-    if bootstrap:
-        settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
-    conf = confluent_config(settings)
-    codec = Codec(settings)
+    settings, conf, codec = _connect(settings, bootstrap)
     topics = {
         "decisions": (settings.topic_decisions, codec.decision),
         "outcomes": (settings.topic_outcomes, codec.outcome),
@@ -68,22 +72,15 @@ def read_retry_kafka(
     are read first: the worker sends one only after its decline reached the outcomes topic, so
     every decision read finds its decline; an answer that arrives after the outcomes' read
     counts as pending."""
-    from app.contracts.codec import Codec
-    from app.kafka.connection import confluent_config
-
-    if bootstrap:
-        settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
-    conf = confluent_config(settings)
-    codec = Codec(settings)
+    settings, conf, codec = _connect(settings, bootstrap)
     frames = []
     for kind, topic, serde in (
         ("retry_decisions", settings.topic_retry_decisions, codec.retry),
         ("retry_outcomes", settings.topic_outcomes, codec.outcome),
     ):
         rows, _ = _read_topic(conf, topic, serde.decode, False, progress, idle_timeout)
-        cols = list(REQUIRED[kind])
-        frames.append(pd.DataFrame(rows).reindex(columns=cols) if rows
-                      else pd.DataFrame({c: [] for c in cols}))  # fmt: skip
+        frames.append(concat(kind, [pd.DataFrame(rows).reindex(columns=list(REQUIRED[kind]))]
+                             if rows else []))  # fmt: skip
     return frames[0], frames[1]
 
 

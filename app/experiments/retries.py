@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from app.experiments.eventlog import REQUIRED, Progress, ReportError, parts_of, read_part
+from app.experiments.eventlog import Progress, ReportError, concat, parts_of, read_parts
+from app.experiments.stats import wilson_ci
 from app.retry.engine import decline_class
 
 BINS = (0.0, 0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 1.0)  # reliability bins of p_recover
-Z = 1.96
 
 
 @dataclass(frozen=True)
@@ -62,23 +62,12 @@ class RetryReport:
     reliability: list[Cell] = field(default_factory=list)  # scheduled: by p_recover bin
 
 
-def _ci(k: float, n: int) -> tuple[float, float]:
-    """Wilson 95% interval of k successes in n."""
-    if n == 0:
-        return math.nan, math.nan
-    q = k / n
-    d = 1 + Z * Z / n
-    c = (q + Z * Z / (2 * n)) / d
-    h = Z * math.sqrt(q * (1 - q) / n + Z * Z / (4 * n * n)) / d
-    return c - h, c + h
-
-
 def _cell(group: tuple[str, ...], rows: pd.DataFrame) -> Cell:
     done = rows[rows["answered"]]
-    n, k = len(done), float(done["ok"].sum())
-    lo, hi = _ci(k, n)
+    n = len(done)
+    rate = wilson_ci(int(done["ok"].sum()), n)
     return Cell(group, len(rows), n, float(done["p_recover"].mean()) if n else math.nan,
-                k / n if n else math.nan, lo, hi)  # fmt: skip
+                rate.mean, rate.lo, rate.hi)  # fmt: skip
 
 
 def _cells(rows: pd.DataFrame, by: list[str]) -> list[Cell]:
@@ -141,14 +130,7 @@ def read_retry_log(root: Path, progress: Progress | None = None,
                 f"{root}: no {kind} ({kind}.parquet, {kind}.jsonl or {kind}/ "
                 "with such parts; `authpilot export --from-topics` writes both)"
             )
-        parts = []
-        for path in files:
-            parts.append(read_part(path, read_as))
-            if progress:
-                progress(f"read {path}: {len(parts[-1]):,} rows")
-        parts = [p for p in parts if len(p)]
-        frames.append(pd.concat(parts, ignore_index=True) if parts
-                      else pd.DataFrame({c: [] for c in REQUIRED[read_as]}))  # fmt: skip
+        frames.append(concat(read_as, read_parts(files, read_as, progress)))
     return frames[0], frames[1]
 
 

@@ -145,9 +145,9 @@ class RouteHealthConfig:
     # route failures flaps 4 and 10 with 43% and 70% of the rest approved, against 5 and 59
     # for the window alone; at 30% failures and 60% approved 37 against 1,247 (re-measured
     # after the lagged baseline, stop 37; before it 12 / 125 and 59 / 1,748 for the window
-    # alone). The price: a
-    # healed route is back after a median 9-10 probes (window alone 9), 18 after the milder
-    # outage (alone 8), whose "as since" is nearer healthy (each approval +0.7 nats, not +1.6).
+    # alone). The price: a healed route is back after a median 9-10 probes (window alone 9),
+    # 18 after the milder outage (alone 8), whose "as since" is nearer healthy (each approval
+    # +0.7 nats, not +1.6).
     restore_evidence: float = 9.21
 
 
