@@ -220,7 +220,14 @@ class Settings(BaseSettings):
     ev_merchant_margin_bps: dict[str, float] = Field(
         default_factory=dict, description='per-merchant margins, JSON: {"m1": 180}'
     )
-    ev_explore: float = Field(0.03, description="share of EV-routed traffic that explores")
+    ev_explore: float = Field(
+        0.03,
+        description="share of EV-routed traffic that explores (uniform over the eligible "
+        "routes). It keeps the route windows the model reads and the online correction fed for "
+        "routes the mean would not pick; measured (evaluate-policy steady, 3 seeds x 10,000): "
+        "share of the oracle's first-attempt uplift 44% at 0, 69% at 0.03, 69% at 0.06, 63% at "
+        "0.10",
+    )
     ev_thompson_scale: float = Field(
         0.0,
         ge=0.0,

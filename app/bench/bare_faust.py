@@ -22,12 +22,13 @@ from app.bench.echo import first_route_decision
 from app.config import Settings
 from app.contracts.codec import Codec
 from app.kafka.connection import faust_broker, faust_credentials
-from app.worker.app import cap_fetch_wait, producer_options, run_faust
+from app.worker.app import cap_fetch_wait, idempotent_producer, producer_options, run_faust
 
 
 def build_bare_app(s: Settings) -> faust.App:
     """A Faust app with one agent: requests -> first-route decisions."""
     cap_fetch_wait(s.fetch_max_wait_ms)
+    idempotent_producer()  # the worker's producer, so the ratio compares like with like
     app = faust.App(
         s.app_id,
         broker=faust_broker(s),

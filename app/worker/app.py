@@ -69,6 +69,30 @@ def cap_fetch_wait(ms: int) -> None:
     driver.aiokafka.AIOKafkaConsumer = CappedConsumer
 
 
+def idempotent_producer() -> None:
+    """Make Faust's aiokafka producer idempotent, which Faust 0.15.3 does only for
+    exactly_once (its Producer._settings_extra), not for the worker's at_least_once.
+
+    Without it a produce request that the broker appended but could not answer (SIGKILLed
+    mid-request) is sent again after the broker returns, and the topic holds the message
+    twice: `authpilot chaos --scenarios broker --short` read a second RetryDecision for 1 of 818
+    declines (stop 39). With sequence numbers the broker drops the resent batch. acks is
+    already all (producer_options), which idempotence requires.
+    """
+    from faust.transport.drivers import aiokafka as driver
+
+    if getattr(driver.Transport.Producer, "_authpilot_idempotent", False):
+        return
+
+    class IdempotentProducer(driver.Producer):
+        _authpilot_idempotent = True
+
+        def _settings_extra(self) -> Any:
+            return {**super()._settings_extra(), "enable_idempotence": True}
+
+    driver.Transport.Producer = IdempotentProducer
+
+
 def producer_options(s: Settings) -> dict[str, Any]:
     """The Faust producer settings the worker runs with (the bare-Faust benchmark uses the same).
 
@@ -95,6 +119,7 @@ def build_app(s: Settings) -> tuple[faust.App, WorkerContext]:
     """A configured Faust app with every agent registered (nothing started)."""
     rocks = s.store.startswith("rocksdb")
     cap_fetch_wait(s.fetch_max_wait_ms)
+    idempotent_producer()
     app = faust.App(
         s.app_id,
         broker=faust_broker(s),

@@ -83,16 +83,17 @@ def register(app: faust.App, ctx: WorkerContext) -> None:
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        """Ready: tables recovered, not rebalancing, the broker answered the last probe (every
-        second), and the promoted champion and retry model (if any) are the ones served. Each
-        false condition is named in the body."""
+        """Ready: tables recovered, not rebalancing, the broker answered a metadata request
+        within the last 0.1 s (this poll's own when the timer's is older: app.kafka.probe),
+        and the promoted champion and retry model (if any) are the ones served. Each false
+        condition is named in the body."""
         # faust's TableManagerT omits .recovery, which its only implementation, TableManager, has
         recovery = app.tables.recovery  # type: ignore[attr-defined]
         registry = ctx.control.snapshot()
         checks = {
             "recovered": recovery.completed.is_set(),
             "not_rebalancing": not app.rebalancing,
-            "broker_reachable": probe.reachable,
+            "broker_reachable": await probe.fresh(),
             "control_read": ctx.control.caught_up.is_set(),
             "champion_served": not ctx.models.champion_missing(registry),
             "retry_model_served": not ctx.models.retry_missing(registry),

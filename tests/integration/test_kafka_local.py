@@ -49,3 +49,15 @@ def test_aiokafka_and_confluent_kafka_both_talk_to_it(kafka_bootstrap):
 
     values = asyncio.run(roundtrip())
     assert values == [b"from-confluent", b"from-aiokafka"]
+
+
+def test_the_readiness_probe_reaches_the_broker(kafka_bootstrap):
+    import asyncio
+
+    from app.config import Settings
+    from app.kafka.probe import BrokerProbe
+
+    probe = BrokerProbe(Settings(kafka_bootstrap=kafka_bootstrap))
+    probe.reachable, probe.checked_at = False, 0.0  # stale and wrong: fresh() must ask again
+    assert asyncio.run(probe.fresh()) is True
+    assert probe.error is None and probe.checked_at > 0.0
