@@ -18,8 +18,13 @@ def cmd_train(a: argparse.Namespace) -> int:
     gives (null request features, labels not 0/1), then train."""
     from app.contracts.ingest import EXIT_REFUSED, LogRejected, require_valid_log
     from app.features.quality import check_matrix, quality_paths
-    from app.models.training.train import run
+    from app.models.training.train import ignored, run
 
+    try:
+        names = ignored(a.ignore_features)
+    except ValueError as exc:
+        print(f"authpilot train: --ignore-features: {exc}", file=sys.stderr)
+        return 2
     if a.log is not None:
         if not a.log.is_dir():
             print(f"authpilot train: --log {a.log} is not a directory", file=sys.stderr)
@@ -48,7 +53,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         print(f"note: no {summary.name} beside the matrix, so its log was not checked by "
               "`features build`; --log DIR checks it now")  # fmt: skip
     run(a.matrix, a.out, a.name, a.version, a.decline_weight, a.champion, trainer=a.trainer,
-        rounds=a.rounds, refit_all=a.refit_all)  # fmt: skip
+        rounds=a.rounds, refit_all=a.refit_all, ignore=names)  # fmt: skip
     if not a.no_track:
         from app.lifecycle import tracking
 
@@ -130,6 +135,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="serve a booster refitted on every row with the split's rounds, "
                         "calibrated out of fold (the report's metrics stay the split "
                         "model's)")  # fmt: skip
+    t.add_argument("--ignore-features", metavar="NAMES",
+                   help="comma-separated features the model is trained blind to, `none` for "
+                        "none (default: the aggregate traffic volumes bin_1h_n, bin_24h_n, "
+                        "merchant_24h_n, route_1h_n; app.models.training.train.IGNORED_FEATURES "
+                        "says why)")  # fmt: skip
     t.add_argument("--no-track", action="store_true",
                    help="do not log the run to MLflow (AUTHPILOT_MLFLOW_TRACKING_URI)")  # fmt: skip
     t.set_defaults(func=cmd_train)

@@ -43,7 +43,10 @@ class Prepared:
 
 
 def _fingerprint(*parts: Any) -> str:
-    blob = json.dumps([*parts, feature_hash(), SHIM_ABI], sort_keys=True, default=str)
+    from app.models.training.train import IGNORED_FEATURES  # a model trained blind to others
+
+    blob = json.dumps([*parts, feature_hash(), SHIM_ABI, IGNORED_FEATURES], sort_keys=True,
+                      default=str)  # fmt: skip
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

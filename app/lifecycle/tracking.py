@@ -168,6 +168,8 @@ def log_train_dir(s: Settings, train_dir: Path, kind: str = "router") -> RunRef:
     params = {k: summary[k] for k in ("name", "version", "trainer", "decline_weight", "trees",
                                       "calibration", "feature_hash") if k in summary}  # fmt: skip
     params.update({k: v for k, v in summary.get("params", {}).items()})
+    if "ignored_features" in summary:  # an MLflow param is a string
+        params["ignored_features"] = ",".join(summary["ignored_features"]) or "none"
     for w in ("training_window_ms", "test_window_ms"):
         if w in summary:
             params[w] = f"{summary[w][0]}..{summary[w][1]}"

@@ -122,7 +122,7 @@ def run(cfg: SweepConfig, s: Settings, say: Say = print) -> SweepResult:
     from app.models.serving.scoring import CompiledModel
     from app.models.training import evaluate as ev
     from app.models.training.compile import compile_model
-    from app.models.training.train import features, time_split
+    from app.models.training.train import features, masked, time_split
     from app.retry import registry as retry_registry
     from app.retry.engine import RetryParams, load_recovery
     from app.retry.rules import NetworkRules
@@ -135,7 +135,7 @@ def run(cfg: SweepConfig, s: Settings, say: Say = print) -> SweepResult:
     prep = prepare(cfg.scenario, cfg.work, cfg.history_days, cfg.history_attempts,
                    cfg.history_seed, say=say)  # fmt: skip
     root = prep.model_dir.parents[2]
-    split = time_split(pd.read_parquet(root / "train.parquet"))
+    split = time_split(masked(pd.read_parquet(root / "train.parquet")))  # as train.run does
     xte, yte = features(split.test), split.test.approved.to_numpy(float)
     yva = split.valid.approved.to_numpy(float)
     say(f"split: train {len(split.train):,} valid {len(split.valid):,} test {len(split.test):,}")

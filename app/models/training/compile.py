@@ -138,6 +138,12 @@ def build_library(
     t0 = time.monotonic()
     model = of_file(model_file).treelite(model_file)
     pc = parallel_comp if parallel_comp is not None else default_parallel_comp(model.num_tree)
+    # TL2cgen 1.0's quantize.c prints float32 thresholds with 8 significant digits, and a float
+    # needs 9 to round-trip: XGBoost's 1039128.0625 became 1039128.1, read back as 1039128.125,
+    # and a row at exactly 1039128.0625 took the other branch (compiled 0.5504 vs XGBoost's
+    # 0.5562; tests/unit/models/test_train.py's XGBoost comparison). Doubles are printed with 17
+    # digits, so LightGBM models keep the quantized (~15% faster) code.
+    quantize = quantize and str(model.input_type) != "float32"
     params: dict[str, Any] = {"parallel_comp": int(pc), "quantize": int(bool(quantize))}
     ann_target = out_dir / ANNOTATION
     if annotate_matrix is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from app.features.offline import build_matrix
@@ -165,3 +167,50 @@ def test_refit_all_serves_a_compiled_model_that_learned_the_newest_window(traine
     assert p_served[hit].mean() < p_split[hit].mean() - 0.2
     assert abs(p_served[rest].mean() - y[rest].mean()) < 0.03
     assert abs(p_split[rest].mean() - y[rest].mean()) > 0.1
+
+
+def test_the_default_model_is_blind_to_the_traffic_volume(trained):
+    # IGNORED_FEATURES: no split on them, so the model's p cannot move with the volume alone
+    from app.features.definitions import FEATURE_NAMES
+    from app.models.training.frameworks import FRAMEWORKS
+    from app.models.training.train import IGNORED_FEATURES
+
+    d, s = trained
+    assert s["ignored_features"] == list(IGNORED_FEATURES)
+    fw = FRAMEWORKS[s["trainer"]]
+    booster = fw.load(d / "out" / fw.model_file)
+    gain = dict(zip(FEATURE_NAMES, fw.importance(booster), strict=True))
+    assert all(gain[c] == 0 for c in IGNORED_FEATURES), {c: gain[c] for c in IGNORED_FEATURES}
+    # the same trees on the rest: the per-segment evidence counts are still read
+    assert (
+        sum(
+            gain[c] > 0
+            for c in (
+                "bin_route_24h_n",
+                "country_route_24h_n",
+                "merchant_route_7d_n",
+                "bin_route_7d_n",
+            )
+        )
+        >= 1
+    )
+    x = features(time_split(pd.read_parquet(d / "matrix.parquet")).test)[:200]
+    moved = x.copy()
+    for c in IGNORED_FEATURES:
+        moved[:, FEATURE_NAMES.index(c)] *= 7.0  # a seventh of the traffic, seven times
+    np.testing.assert_array_equal(fw.predict(booster, x), fw.predict(booster, moved))
+    assert "Trained blind to: `bin_1h_n`" in (d / "out" / "report.md").read_text()
+
+
+def test_ignored_features_are_parsed_and_checked():
+    from app.models.training.train import IGNORED_FEATURES, ignored, masked
+
+    assert ignored(None) == IGNORED_FEATURES
+    assert ignored("none") == () and ignored("") == ()
+    assert ignored("bin_1h_n, route_1h_n") == ("bin_1h_n", "route_1h_n")
+    with pytest.raises(ValueError, match="bin_1h_count"):
+        ignored("bin_1h_n,bin_1h_count")
+    df = pd.DataFrame({"bin_1h_n": [3.0, 5.0], "route_1h_n": [1.0, 2.0]})
+    out = masked(df, ("bin_1h_n",))
+    assert out["bin_1h_n"].isna().all() and out["route_1h_n"].tolist() == [1.0, 2.0]
+    assert df["bin_1h_n"].tolist() == [3.0, 5.0]  # the caller's frame is not changed
