@@ -67,12 +67,8 @@ def time_split(df: pd.DataFrame, valid: float = 0.15, test: float = 0.15) -> Spl
 IGNORED_FEATURES: tuple[str, ...] = ("bin_1h_n", "bin_24h_n", "merchant_24h_n", "route_1h_n")
 
 
-def ignored(spec: str | None) -> tuple[str, ...]:
-    """The features named by `--ignore-features` (comma-separated; `none`; None: the default
-    IGNORED_FEATURES). ValueError names any that is not a feature."""
-    if spec is None:
-        return IGNORED_FEATURES
-    names = tuple(n.strip() for n in spec.split(",") if n.strip() not in ("", "none"))
+def _features_only(names: tuple[str, ...]) -> tuple[str, ...]:
+    """`names`, or ValueError naming any that is not a feature."""
     unknown = sorted(set(names) - set(FEATURE_NAMES))
     if unknown:
         raise ValueError(f"unknown feature(s) to ignore: {', '.join(unknown)} (the names are "
@@ -80,11 +76,20 @@ def ignored(spec: str | None) -> tuple[str, ...]:
     return names
 
 
+def ignored(spec: str | None) -> tuple[str, ...]:
+    """The features named by `--ignore-features` (comma-separated; `none`; None: the default
+    IGNORED_FEATURES). ValueError names any that is not a feature."""
+    if spec is None:
+        return IGNORED_FEATURES
+    return _features_only(tuple(n.strip() for n in spec.split(",")
+                                if n.strip() not in ("", "none")))  # fmt: skip
+
+
 def masked(df: pd.DataFrame, ignore: tuple[str, ...] = IGNORED_FEATURES) -> pd.DataFrame:
     """`df` with the ignored features missing on every row. No tree can split on a column that
     is missing everywhere, so the model never reads them, while it still takes the full
     FEATURE_NAMES row: the online fill, the feature hash and the compiled ABI are unchanged."""
-    ignore = ignored(",".join(ignore) or "none")
+    ignore = _features_only(tuple(ignore))
     return df.assign(**{c: np.nan for c in ignore}) if ignore else df
 
 

@@ -42,8 +42,11 @@ def test_a_stale_answer_is_not_read_a_fresh_round_trip_is_made():
     probe.checked_at = time.monotonic() - 5.0
     assert asyncio.run(probe.fresh()) is False
     assert Counting.calls == 1
-    # Within FRESH_S the answer just made is reused: no second request.
-    probe.reachable = True  # as if it had answered; a reuse must return this
-    assert asyncio.run(probe.fresh(max_age_s=60.0)) is True
+    # Within FRESH_S an answer just made is reused: no second request.
+    probe.reachable, probe.checked_at = True, time.monotonic()  # as if it had just answered
+    assert asyncio.run(probe.fresh()) is True
     assert Counting.calls == 1
-    assert FRESH_S < 1.0
+    # Older than FRESH_S, it is asked again (and the closed port says no).
+    probe.checked_at = time.monotonic() - 2 * FRESH_S
+    assert asyncio.run(probe.fresh()) is False
+    assert Counting.calls == 2
