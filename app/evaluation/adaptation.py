@@ -33,11 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from app.evaluation import regret
 from app.evaluation.incidents import Incident, segment, without_event
 from app.evaluation.loop import PolicyRun
 from app.evaluation.report import fmt, per_payment, pooled
 from app.experiments.stats import Z95, Interval, mean_ci
-from app.sim.truth import batch_from_columns, p_approve_matrix
 from app.sim.world import World
 
 WINDOW = 50  # attempts in the rolling window of time to adapt
@@ -97,18 +97,7 @@ def oracle_routes(world: World, payments: Sequence[dict[str, Any]],
     value p x amount x margin - fee among its candidates (what the oracle policy picks)."""
     if not payments:
         return np.zeros(0, np.int64)
-    cols = {k: [p[k] for p in payments] for k in payments[0]}
-    P = p_approve_matrix(world, batch_from_columns(world, cols))
-    R = len(world.route_ids)
-    fees = np.zeros((len(payments), R))
-    mask = np.zeros((len(payments), R), bool)
-    for n, p in enumerate(payments):
-        for c in p["candidates"]:
-            r = world.route_idx[c["route_id"]]
-            fees[n, r], mask[n, r] = c["fee_minor"], True
-    value = np.array(cols["amount_minor"], float) * margin_bps / 1e4
-    ev = np.where(mask, P * value[:, None] - fees, -np.inf)
-    return ev.argmax(1)
+    return regret.choices(world, payments, margin_bps).true_ev().argmax(1)
 
 
 @dataclass(frozen=True)
@@ -182,6 +171,7 @@ class Adaptation:
     champion: str | None = None  # whose targets `checks` holds
     checks: list[dict[str, Any]] = field(default_factory=list)  # report.Comparison's format
     rule: str = TIME_TO_ADAPT_RULE
+    losses: list[regret.Regret] = field(default_factory=list)  # where routers lose to the oracle
 
 
 def _reference(policy: str, router: str, names: Sequence[str]) -> str | None:
@@ -332,7 +322,8 @@ def analyse(world: World, payments: Mapping[int, list[dict[str, Any]]], runs: li
             inc, float(seg_all.mean()), mv_span / seg_span if seg_span else math.nan,
             phases, adapt, health, series))  # fmt: skip
     a = Adaptation(window, overall, reports, _calibration(runs, names, incidents, t),
-                   len(payments[seeds[0]]) if seeds else 0)  # fmt: skip
+                   len(payments[seeds[0]]) if seeds else 0,
+                   losses=regret.analyse(world, payments, runs, margin_bps, oracle))  # fmt: skip
     if champion is None or champion not in names:
         return a
     return replace(a, champion=champion, checks=targets(a, champion))
@@ -563,6 +554,7 @@ def markdown(a: Adaptation) -> str:
             cells = [fmt(by[k], 100) if k in by else "n/a" for k in bands]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += regret.markdown(a.losses)
     return "\n".join(lines) + "\n"
 
 
@@ -640,4 +632,5 @@ def to_json(a: Adaptation) -> dict[str, Any]:
         "calibration": {n: {k: iv(v) for k, v in by.items()} for n, by in a.calibration.items()},
         "champion": a.champion,
         "checks": a.checks,
+        "regret": regret.to_json(a.losses),
     }

@@ -22,7 +22,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +77,25 @@ class AttemptLog:
         return rows[np.argsort(self.payment[rows], kind="stable")]
 
 
+EXPLOIT, EXPLORE, PROBE = 0, 1, 2  # how a first attempt's route was chosen (PolicyRun.first_kind)
+
+
+def _kind(d: dict[str, Any]) -> int:
+    """PROBE (route health sent it to a demoted route), EXPLORE (the policy's exploration or
+    posterior draw picked another than its best) or EXPLOIT, from the leading reason code."""
+    head = (d.get("reason_codes") or [""])[0]
+    return PROBE if head.startswith("PROBE") else EXPLORE if head == "EXPLORE" else EXPLOIT
+
+
+def _all_p(d: dict[str, Any], route_idx: Mapping[str, int], out: np.ndarray) -> None:
+    """The decision's p_approve of every candidate into out[route index] (NaN stays where the
+    policy gives none)."""
+    for s in d.get("scores") or ():
+        p = s.get("p_approve")
+        if isinstance(p, int | float):
+            out[route_idx[s["route_id"]]] = p
+
+
 def _chosen_p(d: dict[str, Any]) -> float:
     """The decision's p_approve of its chosen route; NaN when absent or not a number."""
     for s in d.get("scores") or ():
@@ -109,6 +128,11 @@ class PolicyRun:
     # where it chooses; this pair measures by how much.
     retry_p: np.ndarray = field(default_factory=lambda: np.zeros(0))
     retry_ok: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    # per payment, its first attempt's decision: p_approve of every candidate by world route
+    # index (NaN: not a candidate or no p) and how the route was chosen (EXPLOIT / EXPLORE /
+    # PROBE): where a router loses to the oracle (app.evaluation.regret) is read from these
+    first_p: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    first_kind: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
 
 
 Refit = Callable[[RetryPolicy, list[dict[str, Any]]], RetryPolicy]
@@ -149,6 +173,8 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router,
     lroute: list[int] = []
     lp: list[float] = []
     lok: list[bool] = []
+    first_p = np.full((n, len(world.route_ids)), np.nan)
+    first_kind = np.zeros(n, np.int8)
     # (time, tiebreak, kind, payment index, request, previous outcome / decision)
     heap: list[tuple[int, int, int, int, dict[str, Any], Any]] = [
         (p["event_time"], next(seq), 0, i, p, None) for i, p in enumerate(payments)
@@ -181,6 +207,9 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router,
             lroute.append(route_idx[route])
             lp.append(_chosen_p(d))
             lok.append(out["approved"])
+            if req["attempt"] == 1:
+                _all_p(d, route_idx, first_p[i])
+                first_kind[i] = _kind(d)
             continue
         out = extra  # an outcome arrives
         router.observe(out)
@@ -221,7 +250,7 @@ def run_policy(world: World, payments: list[dict[str, Any]], router: Router,
     return PolicyRun(label or f"{router.name}+{retrier.name}", seed, amount, first, approved,
                      attempts, fees, violations, mit, first_declines, log,
                      list(getattr(router, "alerts", [])), np.array(rp, float),
-                     np.array(rok, bool))  # fmt: skip
+                     np.array(rok, bool), first_p, first_kind)  # fmt: skip
 
 
 def _violations(rules: NetworkRules, prev: dict[str, Any], req: dict[str, Any],

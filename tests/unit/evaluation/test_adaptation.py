@@ -172,6 +172,15 @@ def test_small_evaluation_writes_the_adaptation_section(tmp_path):
     assert cal.lo < 0 < cal.hi and abs(cal.mean) < 0.03
     assert "best_single_route+engine" not in a.calibration  # its decisions carry no p
     assert set(adaptation.band_names()) & set(a.calibration["expected_value+engine"])
+    # regret against the oracle: for the policies with estimates, not the oracle's own run
+    losses = {r.policy: r for r in a.losses}
+    assert set(losses) == {"success_rate+engine", "expected_value+engine"}
+    ev_loss = losses["expected_value+engine"]
+    assert ev_loss.n == 1200 and 0 < ev_loss.on_oracle < 1 and ev_loss.value > 0
+    assert sum(k.share for k in ev_loss.kinds) == pytest.approx(1.0)
+    for name, loss in losses.items():  # route health's probes are a slice of their own
+        if health[name].probes:
+            assert "probe" in {k.label for k in loss.kinds}
     out = tmp_path / "report"
     report.write(result.comparison, out, result.title, "cmd", a)
     md = (out / "report.md").read_text()
@@ -180,12 +189,14 @@ def test_small_evaluation_writes_the_adaptation_section(tmp_path):
     assert "| probes while demoted (first attempts, of the outage's) | probes approved |" in md
     assert "By the decision's p of the chosen route" in md and "| p 0.93-1.00 |" in md
     assert "### Targets (issue 16) for expected_value+engine" in md
+    assert "### Where the router loses to the oracle (first attempts)" in md
     assert (out / "adaptation.png").stat().st_size > 20_000
     summary = json.loads((out / "summary.json").read_text())
     inc = summary["adaptation"]["incidents"][0]
     assert [p["name"] for p in inc["phases"]] == phases
     assert len(inc["time_to_adapt"]) == len(policies)
     assert math.isclose(summary["adaptation"]["window_days"][1], 11.75)
+    assert {r["policy"] for r in summary["adaptation"]["regret"]} == set(losses)
 
 
 def _row(policy: str, phase: str, share: float) -> adaptation.PhaseRow:

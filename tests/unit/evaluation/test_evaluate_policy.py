@@ -237,8 +237,15 @@ def test_the_attempt_log_matches_the_per_payment_results(world, payments):
     chosen = [log.routes[k] for k in log.route[first]]
     assert chosen == [routes[p["merchant_id"]] for p in payments]
     assert np.isnan(log.p).all()  # a fixed route carries no estimate
+    assert np.isnan(run.first_p).all() and (run.first_kind == 0).all()
     o = run_policy(world, payments, oracle(world, 2000), retry, RULES, seed=3)
     assert o.log is not None and np.isfinite(o.log.p).all()
+    # the first attempt's p of every candidate, the chosen one's equal to the log's
+    of = o.log.first()
+    assert o.first_p.shape == (len(payments), len(world.route_ids))
+    assert np.allclose(o.first_p[np.arange(len(payments)), o.log.route[of]], o.log.p[of])
+    n_cand = [len(p["candidates"]) for p in payments]
+    assert np.isfinite(o.first_p).sum(axis=1).tolist() == n_cand
     assert abs(o.log.p[o.log.first()].mean() - o.first_approved.mean()) < 0.02  # true p
 
 
