@@ -270,6 +270,9 @@ def run(matrix: Path, out: Path, name: str, version: str, decline_weight: float 
     df = masked(pd.read_parquet(matrix), ignore)
     split = time_split(df)
     _say(f"rows: train {len(split.train)} valid {len(split.valid)} test {len(split.test)}")
+    unseen = ev.out_of_range(split.train, split.valid, FEATURE_NAMES)
+    if unseen:
+        _say("validation rows outside the training range: " + _shares(unseen))
     booster = TRAINERS[trainer](split, rounds=rounds, params=params,
                                 decline_weight=decline_weight)  # fmt: skip
     _say(f"{trainer}: {fw.num_trees(booster)} trees in {time.monotonic() - t0:.1f}s")
@@ -325,6 +328,7 @@ def run(matrix: Path, out: Path, name: str, version: str, decline_weight: float 
         "model_file": fw.model_file,
         "decline_weight": decline_weight,
         "ignored_features": list(ignore),
+        "validation_out_of_range": unseen,
         "trees": fw.num_trees(booster),
         "calibration": cal.kind,
         "metrics_test": rows,
@@ -372,6 +376,7 @@ def _report(out: Path, s: dict[str, Any], seg: dict[str, pd.DataFrame], pngs: li
         f"Trained blind to: {_names(s['ignored_features'])} (missing on every row; "
         "`--ignore-features`).",
         "",
+        *_unseen_lines(s["validation_out_of_range"]),
         *_served_lines(s["served_model"]),
         "## Test metrics",
         "",
@@ -390,6 +395,19 @@ def _report(out: Path, s: dict[str, Any], seg: dict[str, pd.DataFrame], pngs: li
     lines += ["", "## Top features (gain)", ""]
     lines += [f"- {k}: {v:,.0f}" for k, v in imp.sort_values(ascending=False).head(10).items()]
     (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def _shares(unseen: dict[str, float]) -> str:
+    return ", ".join(f"`{c}` {v:.0%}" for c, v in unseen.items())
+
+
+def _unseen_lines(unseen: dict[str, float]) -> list[str]:
+    """The report's warning when the validation window reads values training never had."""
+    if not unseen:
+        return []
+    return [f"Validation rows outside the training rows' range: {_shares(unseen)}. Early "
+            "stopping and calibration judged these on values no tree was trained on "
+            "(`validation_out_of_range` in metrics.json).", ""]  # fmt: skip
 
 
 def _names(cols: list[str]) -> str:

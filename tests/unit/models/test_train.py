@@ -214,3 +214,24 @@ def test_ignored_features_are_parsed_and_checked():
     out = masked(df, ("bin_1h_n",))
     assert out["bin_1h_n"].isna().all() and out["route_1h_n"].tolist() == [1.0, 2.0]
     assert df["bin_1h_n"].tolist() == [3.0, 5.0]  # the caller's frame is not changed
+
+
+def test_validation_rows_outside_the_training_range_are_reported(trained):
+    """The warning's arithmetic on a constructed pair, and the trained model's metrics.json
+    and report agree with it on the real split."""
+    from app.models.training.evaluate import out_of_range
+
+    train = pd.DataFrame({"a": [0.0, 1.0, 2.0, np.nan], "b": [5.0, 6.0, 7.0, 8.0]})
+    valid = pd.DataFrame({"a": [-1.0, 1.5, 3.0, np.nan], "b": [6.0, 6.5, 7.0, 9.0]})
+    assert out_of_range(train, valid, ["a", "b"]) == pytest.approx({"a": 2 / 3, "b": 0.25})
+    assert list(out_of_range(train, valid, ["b", "a"])) == ["a", "b"]  # largest first
+    assert out_of_range(train, valid, ["a", "b"], min_share=0.3) == pytest.approx({"a": 2 / 3})
+    d, s = trained
+    sp = time_split(pd.read_parquet(d / "matrix.parquet"))
+    from app.features.definitions import FEATURE_NAMES
+    from app.models.training.train import masked
+
+    expect = out_of_range(masked(sp.train), masked(sp.valid), FEATURE_NAMES)
+    assert s["validation_out_of_range"] == pytest.approx(expect)
+    report = (d / "out" / "report.md").read_text()
+    assert ("Validation rows outside the training rows' range" in report) == bool(expect)
