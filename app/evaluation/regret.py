@@ -61,16 +61,51 @@ class Regret:
     segments: list[Part] = field(default_factory=list)  # label "issuer_country network"
 
 
-def decompose(policy: str, p_true: np.ndarray, value: np.ndarray, fees: np.ndarray,
-              cand: np.ndarray, p_router: np.ndarray, chosen: np.ndarray, kind: np.ndarray,
-              segments: Sequence[str], route_ids: Sequence[str],
+@dataclass(frozen=True)
+class Choices:
+    """What every first attempt could have done, by world route index (n x R): true p, fee,
+    candidate mask; the value of an approval per attempt."""
+
+    p_true: np.ndarray
+    value: np.ndarray
+    fees: np.ndarray
+    cand: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: Sequence[Choices]) -> Choices:
+        """Several runs' attempts as one (seeds pooled)."""
+        return cls(*(np.concatenate([getattr(c, f) for c in parts])
+                     for f in ("p_true", "value", "fees", "cand")))  # fmt: skip
+
+    def true_ev(self) -> np.ndarray:
+        """p x value - fee, -inf off the candidates: the oracle takes the argmax."""
+        return np.where(self.cand, self.p_true * self.value[:, None] - self.fees, -np.inf)
+
+
+def choices(world: World, payments: Sequence[dict[str, Any]], margin_bps: float) -> Choices:
+    """The simulator's truth for each payment's first attempt at its time."""
+    cols = {k: [p[k] for p in payments] for k in payments[0]}
+    p_true = p_approve_matrix(world, batch_from_columns(world, cols))
+    fees = np.zeros_like(p_true)
+    cand = np.zeros(p_true.shape, bool)
+    for i, p in enumerate(payments):
+        for c in p["candidates"]:
+            r = world.route_idx[c["route_id"]]
+            fees[i, r], cand[i, r] = c["fee_minor"], True
+    value = np.asarray(cols["amount_minor"], float) * margin_bps / 1e4
+    return Choices(p_true, value, fees, cand)
+
+
+def decompose(policy: str, truth: Choices, p_router: np.ndarray, chosen: np.ndarray,
+              kind: np.ndarray, segments: Sequence[str], route_ids: Sequence[str],
               top: int = TOP) -> Regret:  # fmt: skip
-    """The regret of one policy's first attempts. Arrays are per attempt (n) or per attempt and
-    world route (n x R): true p, value of an approval, fee and candidate mask per route, the
-    router's p per route (NaN where it gave none), the chosen route index and its kind."""
+    """The regret of one policy's first attempts: `truth` and the router's p per attempt and
+    world route (n x R; NaN where it gave none), the chosen route index, its kind and its
+    segment label per attempt."""
     n = len(chosen)
     rows = np.arange(n)
-    ev = Choices(p_true, value, fees, cand).true_ev()
+    p_true = truth.p_true
+    ev = truth.true_ev()
     best = ev.argmax(axis=1)
     loss = ev[rows, best] - ev[rows, chosen]
     dp = p_true[rows, best] - p_true[rows, chosen]
@@ -113,64 +148,29 @@ def decompose(policy: str, p_true: np.ndarray, value: np.ndarray, fees: np.ndarr
                   ranked(np.asarray(segments, dtype=object)))  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Choices:
-    """What every first attempt could have done, by world route index (n x R): true p, fee,
-    candidate mask; the value of an approval per attempt."""
-
-    p_true: np.ndarray
-    value: np.ndarray
-    fees: np.ndarray
-    cand: np.ndarray
-
-    def true_ev(self) -> np.ndarray:
-        """p x value - fee, -inf off the candidates: the oracle takes the argmax."""
-        return np.where(self.cand, self.p_true * self.value[:, None] - self.fees, -np.inf)
-
-
-def choices(world: World, payments: Sequence[dict[str, Any]], margin_bps: float) -> Choices:
-    """The simulator's truth for each payment's first attempt at its time."""
-    cols = {k: [p[k] for p in payments] for k in payments[0]}
-    p_true = p_approve_matrix(world, batch_from_columns(world, cols))
-    fees = np.zeros_like(p_true)
-    cand = np.zeros(p_true.shape, bool)
-    for i, p in enumerate(payments):
-        for c in p["candidates"]:
-            r = world.route_idx[c["route_id"]]
-            fees[i, r], cand[i, r] = c["fee_minor"], True
-    value = np.asarray(cols["amount_minor"], float) * margin_bps / 1e4
-    return Choices(p_true, value, fees, cand)
-
-
 def analyse(world: World, payments: Mapping[int, list[dict[str, Any]]],
             runs: list[PolicyRun], margin_bps: float,
             oracle: str = "oracle") -> list[Regret]:  # fmt: skip
     """Per policy whose decisions carry a p (pooled over its seeds), the regret of its first
     attempts against the oracle of the same world (the `oracle` router's own runs left out:
     its p is the truth)."""
-    seeds = sorted(payments)
-    truth: dict[int, tuple[Any, ...]] = {}
-    for s in seeds:
-        m = choices(world, payments[s], margin_bps)
-        seg = np.array([f"{p['issuer_country']} {p['network']}" for p in payments[s]],
-                       dtype=object)  # fmt: skip
-        truth[s] = (m.p_true, m.value, m.fees, m.cand, seg)
+    truth = {s: choices(world, pays, margin_bps) for s, pays in payments.items()}
+    seg = {s: [f"{p['issuer_country']} {p['network']}" for p in pays]
+           for s, pays in payments.items()}  # fmt: skip
     out = []
     names = [n for n in dict.fromkeys(r.policy for r in runs) if n.partition("+")[0] != oracle]
     for name in names:
         mine = sorted((r for r in runs if r.policy == name and r.seed in truth),
                       key=lambda r: r.seed)  # fmt: skip
-        if not mine or not all(r.log is not None and r.first_p.size for r in mine):
-            continue
-        if not any(np.isfinite(r.first_p).any() for r in mine):
-            continue  # a policy without estimates (static, oracle): nothing to attribute
-        cat = [np.concatenate(x) for x in zip(*(truth[r.seed] for r in mine), strict=True)]
-        chosen = np.concatenate([r.log.route[r.log.first()].astype(np.int64)  # type: ignore[union-attr]
-                                 for r in mine])  # fmt: skip
-        p_router = np.concatenate([r.first_p for r in mine])
-        kind = np.concatenate([r.first_kind for r in mine])
-        out.append(decompose(name, cat[0], cat[1], cat[2], cat[3], p_router, chosen, kind,
-                             list(cat[4]), world.route_ids))  # fmt: skip
+        logs = [r.log for r in mine if r.log is not None]
+        if not mine or len(logs) < len(mine) or not any(np.isfinite(r.first_p).any()
+                                                        for r in mine):  # fmt: skip
+            continue  # a policy without estimates (static): nothing to attribute
+        chosen = np.concatenate([g.route[g.first()].astype(np.int64) for g in logs])
+        out.append(decompose(name, Choices.concat([truth[r.seed] for r in mine]),
+                             np.concatenate([r.first_p for r in mine]), chosen,
+                             np.concatenate([r.first_kind for r in mine]),
+                             [x for r in mine for x in seg[r.seed]], world.route_ids))  # fmt: skip
     return out
 
 

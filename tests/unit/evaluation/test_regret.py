@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from app.evaluation.loop import EXPLOIT, EXPLORE, PROBE, _kind
-from app.evaluation.regret import decompose, markdown
+from app.evaluation.regret import Choices, decompose, markdown
 
 ROUTES = ("a", "b")
 
@@ -23,7 +23,7 @@ def _case():
     chosen = np.array([0, 0, 0, 0])
     kind = np.array([EXPLOIT, EXPLORE, PROBE, EXPLOIT], np.int8)
     seg = ["DE VISA", "DE VISA", "US VISA", "US VISA"]
-    return p_true, value, fees, cand, p_router, chosen, kind, seg
+    return Choices(p_true, value, fees, cand), p_router, chosen, kind, seg
 
 
 def test_regret_splits_by_kind_and_reads_the_router_error_on_both_routes():
@@ -47,14 +47,14 @@ def test_regret_splits_by_kind_and_reads_the_router_error_on_both_routes():
 
 
 def test_fees_count_and_a_cheaper_route_can_cost_approval_but_not_value():
-    p_true, value, fees, cand, p_router, chosen, kind, seg = _case()
-    fees[:, 1] = 50.0  # b costs half an approval: the oracle takes a everywhere
-    r = decompose("ev", p_true, value, fees, cand, p_router, chosen, kind, seg, ROUTES)
+    truth, *rest = _case()
+    truth.fees[:, 1] = 50.0  # b costs half an approval: the oracle takes a everywhere
+    r = decompose("ev", truth, *rest, ROUTES)
     assert r.on_oracle == 1.0 and r.value == 0.0 and r.pairs == []
     # a route that is not a candidate is never the oracle's
-    cand2 = np.ones((4, 2), bool)
-    cand2[:, 1] = False
-    r2 = decompose("ev", *_case()[:3], cand2, *_case()[4:], ROUTES)
+    truth2, *rest2 = _case()
+    truth2.cand[:, 1] = False
+    r2 = decompose("ev", truth2, *rest2, ROUTES)
     assert r2.on_oracle == 1.0 and r2.value == 0.0
 
 
@@ -63,6 +63,13 @@ def test_the_kind_of_a_decision_comes_from_its_leading_reason_code():
     assert _kind({"reason_codes": ["EXPLORE", "EV:x"]}) == EXPLORE
     assert _kind({"reason_codes": ["EV_BEST"]}) == EXPLOIT
     assert _kind({}) == EXPLOIT
+
+
+def test_seeds_pool_into_one_set_of_choices():
+    truth = _case()[0]
+    both = Choices.concat([truth, truth])
+    assert both.p_true.shape == (8, 2) and both.cand.shape == (8, 2)
+    assert np.array_equal(both.true_ev()[4:], truth.true_ev())
 
 
 def test_the_section_names_every_slice():
